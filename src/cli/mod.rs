@@ -1,0 +1,94 @@
+//! The command line: clap definitions and one thin file per command. `main` parses,
+//! runs, prints errors with their hints, and maps them to exit codes.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error;
+use crate::ui::Printer;
+
+mod choices;
+mod completions;
+mod down;
+mod init;
+mod logs;
+mod new;
+mod status;
+mod up;
+
+/// Environments for web projects that live in docker compose, the 12-factor way.
+#[derive(Debug, Parser)]
+#[command(
+    name = "countable",
+    version,
+    propagate_version = true,
+    after_long_help = "Examples:\n  countable new shop          scaffold a Django project in ./shop\n  cd shop && countable up     build, start and wait until healthy\n  countable status --json     what runs, as JSON\n  countable logs web -f       follow the app's log"
+)]
+pub struct Cli {
+    /// Answer every prompt with its default (also implied without a terminal)
+    #[arg(long, short = 'y', global = true)]
+    pub yes: bool,
+    /// Print only errors and data
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    New(new::Args),
+    Init(init::Args),
+    Up(up::Args),
+    Down(down::Args),
+    Status(status::Args),
+    Logs(logs::Args),
+    Completions(completions::Args),
+}
+
+async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
+    match cli.command {
+        Command::New(a) => new::run(a, printer),
+        Command::Init(a) => init::run(a, printer),
+        Command::Up(a) => up::run(a, printer).await,
+        Command::Down(a) => down::run(a, printer),
+        Command::Status(a) => status::run(a, printer).await,
+        Command::Logs(a) => logs::run(a),
+        Command::Completions(a) => completions::run(a),
+    }
+}
+
+/// Parse, run, report. Usage errors and failures exit 1; bugs (and panics) exit 2.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let printer = Printer::new(cli.yes, cli.quiet);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            printer.error(&format!("error: cannot start the async runtime: {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(run(cli, &printer))
+    }));
+    match outcome {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(err)) => {
+            printer.error(&error::render(&err));
+            ExitCode::from(error::exit_code(&err))
+        }
+        Err(_) => {
+            printer.error("error: countable crashed (a bug); please report it with the command you ran");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! `countable up`: one command to a running, healthy environment.
+
+use crate::environment::{Local, UpOptions};
+use crate::ui::Printer;
+
+/// Build and start the project, wait until every service is healthy, print its URL.
+/// An empty database is filled from `data_from` (countable.yml) first.
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = "Examples:\n  countable up\n  countable up --no-data\n  countable up --dry-run")]
+pub struct Args {
+    /// Do not fill an empty database from `data_from`
+    #[arg(long)]
+    pub no_data: bool,
+    /// Print the commands instead of running them
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
+    let mut local = Local::open(&std::env::current_dir()?)?;
+    let opts = UpOptions {
+        no_data: args.no_data,
+        dry_run: args.dry_run,
+    };
+    local.up(printer, &opts).await?;
+    if args.dry_run {
+        return Ok(());
+    }
+    let states = local.status().await?;
+    let url = local.url_from(&states);
+    printer.success(&format!("{} is up and healthy", local.project.compose_name()));
+    printer.data(&url);
+    Ok(())
+}

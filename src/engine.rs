@@ -1,0 +1,234 @@
+//! The only place that talks to the Docker API (bollard): connect and ping, find a
+//! compose project's containers by their labels, and exec commands inside them with
+//! stdin/stdout streamed (no TTY). The database is reached this way, never via a port.
+//!
+//! It knows nothing of projects or configs: callers pass compose project and service names.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::query_parameters::{InspectContainerOptions, ListContainersOptions};
+use bollard::Docker;
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::error::Hint;
+
+const PROJECT_LABEL: &str = "com.docker.compose.project";
+const SERVICE_LABEL: &str = "com.docker.compose.service";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot reach the Docker engine at {host}")]
+    Unreachable {
+        host: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("the Docker engine at {host} did not answer within {secs} s")]
+    Timeout { host: String, secs: u64 },
+    #[error("no running `{service}` container in compose project `{project}`")]
+    NoContainer { project: String, service: String },
+    #[error("Docker API call failed: {0}")]
+    Api(#[from] bollard::errors::Error),
+}
+
+impl Hint for EngineError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            EngineError::Unreachable { host, .. } | EngineError::Timeout { host, .. } => Some(
+                if std::env::var_os("DOCKER_HOST").is_some() {
+                    format!("DOCKER_HOST is set to {host}: check it points at a running engine (`docker info`), or `unset DOCKER_HOST`")
+                } else {
+                    "start the Docker daemon (`sudo systemctl start docker`) and check you may use it (`docker info`)".into()
+                },
+            ),
+            EngineError::NoContainer { .. } => Some("countable up".into()),
+            EngineError::Api(_) => None,
+        }
+    }
+}
+
+/// One container of a compose project, as `status` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ServiceState {
+    pub service: String,
+    pub container: String,
+    pub id: String,
+    /// `running`, `exited`, `restarting`, …
+    pub state: String,
+    /// `healthy`, `unhealthy`, `starting`, or none without a healthcheck.
+    pub health: Option<String>,
+    /// Published host ports.
+    pub ports: Vec<u16>,
+    pub started_at: Option<String>,
+}
+
+/// What an exec printed and how it ended.
+#[derive(Debug, Clone)]
+pub struct ExecOutput {
+    pub code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A connected, version-negotiated Docker client.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+fn host_label() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+}
+
+impl Engine {
+    /// Connect (honouring `DOCKER_HOST`), negotiate the API version down to the
+    /// engine's, and ping, with a bounded wait.
+    pub async fn connect() -> Result<Self, EngineError> {
+        let host = host_label();
+        let unreachable = |source| EngineError::Unreachable {
+            host: host.clone(),
+            source,
+        };
+        let docker = Docker::connect_with_defaults().map_err(unreachable)?;
+        let secs = 10;
+        let docker = tokio::time::timeout(Duration::from_secs(secs), async {
+            let docker = docker.negotiate_version().await?;
+            docker.ping().await?;
+            Ok::<_, bollard::errors::Error>(docker)
+        })
+        .await
+        .map_err(|_| EngineError::Timeout {
+            host: host.clone(),
+            secs,
+        })?
+        .map_err(unreachable)?;
+        Ok(Self { docker })
+    }
+
+    /// Every container (running or not) of compose project `project`, by service name.
+    pub async fn project_services(&self, project: &str) -> Result<Vec<ServiceState>, EngineError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{PROJECT_LABEL}={project}")],
+        )]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await?;
+        let mut out = Vec::new();
+        for c in list {
+            let id = c.id.clone().unwrap_or_default();
+            let service = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_LABEL).cloned())
+                .unwrap_or_default();
+            let container = c
+                .names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_default();
+            let mut ports: Vec<u16> = c
+                .ports
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|p| p.public_port)
+                .collect();
+            ports.sort_unstable();
+            ports.dedup();
+            let inspect = self
+                .docker
+                .inspect_container(&id, None::<InspectContainerOptions>)
+                .await?;
+            let st = inspect.state.unwrap_or_default();
+            out.push(ServiceState {
+                service,
+                container,
+                id,
+                state: st.status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+                health: st
+                    .health
+                    .and_then(|h| h.status)
+                    .map(|s| s.to_string())
+                    .filter(|s| !s.is_empty() && s != "none"),
+                ports,
+                started_at: st.started_at,
+            });
+        }
+        out.sort_by(|a, b| a.service.cmp(&b.service).then(a.container.cmp(&b.container)));
+        Ok(out)
+    }
+
+    /// The running container of `service` in `project`.
+    pub async fn service_container(&self, project: &str, service: &str) -> Result<String, EngineError> {
+        self.project_services(project)
+            .await?
+            .into_iter()
+            .find(|s| s.service == service && s.state == "running")
+            .map(|s| s.id)
+            .ok_or_else(|| EngineError::NoContainer {
+                project: project.into(),
+                service: service.into(),
+            })
+    }
+
+    /// Run `cmd` in `container` (no TTY, no stdin) and collect its output and exit code.
+    /// A missing binary shows up as a non-zero code with the shell's text in stderr.
+    pub async fn exec_capture(
+        &self,
+        container: &str,
+        cmd: &[&str],
+        env: &[String],
+    ) -> Result<ExecOutput, EngineError> {
+        let exec = self
+            .docker
+            .create_exec(
+                container,
+                CreateExecOptions {
+                    cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+                    env: Some(env.to_vec()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let started = self
+            .docker
+            .start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: None,
+                }),
+            )
+            .await?;
+        if let StartExecResults::Attached { mut output, .. } = started {
+            while let Some(chunk) = output.next().await {
+                match chunk? {
+                    bollard::container::LogOutput::StdOut { message } => stdout.extend_from_slice(&message),
+                    bollard::container::LogOutput::StdErr { message } => stderr.extend_from_slice(&message),
+                    _ => {}
+                }
+            }
+        }
+        let inspect = self.docker.inspect_exec(&exec.id).await?;
+        Ok(ExecOutput {
+            code: inspect.exit_code.unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        })
+    }
+}

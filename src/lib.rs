@@ -1,0 +1,17 @@
+//! countable: an environment manager for web projects that live in docker compose.
+//!
+//! Data flows one way: `cli` (arguments, thin `run`s) → domain modules (`project`,
+//! `scaffold`, `envfile`, `names`, `environment`) → seams (`compose` for the
+//! `docker compose` program, `engine` for the Docker API). Output goes through `ui`.
+
+pub mod adopt;
+pub mod cli;
+pub mod compose;
+pub mod engine;
+pub mod envfile;
+pub mod environment;
+pub mod error;
+pub mod names;
+pub mod project;
+pub mod scaffold;
+pub mod ui;

@@ -1,0 +1,289 @@
+//! The project: its root (the directory holding `countable.yml`), and its validated
+//! configuration. Loading turns YAML into typed settings once; commands then act on
+//! plain values. This module never runs anything.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Hint;
+use crate::names::{EnvName, ProjectName};
+
+pub const CONFIG_FILE: &str = "countable.yml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    #[error("no countable.yml in {0} or any directory above it")]
+    NotFound(PathBuf),
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Hint for ProjectError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            ProjectError::NotFound(_) => Some(
+                "run this inside a project, or create one with `countable new <name>` (or adopt an existing Django project with `countable init`)".into(),
+            ),
+            ProjectError::Read { path, .. } => Some(format!("check the permissions of {}", path.display())),
+            ProjectError::Invalid { path, .. } => Some(format!(
+                "fix {} (its schema is in countable's README, section `countable.yml`)",
+                path.display()
+            )),
+        }
+    }
+}
+
+/// Which compose services play which part.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Services {
+    #[serde(default = "default_db")]
+    pub db: String,
+    #[serde(default = "default_web")]
+    pub web: String,
+    #[serde(default = "default_nginx")]
+    pub nginx: String,
+}
+
+fn default_db() -> String {
+    "db".into()
+}
+fn default_web() -> String {
+    "web".into()
+}
+fn default_nginx() -> String {
+    "nginx".into()
+}
+fn default_files() -> Vec<String> {
+    vec!["compose.yaml".into()]
+}
+fn default_port() -> u16 {
+    8000
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Self {
+            db: default_db(),
+            web: default_web(),
+            nginx: default_nginx(),
+        }
+    }
+}
+
+/// One deployed environment (prod, staging, …). Later commands (pull-db, backup,
+/// deploy) read these; unknown keys are refused so typos surface early.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    /// The git branch that deploys here (`master` → prod, `develop` → staging).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Where backups live: `s3://bucket/prefix/` or a directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The Docker engine that runs it (`ssh://user@host`, `tcp://…`); default: local.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_host: Option<String>,
+    /// The compose project name there; default `<project>-<env>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose_project: Option<String>,
+    /// The public URL, used for health checks after a deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// `countable.yml` as written by users.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub project: String,
+    #[serde(default = "default_files")]
+    pub compose_files: Vec<String>,
+    #[serde(default)]
+    pub services: Services,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_from: Option<String>,
+    #[serde(default)]
+    pub environments: BTreeMap<String, Environment>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub project: ProjectName,
+    pub compose_files: Vec<String>,
+    pub services: Services,
+    pub port: u16,
+    pub data_from: Option<EnvName>,
+    pub environments: BTreeMap<EnvName, Environment>,
+}
+
+impl Config {
+    /// Parse and validate `text` (the contents of `path`, named in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ProjectError> {
+        let invalid = |message: String| ProjectError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let project = ProjectName::parse(&raw.project).map_err(|e| invalid(e.to_string()))?;
+        if raw.compose_files.is_empty() {
+            return Err(invalid("compose_files is empty: list at least one compose file".into()));
+        }
+        if raw.port == 0 {
+            return Err(invalid("port must be between 1 and 65535".into()));
+        }
+        let mut environments = BTreeMap::new();
+        for (name, env) in raw.environments {
+            let name = EnvName::parse(&name).map_err(|e| invalid(e.to_string()))?;
+            environments.insert(name, env);
+        }
+        let data_from = match raw.data_from {
+            None => None,
+            Some(d) => {
+                let name = EnvName::parse(&d).map_err(|e| invalid(e.to_string()))?;
+                if !environments.contains_key(&name) {
+                    return Err(invalid(format!(
+                        "data_from names `{name}`, which is not under `environments:`"
+                    )));
+                }
+                Some(name)
+            }
+        };
+        Ok(Self {
+            project,
+            compose_files: raw.compose_files,
+            services: raw.services,
+            port: raw.port,
+            data_from,
+            environments,
+        })
+    }
+}
+
+/// A loaded project: where it is and what it says.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub root: PathBuf,
+    pub config: Config,
+}
+
+impl Project {
+    /// Walk up from `start` to the first directory holding `countable.yml`.
+    pub fn find(start: &Path) -> Result<Self, ProjectError> {
+        let start = std::path::absolute(start).unwrap_or_else(|_| start.to_path_buf());
+        let root = start
+            .ancestors()
+            .find(|d| d.join(CONFIG_FILE).is_file())
+            .ok_or_else(|| ProjectError::NotFound(start.clone()))?
+            .to_path_buf();
+        Self::load(&root)
+    }
+
+    /// Load the project whose root is `root`.
+    pub fn load(root: &Path) -> Result<Self, ProjectError> {
+        let path = root.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| ProjectError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let config = Config::parse(&text, &path)?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            config,
+        })
+    }
+
+    /// The compose project name of the local environment.
+    pub fn compose_name(&self) -> &str {
+        self.config.project.as_str()
+    }
+
+    /// The URL nginx publishes locally.
+    pub fn url(&self) -> String {
+        format!("http://localhost:{}/", self.config.port)
+    }
+
+    pub fn env_file(&self) -> PathBuf {
+        self.root.join(".env")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ProjectError> {
+        Config::parse(text, Path::new("countable.yml"))
+    }
+
+    #[test]
+    fn minimal_config_takes_defaults() {
+        let c = parse("project: shop\n").unwrap();
+        assert_eq!(c.project.as_str(), "shop");
+        assert_eq!(c.compose_files, vec!["compose.yaml"]);
+        assert_eq!(c.services, Services::default());
+        assert_eq!(c.port, 8000);
+        assert!(c.environments.is_empty());
+    }
+
+    #[test]
+    fn full_config() {
+        let c = parse(
+            "project: shop\nport: 8080\ndata_from: prod\nenvironments:\n  prod:\n    branch: master\n    backups: s3://countable/backups/shop/\n    region: us-east-1\n  staging:\n    branch: develop\n    docker_host: ssh://deploy@staging.example.com\n",
+        )
+        .unwrap();
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.data_from.unwrap().as_str(), "prod");
+        assert_eq!(c.environments.len(), 2);
+    }
+
+    #[test]
+    fn loading_errors_name_the_problem() {
+        let cases = [
+            ("project: Shop\n", "not a valid project name"),
+            ("project: shop\nprot: 80\n", "unknown field `prot`"),
+            ("project: shop\nport: 0\n", "port must be"),
+            ("project: shop\ndata_from: prod\n", "not under `environments:`"),
+            ("project: shop\nenvironments:\n  Prod: {}\n", "not a valid environment name"),
+            ("project: shop\nenvironments:\n  prod:\n    bakups: x\n", "unknown field `bakups`"),
+            ("project: [\n", "not valid"),
+            ("port: 80\n", "missing field `project`"),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(want), "{text:?}: {msg}");
+            assert!(err.hint().unwrap().contains("countable.yml"));
+        }
+    }
+
+    #[test]
+    fn find_walks_up() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), "project: shop\n").unwrap();
+        let deep = dir.path().join("a/b/c");
+        std::fs::create_dir_all(&deep).unwrap();
+        let p = Project::find(&deep).unwrap();
+        assert_eq!(p.root, dir.path());
+        let elsewhere = tempfile::tempdir().unwrap();
+        assert!(matches!(Project::find(elsewhere.path()), Err(ProjectError::NotFound(_))));
+    }
+}
