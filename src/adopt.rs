@@ -20,15 +20,19 @@ fn string_after(text: &str, key: &str) -> Option<String> {
 /// The file that holds a settings module: `a/b.py` or `a/b/__init__.py`.
 pub fn module_file(root: &Path, module: &str) -> Option<PathBuf> {
     let rel = module.replace('.', "/");
-    [root.join(format!("{rel}.py")), root.join(&rel).join("__init__.py")]
-        .into_iter()
-        .find(|p| p.is_file())
+    [
+        root.join(format!("{rel}.py")),
+        root.join(&rel).join("__init__.py"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
 }
 
 /// Detect the layout of the Django project at `root`; `settings` overrides detection.
 pub fn detect(root: &Path, settings: Option<&str>) -> Result<DjangoLayout, ScaffoldError> {
     let manage = root.join("manage.py");
-    let manage_text = std::fs::read_to_string(&manage).map_err(|_| ScaffoldError::NotDjango(root.to_path_buf()))?;
+    let manage_text = std::fs::read_to_string(&manage)
+        .map_err(|_| ScaffoldError::NotDjango(root.to_path_buf()))?;
     let settings_module = match settings {
         Some(s) => s.to_string(),
         None => string_after(&manage_text, "DJANGO_SETTINGS_MODULE")
@@ -72,7 +76,10 @@ pub fn settings_advice(root: &Path, layout: &DjangoLayout) -> Vec<String> {
         lines.push("DEBUG = os.environ.get(\"DJANGO_DEBUG\", \"0\") == \"1\"".into());
     }
     if !text.contains("DJANGO_ALLOWED_HOSTS") {
-        lines.push("ALLOWED_HOSTS = os.environ.get(\"DJANGO_ALLOWED_HOSTS\", \"localhost\").split(\",\")".into());
+        lines.push(
+            "ALLOWED_HOSTS = os.environ.get(\"DJANGO_ALLOWED_HOSTS\", \"localhost\").split(\",\")"
+                .into(),
+        );
     }
     if !text.contains("POSTGRES_") && !text.contains("DATABASE_URL") {
         lines.push(
@@ -86,10 +93,16 @@ pub fn settings_advice(root: &Path, layout: &DjangoLayout) -> Vec<String> {
         lines.push("MEDIA_ROOT = os.environ.get(\"DJANGO_MEDIA_ROOT\", \"media\")".into());
     }
     if !text.contains("SECURE_PROXY_SSL_HEADER") {
-        lines.push("SECURE_PROXY_SSL_HEADER = (\"HTTP_X_FORWARDED_PROTO\", \"https\")  # nginx sets it".into());
+        lines.push(
+            "SECURE_PROXY_SSL_HEADER = (\"HTTP_X_FORWARDED_PROTO\", \"https\")  # nginx sets it"
+                .into(),
+        );
     }
     if !text.contains("DJANGO_SECURE_SSL_REDIRECT") {
-        lines.push("SECURE_SSL_REDIRECT = os.environ.get(\"DJANGO_SECURE_SSL_REDIRECT\", \"0\") == \"1\"".into());
+        lines.push(
+            "SECURE_SSL_REDIRECT = os.environ.get(\"DJANGO_SECURE_SSL_REDIRECT\", \"0\") == \"1\""
+                .into(),
+        );
     }
     let health = format!("{}.health.HealthCheckMiddleware", layout.package);
     if !text.contains(&health) {
@@ -123,15 +136,25 @@ mod tests {
         assert_eq!(l.settings_module, "mysite.settings");
         assert_eq!(l.wsgi_app, "mysite.wsgi:application");
         let advice = settings_advice(dir.path(), &l);
-        assert!(advice.iter().any(|a| a.starts_with("SECRET_KEY = os.environ")));
-        assert!(advice.iter().any(|a| a.contains("mysite.health.HealthCheckMiddleware")));
+        assert!(advice
+            .iter()
+            .any(|a| a.starts_with("SECRET_KEY = os.environ")));
+        assert!(advice
+            .iter()
+            .any(|a| a.contains("mysite.health.HealthCheckMiddleware")));
     }
 
     #[test]
     fn refuses_without_manage_py() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(detect(dir.path(), None), Err(ScaffoldError::NotDjango(_))));
+        assert!(matches!(
+            detect(dir.path(), None),
+            Err(ScaffoldError::NotDjango(_))
+        ));
         std::fs::write(dir.path().join("manage.py"), "print('hi')\n").unwrap();
-        assert!(matches!(detect(dir.path(), None), Err(ScaffoldError::NoSettings(_))));
+        assert!(matches!(
+            detect(dir.path(), None),
+            Err(ScaffoldError::NoSettings(_))
+        ));
     }
 }

@@ -149,7 +149,9 @@ impl Compose {
     fn process(&self, args: &[&str]) -> Command {
         let argv = self.command(args);
         let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..]).current_dir(&self.dir).stdin(Stdio::null());
+        cmd.args(&argv[1..])
+            .current_dir(&self.dir)
+            .stdin(Stdio::null());
         if let Some(host) = &self.docker_host {
             cmd.env("DOCKER_HOST", host);
         }

@@ -37,13 +37,13 @@ pub enum EngineError {
 impl Hint for EngineError {
     fn hint(&self) -> Option<String> {
         match self {
-            EngineError::Unreachable { host, .. } | EngineError::Timeout { host, .. } => Some(
-                if std::env::var_os("DOCKER_HOST").is_some() {
+            EngineError::Unreachable { host, .. } | EngineError::Timeout { host, .. } => {
+                Some(if std::env::var_os("DOCKER_HOST").is_some() {
                     format!("DOCKER_HOST is set to {host}: check it points at a running engine (`docker info`), or `unset DOCKER_HOST`")
                 } else {
                     "start the Docker daemon (`sudo systemctl start docker`) and check you may use it (`docker info`)".into()
-                },
-            ),
+                })
+            }
             EngineError::NoContainer { .. } => Some("countable up".into()),
             EngineError::Api(_) => None,
         }
@@ -63,6 +63,19 @@ pub struct ServiceState {
     /// Published host ports.
     pub ports: Vec<u16>,
     pub started_at: Option<String>,
+    /// The exit code of a container that stopped.
+    pub exit_code: Option<i64>,
+}
+
+impl ServiceState {
+    /// Running (and healthy, when it has a healthcheck), or a one-shot that exited 0.
+    pub fn is_good(&self) -> bool {
+        match self.state.as_str() {
+            "running" => self.health.as_deref().is_none_or(|h| h == "healthy"),
+            "exited" => self.exit_code == Some(0),
+            _ => false,
+        }
+    }
 }
 
 /// What an exec printed and how it ended.
@@ -153,7 +166,10 @@ impl Engine {
                 service,
                 container,
                 id,
-                state: st.status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+                state: st
+                    .status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "unknown".into()),
                 health: st
                     .health
                     .and_then(|h| h.status)
@@ -161,14 +177,25 @@ impl Engine {
                     .filter(|s| !s.is_empty() && s != "none"),
                 ports,
                 started_at: st.started_at,
+                exit_code: (st.status.is_some_and(|s| s.to_string() == "exited"))
+                    .then_some(st.exit_code)
+                    .flatten(),
             });
         }
-        out.sort_by(|a, b| a.service.cmp(&b.service).then(a.container.cmp(&b.container)));
+        out.sort_by(|a, b| {
+            a.service
+                .cmp(&b.service)
+                .then(a.container.cmp(&b.container))
+        });
         Ok(out)
     }
 
     /// The running container of `service` in `project`.
-    pub async fn service_container(&self, project: &str, service: &str) -> Result<String, EngineError> {
+    pub async fn service_container(
+        &self,
+        project: &str,
+        service: &str,
+    ) -> Result<String, EngineError> {
         self.project_services(project)
             .await?
             .into_iter()
@@ -218,8 +245,12 @@ impl Engine {
         if let StartExecResults::Attached { mut output, .. } = started {
             while let Some(chunk) = output.next().await {
                 match chunk? {
-                    bollard::container::LogOutput::StdOut { message } => stdout.extend_from_slice(&message),
-                    bollard::container::LogOutput::StdErr { message } => stderr.extend_from_slice(&message),
+                    bollard::container::LogOutput::StdOut { message } => {
+                        stdout.extend_from_slice(&message)
+                    }
+                    bollard::container::LogOutput::StdErr { message } => {
+                        stderr.extend_from_slice(&message)
+                    }
                     _ => {}
                 }
             }

@@ -19,7 +19,11 @@ pub fn encode_line(key: &str, value: &str) -> String {
 
 /// `value` quoted so compose reads it back verbatim.
 pub fn quote(value: &str) -> String {
-    if !value.contains('\'') && !value.contains('\n') && !value.contains('\r') && !value.ends_with('\\') {
+    if !value.contains('\'')
+        && !value.contains('\n')
+        && !value.contains('\r')
+        && !value.ends_with('\\')
+    {
         return format!("'{value}'");
     }
     let mut out = String::with_capacity(value.len() + 8);
@@ -98,8 +102,13 @@ pub fn read_value(path: &Path, key: &str) -> anyhow::Result<Option<String>> {
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(parse(&text).into_iter().rev().find(|(k, _)| k == key).map(|(_, v)| v))
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(parse(&text)
+        .into_iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v))
 }
 
 /// Render `entries` (with `# comment` lines for keys starting with `#`).
@@ -178,7 +187,11 @@ mod tests {
         for v in HOSTILE {
             let line = encode_line("K", v);
             let parsed = parse(&line);
-            assert_eq!(parsed, vec![("K".to_string(), v.to_string())], "line: {line}");
+            assert_eq!(
+                parsed,
+                vec![("K".to_string(), v.to_string())],
+                "line: {line}"
+            );
         }
         for _ in 0..200 {
             let v = random_secret(50);
@@ -207,7 +220,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         assert!(write_secret_file(&p, "again").is_err(), "never overwrites");
         assert_eq!(read_value(&p, "A").unwrap().as_deref(), Some("1"));

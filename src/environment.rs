@@ -95,43 +95,76 @@ impl Local {
         let project_name = self.project.compose_name().to_string();
         self.engine().await?;
         printer.status(&format!("starting the database ({db})"));
-        self.compose
-            .run(&as_refs(&db_args), Output::Status)
-            .map_err(|e| self.explain_failure(e))?;
+        let started = self.compose.run(&as_refs(&db_args), Output::Status);
+        self.require_healthy(printer, started, Some(&db)).await?;
         let outcome = self.fill_if_empty(printer, &project_name, opts).await?;
         printer.status(&format!("building and starting {project_name}"));
-        if let Err(e) = self.compose.run(&as_refs(&all_args), Output::Status) {
-            self.show_failing(printer).await;
-            return Err(self.explain_failure(e));
-        }
+        let started = self.compose.run(&as_refs(&all_args), Output::Status);
+        self.require_healthy(printer, started, None).await?;
         Ok(outcome)
     }
 
-    fn explain_failure(&self, err: anyhow::Error) -> anyhow::Error {
-        err.context(Hinted::new(
-            format!("`countable up` could not bring {} up healthy", self.project.compose_name()),
-            "see why with `countable status` and `countable logs <service>` (a failed migration shows in `countable logs web`)",
-        ))
+    /// Compose's `--wait` can exit 0 while a container crash-loops, so the engine has
+    /// the last word: every container (or those of `only`) must be good. Failing ones
+    /// get their last log lines shown.
+    async fn require_healthy(
+        &mut self,
+        printer: &Printer,
+        started: anyhow::Result<()>,
+        only: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let project = self.project.compose_name().to_string();
+        let states = self.engine().await?.project_services(&project).await?;
+        let bad: Vec<ServiceState> = states
+            .into_iter()
+            .filter(|s| only.is_none_or(|o| o == s.service))
+            .filter(|s| !s.is_good())
+            .collect();
+        if started.is_ok() && bad.is_empty() {
+            return Ok(());
+        }
+        self.show_failing(printer, &bad);
+        let names: Vec<&str> = bad.iter().map(|s| s.service.as_str()).collect();
+        let first = names.first().copied().unwrap_or("web");
+        let err = started
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("not healthy: {}", names.join(", ")));
+        Err(Hinted::wrap(
+            err,
+            format!("`countable up` could not bring {project} up healthy"),
+            format!("see why with `countable logs {first}` (a failed migration shows in `countable logs web`), fix it, then `countable up` again"),
+        )
+        .into())
     }
 
-    /// Print the last log lines of every service that is not running healthy.
-    async fn show_failing(&mut self, printer: &Printer) {
-        let project = self.project.compose_name().to_string();
-        let Ok(engine) = self.engine().await else { return };
-        let Ok(states) = engine.project_services(&project).await else { return };
-        for s in states {
-            let bad = s.state != "running" || s.health.as_deref().is_some_and(|h| h != "healthy");
-            if !bad {
+    /// Print the last log lines of each failing service.
+    fn show_failing(&self, printer: &Printer, bad: &[ServiceState]) {
+        for s in bad {
+            if s.state == "created" {
+                printer.warn(&format!(
+                    "{} was not started (it waits for a service above)",
+                    s.service
+                ));
                 continue;
             }
             printer.warn(&format!(
                 "{} is {}{}; its last log lines:",
                 s.service,
                 s.state,
-                s.health.as_deref().map(|h| format!(" ({h})")).unwrap_or_default()
+                s.health
+                    .as_deref()
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default()
             ));
-            if let Ok(text) = self.compose.capture(&["logs", "--no-color", "--tail", "25", &s.service]) {
-                for line in text.lines() {
+            if let Ok(text) = self.compose.capture(&[
+                "logs",
+                "--no-color",
+                "--no-log-prefix",
+                "--tail",
+                "300",
+                &s.service,
+            ]) {
+                for line in summarize_log(&text, 15) {
                     printer.note(&format!("    {line}"));
                 }
             }
@@ -154,7 +187,10 @@ impl Local {
             .await?;
         if out.code != 0 {
             return Err(Hinted::new(
-                format!("could not query the database in `{service}`: {}", out.stderr.trim()),
+                format!(
+                    "could not query the database in `{service}`: {}",
+                    out.stderr.trim()
+                ),
                 format!("countable logs {service}"),
             )
             .into());
@@ -182,7 +218,9 @@ impl Local {
             return Ok(DataOutcome::EmptyNoSource);
         };
         if opts.no_data {
-            printer.note(&format!("   the database is empty; not filling it from `{source}` (--no-data)"));
+            printer.note(&format!(
+                "   the database is empty; not filling it from `{source}` (--no-data)"
+            ));
             return Ok(DataOutcome::EmptySkipped);
         }
         printer.warn(&format!(
@@ -222,7 +260,12 @@ impl Local {
     }
 
     /// Stream the services' logs to stdout.
-    pub fn logs(&self, service: Option<&str>, follow: bool, tail: Option<u32>) -> anyhow::Result<()> {
+    pub fn logs(
+        &self,
+        service: Option<&str>,
+        follow: bool,
+        tail: Option<u32>,
+    ) -> anyhow::Result<()> {
         let tail = tail.map(|t| t.to_string());
         let mut args = vec!["logs", "--no-color"];
         if follow {
@@ -235,5 +278,43 @@ impl Local {
             args.push(s);
         }
         self.compose.run(&args, Output::Data)
+    }
+}
+
+/// The last `max` meaningful lines of a log: Python traceback frames (`File "…"`, the
+/// source lines under them and `^^^` markers) are dropped so the exception itself shows.
+pub fn summarize_log(text: &str, max: usize) -> Vec<String> {
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            let indent = l.len() - t.len();
+            !(t.is_empty()
+                || t.starts_with("File \"")
+                || t.chars().all(|c| c == '^' || c == '~')
+                || indent >= 4)
+        })
+        .collect();
+    lines[lines.len().saturating_sub(max)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_summary_keeps_the_exception() {
+        let log = "entrypoint: python manage.py migrate --noinput\nTraceback (most recent call last):\n  File \"/x.py\", line 1, in f\n    return g()\n           ^^^\npsycopg.errors.DivisionByZero: division by zero\n";
+        assert_eq!(
+            summarize_log(log, 2),
+            vec![
+                "Traceback (most recent call last):",
+                "psycopg.errors.DivisionByZero: division by zero"
+            ]
+        );
+        assert_eq!(summarize_log("", 5), Vec::<String>::new());
     }
 }

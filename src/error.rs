@@ -11,11 +11,13 @@ pub trait Hint {
     fn hint(&self) -> Option<String>;
 }
 
-/// An ad-hoc user-facing failure with a hint, for the few cases no domain enum owns.
+/// An ad-hoc user-facing failure with a hint, for the few cases no domain enum owns,
+/// optionally wrapping the error that caused it (kept in the chain).
 #[derive(Debug)]
 pub struct Hinted {
     pub message: String,
     pub hint: String,
+    pub source: Option<anyhow::Error>,
 }
 
 impl Hinted {
@@ -23,6 +25,15 @@ impl Hinted {
         Self {
             message: message.into(),
             hint: hint.into(),
+            source: None,
+        }
+    }
+
+    /// `cause`, explained by `message` and fixed by `hint`.
+    pub fn wrap(cause: anyhow::Error, message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self {
+            source: Some(cause),
+            ..Self::new(message, hint)
         }
     }
 }
@@ -33,7 +44,13 @@ impl fmt::Display for Hinted {
     }
 }
 
-impl std::error::Error for Hinted {}
+impl std::error::Error for Hinted {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e.as_ref() as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl Hint for Hinted {
     fn hint(&self) -> Option<String> {
@@ -102,6 +119,19 @@ mod tests {
         assert!(text.contains("caused by: no daemon"));
         assert!(text.ends_with("\n\nhint: sudo systemctl start docker"));
         assert_eq!(exit_code(&err), 1);
+    }
+
+    #[test]
+    fn wrapped_cause_stays_in_the_chain() {
+        let err = anyhow::Error::new(Hinted::wrap(
+            anyhow::anyhow!("exit status 1"),
+            "up failed",
+            "countable logs web",
+        ));
+        assert_eq!(
+            render(&err),
+            "error: up failed\n  caused by: exit status 1\n\nhint: countable logs web"
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ pub enum NameError {
     Empty(String),
     #[error("`{name}` is not a valid project name: {why}")]
     Invalid { name: String, why: &'static str },
-    #[error("`{0}` is not a valid project name: it would shadow the Python module of the same name")]
+    #[error(
+        "`{0}` is not a valid project name: it would shadow the Python module of the same name"
+    )]
     Shadows(String),
     #[error("`{0}` is not a valid environment name: use lowercase letters, digits and `-`, starting with a letter (e.g. prod, staging, qa-2)")]
     Env(String),
@@ -22,7 +24,9 @@ pub enum NameError {
 impl Hint for NameError {
     fn hint(&self) -> Option<String> {
         match self {
-            NameError::Env(_) => Some("rename the environment in countable.yml, e.g. `prod`".into()),
+            NameError::Env(_) => {
+                Some("rename the environment in countable.yml, e.g. `prod`".into())
+            }
             NameError::Empty(n) | NameError::Invalid { name: n, .. } | NameError::Shadows(n) => {
                 Some(format!("countable new {}", suggest(n)))
             }
@@ -55,19 +59,49 @@ pub fn suggest(raw: &str) -> String {
 }
 
 const PY_KEYWORDS: &[&str] = &[
-    "false", "none", "true", "and", "as", "assert", "async", "await", "break", "class",
-    "continue", "def", "del", "elif", "else", "except", "finally", "for", "from", "global",
-    "if", "import", "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return",
-    "try", "while", "with", "yield", "match", "case", "type",
+    "false", "none", "true", "and", "as", "assert", "async", "await", "break", "class", "continue",
+    "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if", "import",
+    "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try", "while",
+    "with", "yield", "match", "case", "type",
 ];
 
 /// Modules a project package must not shadow (stdlib names Django projects trip on, and
 /// the packages the scaffold itself imports).
 const SHADOWED: &[&str] = &[
-    "django", "gunicorn", "psycopg", "psycopg2", "sentry_sdk", "test", "tests", "site",
-    "os", "sys", "json", "email", "http", "logging", "typing", "types", "string", "random",
-    "socket", "select", "signal", "code", "io", "time", "calendar", "collections", "config",
-    "secrets", "static", "media", "templates", "nginx", "compose", "manage",
+    "django",
+    "gunicorn",
+    "psycopg",
+    "psycopg2",
+    "sentry_sdk",
+    "test",
+    "tests",
+    "site",
+    "os",
+    "sys",
+    "json",
+    "email",
+    "http",
+    "logging",
+    "typing",
+    "types",
+    "string",
+    "random",
+    "socket",
+    "select",
+    "signal",
+    "code",
+    "io",
+    "time",
+    "calendar",
+    "collections",
+    "config",
+    "secrets",
+    "static",
+    "media",
+    "templates",
+    "nginx",
+    "compose",
+    "manage",
 ];
 
 /// A project name: `[a-z][a-z0-9_]*`, at most 40 characters, not a Python keyword and
@@ -91,7 +125,9 @@ impl ProjectName {
             return Err(invalid("it must start with a lowercase letter"));
         }
         if raw.contains('-') {
-            return Err(invalid("`-` is not allowed in a Python package name; use `_`"));
+            return Err(invalid(
+                "`-` is not allowed in a Python package name; use `_`",
+            ));
         }
         if !raw
             .chars()
@@ -165,10 +201,24 @@ mod tests {
     #[test]
     fn refuses_what_compose_or_python_cannot_take() {
         for bad in [
-            "", "My", "my-shop", "2shop", "_x", "shop.io", "shop name", "ünï", "class", "django",
-            "test", "import", &"x".repeat(41),
+            "",
+            "My",
+            "my-shop",
+            "2shop",
+            "_x",
+            "shop.io",
+            "shop name",
+            "ünï",
+            "class",
+            "django",
+            "test",
+            "import",
+            &"x".repeat(41),
         ] {
-            assert!(ProjectName::parse(bad).is_err(), "{bad:?} should be refused");
+            assert!(
+                ProjectName::parse(bad).is_err(),
+                "{bad:?} should be refused"
+            );
         }
     }
 

@@ -14,15 +14,15 @@ pub const CONFIG_FILE: &str = "countable.yml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {
-    #[error("no countable.yml in {0} or any directory above it")]
+    #[error("no countable.yml in {} or any directory above it", .0.display())]
     NotFound(PathBuf),
-    #[error("cannot read {path}")]
+    #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is not valid: {message}")]
+    #[error("{} is not valid: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
 }
 
@@ -145,7 +145,9 @@ impl Config {
         let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let project = ProjectName::parse(&raw.project).map_err(|e| invalid(e.to_string()))?;
         if raw.compose_files.is_empty() {
-            return Err(invalid("compose_files is empty: list at least one compose file".into()));
+            return Err(invalid(
+                "compose_files is empty: list at least one compose file".into(),
+            ));
         }
         if raw.port == 0 {
             return Err(invalid("port must be between 1 and 65535".into()));
@@ -261,9 +263,18 @@ mod tests {
             ("project: Shop\n", "not a valid project name"),
             ("project: shop\nprot: 80\n", "unknown field `prot`"),
             ("project: shop\nport: 0\n", "port must be"),
-            ("project: shop\ndata_from: prod\n", "not under `environments:`"),
-            ("project: shop\nenvironments:\n  Prod: {}\n", "not a valid environment name"),
-            ("project: shop\nenvironments:\n  prod:\n    bakups: x\n", "unknown field `bakups`"),
+            (
+                "project: shop\ndata_from: prod\n",
+                "not under `environments:`",
+            ),
+            (
+                "project: shop\nenvironments:\n  Prod: {}\n",
+                "not a valid environment name",
+            ),
+            (
+                "project: shop\nenvironments:\n  prod:\n    bakups: x\n",
+                "unknown field `bakups`",
+            ),
             ("project: [\n", "not valid"),
             ("port: 80\n", "missing field `project`"),
         ];
@@ -284,6 +295,9 @@ mod tests {
         let p = Project::find(&deep).unwrap();
         assert_eq!(p.root, dir.path());
         let elsewhere = tempfile::tempdir().unwrap();
-        assert!(matches!(Project::find(elsewhere.path()), Err(ProjectError::NotFound(_))));
+        assert!(matches!(
+            Project::find(elsewhere.path()),
+            Err(ProjectError::NotFound(_))
+        ));
     }
 }

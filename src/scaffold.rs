@@ -25,17 +25,17 @@ struct Entrypoints;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScaffoldError {
-    #[error("{0} exists and is not empty")]
+    #[error("{} exists and is not empty", .0.display())]
     NotEmpty(PathBuf),
-    #[error("cannot write in {path}: {source}")]
+    #[error("cannot write in {}", path.display())]
     Unwritable {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("no Django project here: {0} has no manage.py")]
+    #[error("no Django project here: {} has no manage.py", .0.display())]
     NotDjango(PathBuf),
-    #[error("cannot find the settings module: manage.py in {0} does not set DJANGO_SETTINGS_MODULE")]
+    #[error("cannot find the settings module: manage.py in {} does not set DJANGO_SETTINGS_MODULE", .0.display())]
     NoSettings(PathBuf),
 }
 
@@ -108,7 +108,9 @@ impl Choices {
     }
 
     pub fn nginx_image(&self) -> String {
-        self.nginx_image.clone().unwrap_or_else(|| NGINX_IMAGE.into())
+        self.nginx_image
+            .clone()
+            .unwrap_or_else(|| NGINX_IMAGE.into())
     }
 }
 
@@ -169,14 +171,49 @@ const TEMPLATE_FILES: &[(&str, &str, bool, bool)] = &[
     ("project/Jenkinsfile.j2", "Jenkinsfile", false, false),
     ("project/gitignore.j2", ".gitignore", false, false),
     ("project/README.md.j2", "README.md", false, true),
-    ("django/requirements.txt.j2", "requirements.txt", false, false),
+    (
+        "django/requirements.txt.j2",
+        "requirements.txt",
+        false,
+        false,
+    ),
     ("django/manage.py.j2", "manage.py", true, true),
-    ("django/package/__init__.py.j2", "{package}/__init__.py", false, true),
-    ("django/package/settings.py.j2", "{package}/settings.py", false, true),
-    ("django/package/urls.py.j2", "{package}/urls.py", false, true),
-    ("django/package/views.py.j2", "{package}/views.py", false, true),
-    ("django/package/wsgi.py.j2", "{package}/wsgi.py", false, true),
-    ("django/package/health.py.j2", "{package}/health.py", false, false),
+    (
+        "django/package/__init__.py.j2",
+        "{package}/__init__.py",
+        false,
+        true,
+    ),
+    (
+        "django/package/settings.py.j2",
+        "{package}/settings.py",
+        false,
+        true,
+    ),
+    (
+        "django/package/urls.py.j2",
+        "{package}/urls.py",
+        false,
+        true,
+    ),
+    (
+        "django/package/views.py.j2",
+        "{package}/views.py",
+        false,
+        true,
+    ),
+    (
+        "django/package/wsgi.py.j2",
+        "{package}/wsgi.py",
+        false,
+        true,
+    ),
+    (
+        "django/package/health.py.j2",
+        "{package}/health.py",
+        false,
+        false,
+    ),
 ];
 
 /// The entrypoint copied verbatim into every project.
@@ -189,7 +226,8 @@ pub fn embedded_templates() -> Vec<String> {
 
 fn template_text(name: &str) -> anyhow::Result<String> {
     let file = Templates::get(name).with_context(|| format!("template {name} is not embedded"))?;
-    String::from_utf8(file.data.into_owned()).with_context(|| format!("template {name} is not UTF-8"))
+    String::from_utf8(file.data.into_owned())
+        .with_context(|| format!("template {name} is not UTF-8"))
 }
 
 /// The `.env` entries: `secrets` for the real file, `None` for `.env.example`.
@@ -293,9 +331,11 @@ fn write_one(root: &Path, file: &PlannedFile, overwrite: bool) -> Result<(), Sca
         if overwrite && path.exists() {
             std::fs::remove_file(&path).map_err(unwritable(&path))?;
         }
-        return envfile::write_secret_file(&path, &file.contents).map_err(|e| ScaffoldError::Unwritable {
-            path: path.clone(),
-            source: std::io::Error::other(e.to_string()),
+        return envfile::write_secret_file(&path, &file.contents).map_err(|e| {
+            ScaffoldError::Unwritable {
+                path: path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            }
         });
     }
     std::fs::write(&path, &file.contents).map_err(unwritable(&path))?;
@@ -303,7 +343,8 @@ fn write_one(root: &Path, file: &PlannedFile, overwrite: bool) -> Result<(), Sca
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = if file.executable { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(unwritable(&path))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .map_err(unwritable(&path))?;
     }
     Ok(())
 }
@@ -312,6 +353,7 @@ fn write_one(root: &Path, file: &PlannedFile, overwrite: bool) -> Result<(), Sca
 /// A new directory is assembled beside the target and renamed into place, so a failure
 /// leaves nothing behind.
 pub fn write_new(target: &Path, files: &[PlannedFile], force: bool) -> Result<(), ScaffoldError> {
+    let target = &std::path::absolute(target).map_err(unwritable(target))?;
     let exists = target.exists();
     if exists {
         let empty = std::fs::read_dir(target)
@@ -326,10 +368,7 @@ pub fn write_new(target: &Path, files: &[PlannedFile], force: bool) -> Result<()
         }
         return Ok(());
     }
-    let parent = target
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = target.parent().unwrap_or(Path::new("/"));
     let staging = parent.join(format!(
         ".{}.countable-new-{}",
         target.file_name().unwrap_or_default().to_string_lossy(),
@@ -397,9 +436,18 @@ mod tests {
                 std::fs::write(&path, &f.contents).unwrap();
                 continue;
             }
-            let want = std::fs::read_to_string(&path)
-                .unwrap_or_else(|_| panic!("missing golden file {} (UPDATE_GOLDEN=1 cargo test)", path.display()));
-            assert_eq!(f.contents, want, "{} differs from its golden file", f.path.display());
+            let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+                panic!(
+                    "missing golden file {} (UPDATE_GOLDEN=1 cargo test)",
+                    path.display()
+                )
+            });
+            assert_eq!(
+                f.contents,
+                want,
+                "{} differs from its golden file",
+                f.path.display()
+            );
         }
     }
 
@@ -409,7 +457,10 @@ mod tests {
         plan(&choices, &layout, &secrets, true).unwrap();
         let used: Vec<&str> = TEMPLATE_FILES.iter().map(|t| t.0).collect();
         for t in embedded_templates() {
-            assert!(used.contains(&t.as_str()), "template {t} is embedded but never rendered");
+            assert!(
+                used.contains(&t.as_str()),
+                "template {t} is embedded but never rendered"
+            );
         }
     }
 
@@ -434,7 +485,9 @@ mod tests {
         let example = envfile::parse(&get(".env.example").contents);
         let keys = |v: &Vec<(String, String)>| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
         assert_eq!(keys(&env), keys(&example));
-        let val = |v: &Vec<(String, String)>, k: &str| v.iter().find(|(kk, _)| kk == k).unwrap().1.clone();
+        let val = |v: &Vec<(String, String)>, k: &str| {
+            v.iter().find(|(kk, _)| kk == k).unwrap().1.clone()
+        };
         assert_eq!(val(&env, "DJANGO_SECRET_KEY"), secrets.secret_key);
         assert_eq!(val(&example, "DJANGO_SECRET_KEY"), "");
         assert_eq!(val(&example, "POSTGRES_PASSWORD"), "");
@@ -449,12 +502,19 @@ mod tests {
         let target = dir.path().join("shop");
         std::fs::create_dir(&target).unwrap();
         std::fs::write(target.join("keep.txt"), "mine").unwrap();
-        assert!(matches!(write_new(&target, &files, false), Err(ScaffoldError::NotEmpty(_))));
+        assert!(matches!(
+            write_new(&target, &files, false),
+            Err(ScaffoldError::NotEmpty(_))
+        ));
         assert_eq!(std::fs::read_dir(&target).unwrap().count(), 1);
         let fresh = dir.path().join("fresh");
         write_new(&fresh, &files, false).unwrap();
         assert!(fresh.join("shop/settings.py").is_file());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "no staging dir left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no staging dir left"
+        );
     }
 
     #[test]
@@ -465,7 +525,13 @@ mod tests {
         std::fs::write(dir.path().join("Dockerfile"), "FROM mine\n").unwrap();
         let report = write_missing(dir.path(), &files).unwrap();
         assert_eq!(report.skipped, vec![PathBuf::from("Dockerfile")]);
-        assert_eq!(std::fs::read_to_string(dir.path().join("Dockerfile")).unwrap(), "FROM mine\n");
-        assert!(!dir.path().join("manage.py").exists(), "init does not write Django code");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("Dockerfile")).unwrap(),
+            "FROM mine\n"
+        );
+        assert!(
+            !dir.path().join("manage.py").exists(),
+            "init does not write Django code"
+        );
     }
 }

@@ -53,7 +53,9 @@ impl ChoiceArgs {
         check_image("--python-image", &self.python_image)?;
         check_image("--nginx-image", &self.nginx_image)?;
         if let Some(p) = &self.python {
-            let ok = p.split('.').count() == 2 && p.split('.').all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+            let ok = p.split('.').count() == 2
+                && p.split('.')
+                    .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
             if !ok {
                 return Err(crate::error::Hinted::new(
                     format!("`{p}` is not a Python version"),
@@ -66,7 +68,10 @@ impl ChoiceArgs {
         c.postgres_major = match self.postgres {
             Some(v) => v,
             None => {
-                let items: Vec<String> = scaffold::POSTGRES_MAJORS.iter().map(|v| format!("PostgreSQL {v}")).collect();
+                let items: Vec<String> = scaffold::POSTGRES_MAJORS
+                    .iter()
+                    .map(|v| format!("PostgreSQL {v}"))
+                    .collect();
                 let refs: Vec<&str> = items.iter().map(String::as_str).collect();
                 scaffold::POSTGRES_MAJORS[printer.select("PostgreSQL version", &refs, 0)?]
             }
@@ -74,8 +79,13 @@ impl ChoiceArgs {
         c.python_version = match &self.python {
             Some(v) => v.clone(),
             None => {
-                let default = scaffold::PYTHON_VERSIONS.iter().position(|v| *v == scaffold::DEFAULT_PYTHON).unwrap_or(0);
-                scaffold::PYTHON_VERSIONS[printer.select("Python version", scaffold::PYTHON_VERSIONS, default)?].to_string()
+                let default = scaffold::PYTHON_VERSIONS
+                    .iter()
+                    .position(|v| *v == scaffold::DEFAULT_PYTHON)
+                    .unwrap_or(0);
+                scaffold::PYTHON_VERSIONS
+                    [printer.select("Python version", scaffold::PYTHON_VERSIONS, default)?]
+                .to_string()
             }
         };
         c.postgis = if self.postgis {
@@ -88,9 +98,17 @@ impl ChoiceArgs {
         c.port = match self.port {
             Some(p) => p,
             None => printer
-                .input("Port to publish nginx on", &scaffold::DEFAULT_PORT.to_string(), |s| {
-                    s.parse::<u16>().ok().filter(|p| *p > 0).map(|_| ()).ok_or_else(|| "a port between 1 and 65535".to_string())
-                })?
+                .input(
+                    "Port to publish nginx on",
+                    &scaffold::DEFAULT_PORT.to_string(),
+                    |s| {
+                        s.parse::<u16>()
+                            .ok()
+                            .filter(|p| *p > 0)
+                            .map(|_| ())
+                            .ok_or_else(|| "a port between 1 and 65535".to_string())
+                    },
+                )?
                 .parse()?,
         };
         c.db_image = self.db_image.clone();

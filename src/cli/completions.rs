@@ -4,7 +4,9 @@ use clap::CommandFactory;
 
 /// Print a completion script for your shell.
 #[derive(Debug, clap::Args)]
-#[command(after_long_help = "Examples:\n  countable completions bash > ~/.local/share/bash-completion/completions/countable\n  countable completions zsh > \"${fpath[1]}/_countable\"")]
+#[command(
+    after_long_help = "Examples:\n  countable completions bash > ~/.local/share/bash-completion/completions/countable\n  countable completions zsh > \"${fpath[1]}/_countable\""
+)]
 pub struct Args {
     pub shell: clap_complete::Shell,
 }

@@ -7,7 +7,9 @@ use crate::ui::Printer;
 /// Stop and remove the project's containers. Volumes (the database!) are kept unless
 /// --volumes.
 #[derive(Debug, clap::Args)]
-#[command(after_long_help = "Examples:\n  countable down\n  countable down --volumes --yes   also delete the database and media volumes")]
+#[command(
+    after_long_help = "Examples:\n  countable down\n  countable down --volumes --yes   also delete the database and media volumes"
+)]
 pub struct Args {
     /// Also remove the named volumes: the database, static and media files
     #[arg(long)]
@@ -31,14 +33,24 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
             )
             .into());
         }
-        if !printer.confirm(&format!("Delete the database and media volumes of {name}?"), false)? {
+        if !printer.confirm(
+            &format!("Delete the database and media volumes of {name}?"),
+            false,
+        )? {
             printer.note("nothing removed");
             return Ok(());
         }
     }
     local.down(args.volumes, args.dry_run, printer)?;
     if !args.dry_run {
-        printer.success(&format!("{name} is down{}", if args.volumes { " and its volumes removed" } else { " (data kept)" }));
+        printer.success(&format!(
+            "{name} is down{}",
+            if args.volumes {
+                " and its volumes removed"
+            } else {
+                " (data kept)"
+            }
+        ));
     }
     Ok(())
 }

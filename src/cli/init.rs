@@ -12,7 +12,9 @@ use super::choices::ChoiceArgs;
 /// directory. Existing files are never overwritten; settings you must add by hand are
 /// printed on stdout.
 #[derive(Debug, clap::Args)]
-#[command(after_long_help = "Examples:\n  countable init\n  countable init --name shop --settings shop.settings.production --yes")]
+#[command(
+    after_long_help = "Examples:\n  countable init\n  countable init --name shop --settings shop.settings.production --yes"
+)]
 pub struct Args {
     /// Project name (default: from the directory name)
     #[arg(long)]
@@ -39,14 +41,25 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
         printer.success(&format!("added {}", p.display()));
     }
     for p in &report.skipped {
-        printer.note(&format!("   kept {} (it exists; countable never overwrites it)", p.display()));
+        printer.note(&format!(
+            "   kept {} (it exists; countable never overwrites it)",
+            p.display()
+        ));
     }
     let gitignore = std::fs::read_to_string(root.join(".gitignore")).unwrap_or_default();
-    if !gitignore.lines().any(|l| l.trim() == ".env" || l.trim() == "/.env") {
+    if !gitignore
+        .lines()
+        .any(|l| l.trim() == ".env" || l.trim() == "/.env")
+    {
         printer.warn("add `.env` to .gitignore: it holds secrets");
     }
-    let reqs = std::fs::read_to_string(root.join("requirements.txt")).unwrap_or_default().to_lowercase();
-    for (pkg, why) in [("gunicorn", "the web server the Dockerfile runs"), ("psycopg", "the PostgreSQL driver")] {
+    let reqs = std::fs::read_to_string(root.join("requirements.txt"))
+        .unwrap_or_default()
+        .to_lowercase();
+    for (pkg, why) in [
+        ("gunicorn", "the web server the Dockerfile runs"),
+        ("psycopg", "the PostgreSQL driver"),
+    ] {
         if !reqs.contains(pkg) {
             printer.warn(&format!("requirements.txt lacks {pkg} ({why})"));
         }

@@ -4,7 +4,9 @@ use crate::environment::Local;
 
 /// Show the logs of every service, or of one.
 #[derive(Debug, clap::Args)]
-#[command(after_long_help = "Examples:\n  countable logs\n  countable logs web -f\n  countable logs db --tail 50")]
+#[command(
+    after_long_help = "Examples:\n  countable logs\n  countable logs web -f\n  countable logs db --tail 50"
+)]
 pub struct Args {
     /// Only this service (db, web, nginx)
     pub service: Option<String>,

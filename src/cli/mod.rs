@@ -70,7 +70,10 @@ pub fn main() -> ExitCode {
         }
     };
     let printer = Printer::new(cli.yes, cli.quiet);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             printer.error(&format!("error: cannot start the async runtime: {e}"));
@@ -87,7 +90,9 @@ pub fn main() -> ExitCode {
             ExitCode::from(error::exit_code(&err))
         }
         Err(_) => {
-            printer.error("error: countable crashed (a bug); please report it with the command you ran");
+            printer.error(
+                "error: countable crashed (a bug); please report it with the command you ran",
+            );
             ExitCode::from(2)
         }
     }

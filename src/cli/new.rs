@@ -12,7 +12,9 @@ use super::choices::ChoiceArgs;
 /// Django project configured from the environment, .env (fresh secrets), Jenkinsfile,
 /// countable.yml
 #[derive(Debug, clap::Args)]
-#[command(after_long_help = "Examples:\n  countable new shop\n  countable new shop --yes --port 8080\n  countable new maps --postgres 16 --postgis\n\nWithout a terminal (or with --yes) nothing is asked: flags or defaults apply.")]
+#[command(
+    after_long_help = "Examples:\n  countable new shop\n  countable new shop --yes --port 8080\n  countable new maps --postgres 16 --postgis\n\nWithout a terminal (or with --yes) nothing is asked: flags or defaults apply."
+)]
 pub struct Args {
     /// Project name: lowercase letters, digits and `_`, starting with a letter
     pub name: String,
@@ -26,14 +28,22 @@ pub struct Args {
 pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     let name = ProjectName::parse(&args.name)?;
     let target = PathBuf::from(name.as_str());
-    if !args.force && target.exists() && std::fs::read_dir(&target).map(|mut d| d.next().is_some()).unwrap_or(true) {
+    if !args.force
+        && target.exists()
+        && std::fs::read_dir(&target)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
         return Err(scaffold::ScaffoldError::NotEmpty(target).into());
     }
     let choices = args.choices.resolve(name.clone(), printer)?;
     let layout = DjangoLayout::conventional(&name);
     let files = scaffold::plan(&choices, &layout, &Secrets::random(), true)?;
     scaffold::write_new(&target, &files, args.force)?;
-    printer.success(&format!("created {name}/ ({} files; secrets in {name}/.env, mode 0600)", files.len()));
+    printer.success(&format!(
+        "created {name}/ ({} files; secrets in {name}/.env, mode 0600)",
+        files.len()
+    ));
     printer.note(&format!("\nnext:\n  cd {name} && countable up"));
     Ok(())
 }

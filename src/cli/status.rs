@@ -5,7 +5,9 @@ use crate::ui::Printer;
 
 /// Show each service's state and health, and the URL.
 #[derive(Debug, clap::Args)]
-#[command(after_long_help = "Examples:\n  countable status\n  countable status --json | jq '.services[].health'")]
+#[command(
+    after_long_help = "Examples:\n  countable status\n  countable status --json | jq '.services[].health'"
+)]
 pub struct Args {
     /// Machine-readable output
     #[arg(long)]
@@ -26,12 +28,19 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
         printer.note(&format!("{project} is not running (countable up)"));
         return Ok(());
     }
-    printer.data(&format!("{:<12} {:<12} {:<10} PORTS", "SERVICE", "STATE", "HEALTH"));
+    printer.data(&format!(
+        "{:<12} {:<12} {:<10} PORTS",
+        "SERVICE", "STATE", "HEALTH"
+    ));
     for s in &states {
         let ports = if s.ports.is_empty() {
             "-".to_string()
         } else {
-            s.ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+            s.ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
         };
         printer.data(&format!(
             "{:<12} {:<12} {:<10} {ports}",

@@ -6,7 +6,9 @@ use crate::ui::Printer;
 /// Build and start the project, wait until every service is healthy, print its URL.
 /// An empty database is filled from `data_from` (countable.yml) first.
 #[derive(Debug, clap::Args)]
-#[command(after_long_help = "Examples:\n  countable up\n  countable up --no-data\n  countable up --dry-run")]
+#[command(
+    after_long_help = "Examples:\n  countable up\n  countable up --no-data\n  countable up --dry-run"
+)]
 pub struct Args {
     /// Do not fill an empty database from `data_from`
     #[arg(long)]
@@ -28,7 +30,10 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     }
     let states = local.status().await?;
     let url = local.url_from(&states);
-    printer.success(&format!("{} is up and healthy", local.project.compose_name()));
+    printer.success(&format!(
+        "{} is up and healthy",
+        local.project.compose_name()
+    ));
     printer.data(&url);
     Ok(())
 }

@@ -29,8 +29,8 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   printf "\nlisten_addresses = '*'\n" >>"$PGDATA/postgresql.conf"
   pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
   if [ "$db" != postgres ]; then
-    psql -v ON_ERROR_STOP=1 -X -q --username="$user" --dbname=postgres \
-      --set=db="$db" -c 'CREATE DATABASE :"db"' >/dev/null
+    echo 'CREATE DATABASE :"db"' | psql -v ON_ERROR_STOP=1 -X -q --username="$user" \
+      --dbname=postgres --set=db="$db" >/dev/null
   fi
   for f in /docker-entrypoint-initdb.d/*; do
     case "$f" in
