@@ -4,11 +4,10 @@
 //! Commands are built as plain argument vectors first ([`Compose::command`]) so that
 //! `--dry-run` prints exactly what would run. This module never parses compose files.
 
-// This is the seam: the one module allowed to do what clippy.toml forbids elsewhere.
-#![allow(clippy::disallowed_methods)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use crate::process;
 
 use anyhow::Context;
 
@@ -82,7 +81,7 @@ pub fn detect() -> Result<Vec<String>, ComposeError> {
 }
 
 fn version_of(program: &[String]) -> Option<String> {
-    let out = Command::new(&program[0])
+    let out = process::command(&program[0])
         .args(&program[1..])
         .args(["version", "--short"])
         .stdin(Stdio::null())
@@ -151,7 +150,7 @@ impl Compose {
 
     fn process(&self, args: &[&str]) -> Command {
         let argv = self.command(args);
-        let mut cmd = Command::new(&argv[0]);
+        let mut cmd = process::command(&argv[0]);
         cmd.args(&argv[1..])
             .current_dir(&self.dir)
             .stdin(Stdio::null());

@@ -89,6 +89,25 @@ pub struct ExecOutput {
     pub stderr: String,
 }
 
+/// How a streamed exec ended: its exit code, the tails of its output, and how feeding
+/// its stdin went (a source that failed mid-way shows up here, not as the exit code).
+#[derive(Debug)]
+pub struct StreamedExec {
+    pub code: i64,
+    pub stdout: String,
+    pub stderr: String,
+    pub fed: std::io::Result<u64>,
+}
+
+/// Keep the last `cap` bytes of a growing buffer.
+fn push_capped(buf: &mut Vec<u8>, bytes: &[u8], cap: usize) {
+    buf.extend_from_slice(bytes);
+    if buf.len() > cap {
+        let cut = buf.len() - cap;
+        buf.drain(..cut);
+    }
+}
+
 /// A connected, version-negotiated Docker client.
 #[derive(Clone)]
 pub struct Engine {
@@ -210,6 +229,95 @@ impl Engine {
             })
     }
 
+    /// Run `cmd` in `container` (no TTY) with `stdin` streamed in while its output is
+    /// drained (bounded: the last `cap` bytes of each are kept). Stdin is shut down at the
+    /// end of the source to send EOF; the exit code is read after the output ends.
+    pub async fn exec_stream<R>(
+        &self,
+        container: &str,
+        cmd: &[&str],
+        env: &[String],
+        stdin: Option<R>,
+        cap: usize,
+    ) -> Result<StreamedExec, EngineError>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send,
+    {
+        use tokio::io::AsyncWriteExt;
+        let exec = self
+            .docker
+            .create_exec(
+                container,
+                CreateExecOptions {
+                    cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+                    env: Some(env.to_vec()),
+                    attach_stdin: Some(stdin.is_some()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let started = self
+            .docker
+            .start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: Some(256 * 1024),
+                }),
+            )
+            .await?;
+        let StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = started
+        else {
+            return Err(EngineError::Api(
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 500,
+                    message: "exec started detached".into(),
+                },
+            ));
+        };
+        let feed = async move {
+            let result = match stdin {
+                Some(mut source) => tokio::io::copy(&mut source, &mut input).await,
+                None => Ok(0),
+            };
+            let _ = input.shutdown().await;
+            drop(input);
+            result
+        };
+        let drain = async {
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            while let Some(chunk) = output.next().await {
+                match chunk? {
+                    bollard::container::LogOutput::StdOut { message } => {
+                        push_capped(&mut out, &message, cap)
+                    }
+                    bollard::container::LogOutput::StdErr { message } => {
+                        push_capped(&mut err, &message, cap)
+                    }
+                    _ => {}
+                }
+            }
+            Ok::<_, EngineError>((out, err))
+        };
+        let (fed, drained) = tokio::join!(feed, drain);
+        let (out, err) = drained?;
+        let inspect = self.docker.inspect_exec(&exec.id).await?;
+        Ok(StreamedExec {
+            code: inspect.exit_code.unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out).into_owned(),
+            stderr: String::from_utf8_lossy(&err).into_owned(),
+            fed,
+        })
+    }
+
     /// Run `cmd` in `container` (no TTY, no stdin) and collect its output and exit code.
     /// A missing binary shows up as a non-zero code with the shell's text in stderr.
     pub async fn exec_capture(
@@ -218,51 +326,19 @@ impl Engine {
         cmd: &[&str],
         env: &[String],
     ) -> Result<ExecOutput, EngineError> {
-        let exec = self
-            .docker
-            .create_exec(
+        let r = self
+            .exec_stream(
                 container,
-                CreateExecOptions {
-                    cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
-                    env: Some(env.to_vec()),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    tty: Some(false),
-                    ..Default::default()
-                },
+                cmd,
+                env,
+                None::<tokio::io::Empty>,
+                4 * 1024 * 1024,
             )
             .await?;
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
-        let started = self
-            .docker
-            .start_exec(
-                &exec.id,
-                Some(StartExecOptions {
-                    detach: false,
-                    tty: false,
-                    output_capacity: None,
-                }),
-            )
-            .await?;
-        if let StartExecResults::Attached { mut output, .. } = started {
-            while let Some(chunk) = output.next().await {
-                match chunk? {
-                    bollard::container::LogOutput::StdOut { message } => {
-                        stdout.extend_from_slice(&message)
-                    }
-                    bollard::container::LogOutput::StdErr { message } => {
-                        stderr.extend_from_slice(&message)
-                    }
-                    _ => {}
-                }
-            }
-        }
-        let inspect = self.docker.inspect_exec(&exec.id).await?;
         Ok(ExecOutput {
-            code: inspect.exit_code.unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            code: r.code,
+            stdout: r.stdout,
+            stderr: r.stderr,
         })
     }
 }

@@ -97,7 +97,7 @@ impl Local {
         printer.status(&format!("starting the database ({db})"));
         let started = self.compose.run(&as_refs(&db_args), Output::Status);
         self.require_healthy(printer, started, Some(&db)).await?;
-        let outcome = self.fill_if_empty(printer, &project_name, opts).await?;
+        let outcome = self.fill_if_empty(printer, opts).await?;
         printer.status(&format!("building and starting {project_name}"));
         let started = self.compose.run(&as_refs(&all_args), Output::Status);
         self.require_healthy(printer, started, None).await?;
@@ -171,6 +171,39 @@ impl Local {
         }
     }
 
+    /// Start the db service (only) and wait until it is healthy.
+    pub async fn ensure_db(&mut self, printer: &Printer) -> anyhow::Result<()> {
+        let db = self.project.config.services.db.clone();
+        let args = self.up_args(&[&db]);
+        self.engine().await?;
+        let started = self.compose.capture(&as_refs(&args)).map(|_| ());
+        self.require_healthy(printer, started, Some(&db)).await
+    }
+
+    /// The local database, ready to be restored into: db up, versions known, and the
+    /// running app services (stopped during the swap).
+    pub async fn restore_target(
+        &mut self,
+        printer: &Printer,
+    ) -> anyhow::Result<crate::restore::Target> {
+        self.ensure_db(printer).await?;
+        let project = self.project.compose_name().to_string();
+        let db_service = self.project.config.services.db.clone();
+        let engine = self.engine().await?.clone();
+        let container = engine.service_container(&project, &db_service).await?;
+        let states = engine.project_services(&project).await?;
+        let db = crate::restore::Db::discover(engine, container).await?;
+        Ok(crate::restore::Target {
+            db,
+            compose: self.compose.clone(),
+            app_services: states
+                .into_iter()
+                .filter(|s| s.service != db_service && s.state == "running")
+                .map(|s| s.service)
+                .collect(),
+        })
+    }
+
     /// Does the local database have any table outside the system schemas?
     pub async fn db_has_tables(&mut self) -> anyhow::Result<bool> {
         let project = self.project.compose_name().to_string();
@@ -207,7 +240,6 @@ impl Local {
     async fn fill_if_empty(
         &mut self,
         printer: &Printer,
-        _project: &str,
         opts: &UpOptions,
     ) -> anyhow::Result<DataOutcome> {
         if self.db_has_tables().await? {
@@ -223,10 +255,21 @@ impl Local {
             ));
             return Ok(DataOutcome::EmptySkipped);
         }
-        printer.warn(&format!(
-            "the database is empty and data_from is `{source}`, but this countable cannot restore backups yet (`countable pull-db` comes next); starting with an empty schema"
+        printer.status(&format!(
+            "the database is empty: filling it from `{source}`'s newest backup"
         ));
-        Ok(DataOutcome::EmptySkipped)
+        let store = crate::data::store_of(self, &source).await?;
+        let backup = store.pick(None).await?;
+        let opts = crate::restore::Options {
+            keep_previous: false,
+            jobs: 1,
+            fast: true,
+        };
+        let summary = crate::data::pull(self, printer, &store, &backup, &opts)
+            .await
+            .with_context(|| format!("filling the empty database from `{source}` failed (`countable up --no-data` starts without data)"))?;
+        crate::data::report(printer, &summary, false)?;
+        Ok(DataOutcome::Filled)
     }
 
     /// Stop the environment; `volumes` also removes its named volumes (the database!).

@@ -77,7 +77,10 @@ pub fn hint_of(err: &anyhow::Error) -> Option<String> {
             crate::project::ProjectError,
             crate::compose::ComposeError,
             crate::engine::EngineError,
-            crate::scaffold::ScaffoldError
+            crate::scaffold::ScaffoldError,
+            crate::store::StoreError,
+            crate::archive::ArchiveError,
+            crate::restore::RestoreError
         );
         None
     })

@@ -5,13 +5,18 @@
 //! `docker compose` program, `engine` for the Docker API). Output goes through `ui`.
 
 pub mod adopt;
+pub mod archive;
 pub mod cli;
 pub mod compose;
+pub mod data;
 pub mod engine;
 pub mod envfile;
 pub mod environment;
 pub mod error;
 pub mod names;
+pub mod process;
 pub mod project;
+pub mod restore;
 pub mod scaffold;
+pub mod store;
 pub mod ui;

@@ -94,6 +94,41 @@ impl Printer {
         pb
     }
 
+    /// A byte-progress bar (percentage, rate, ETA) when the total is known, a byte
+    /// counter when not; hidden without a terminal.
+    pub fn bytes_bar(&self, total: Option<u64>, msg: &str) -> ProgressBar {
+        if !self.fancy || self.quiet {
+            self.status(msg);
+            return ProgressBar::hidden();
+        }
+        let pb = match total {
+            Some(t) => {
+                let pb = ProgressBar::new(t);
+                pb.set_style(
+                    ProgressStyle::with_template(
+                        "{msg} [{bar:30.cyan/blue}] {percent:>3}% {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                    )
+                    .unwrap()
+                    .progress_chars("=> "),
+                );
+                pb
+            }
+            None => {
+                let pb = ProgressBar::new_spinner();
+                pb.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner:.cyan} {msg} {bytes} {binary_bytes_per_sec}",
+                    )
+                    .unwrap(),
+                );
+                pb
+            }
+        };
+        pb.set_message(msg.to_string());
+        pb.enable_steady_tick(Duration::from_millis(200));
+        pb
+    }
+
     /// Yes/no on a terminal; `default` without one.
     pub fn confirm(&self, prompt: &str, default: bool) -> anyhow::Result<bool> {
         if !self.interactive {
@@ -130,5 +165,61 @@ impl Printer {
             .default(default.to_string())
             .validate_with(|s: &String| validate(s))
             .interact_text()?)
+    }
+}
+
+/// An `AsyncRead` that advances a progress bar by the bytes read through it, and counts
+/// them for the summary.
+pub struct ProgressReader<R> {
+    inner: R,
+    bar: ProgressBar,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R> ProgressReader<R> {
+    pub fn new(inner: R, bar: ProgressBar) -> (Self, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        (
+            Self {
+                inner,
+                bar,
+                count: count.clone(),
+            },
+            count,
+        )
+    }
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ProgressReader<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            self.bar.inc(n);
+            self.count
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+        poll
+    }
+}
+
+/// `1.5 GiB`, `12.0 MiB`, `512 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
     }
 }

@@ -22,13 +22,27 @@ fn listing(dir: &Path) -> Vec<String> {
 #[test]
 fn new_refuses_bad_names_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    for bad in ["My-Shop", "2shop", "shop.io", "class", "django", "my shop", ""] {
+    for bad in [
+        "My-Shop", "2shop", "shop.io", "class", "django", "my shop", "",
+    ] {
         let r = run(countable(tmp.path()).args(["new", bad, "--yes"])).fails();
-        assert!(r.stderr.contains("not a valid project name"), "{bad}: {}", r.stderr);
-        assert!(listing(tmp.path()).is_empty(), "{bad} wrote {:?}", listing(tmp.path()));
+        assert!(
+            r.stderr.contains("not a valid project name"),
+            "{bad}: {}",
+            r.stderr
+        );
+        assert!(
+            listing(tmp.path()).is_empty(),
+            "{bad} wrote {:?}",
+            listing(tmp.path())
+        );
     }
     let r = run(countable(tmp.path()).args(["new", "My-Shop"])).fails();
-    assert!(r.stderr.contains("hint: countable new my_shop"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("hint: countable new my_shop"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -42,7 +56,10 @@ fn new_refuses_a_non_empty_directory_unless_forced() {
     assert_eq!(listing(&tmp.path().join("shop")), vec!["notes.txt"]);
 
     run(countable(tmp.path()).args(["new", "shop", "--yes", "--force"])).ok();
-    assert_eq!(std::fs::read_to_string(tmp.path().join("shop/notes.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("shop/notes.txt")).unwrap(),
+        "mine"
+    );
     assert!(tmp.path().join("shop/compose.yaml").is_file());
 }
 
@@ -59,7 +76,8 @@ fn new_refuses_bad_flags() {
     let tmp = tempfile::tempdir().unwrap();
     let r = run(countable(tmp.path()).args(["new", "shop", "--yes", "--python", "three"])).fails();
     assert!(r.stderr.contains("not a Python version"));
-    let r = run(countable(tmp.path()).args(["new", "shop", "--yes", "--db-image", "has space"])).fails();
+    let r = run(countable(tmp.path()).args(["new", "shop", "--yes", "--db-image", "has space"]))
+        .fails();
     assert!(r.stderr.contains("not an image name"));
     let r = run(countable(tmp.path()).args(["new", "shop", "--port", "0"]));
     assert_eq!(r.code, 1, "{}", r.stderr);
@@ -72,22 +90,38 @@ fn new_without_terminal_takes_defaults_and_writes_a_private_env() {
     run(countable(tmp.path()).args(["new", "shop"])).ok();
     let root = tmp.path().join("shop");
     let compose = std::fs::read_to_string(root.join("compose.yaml")).unwrap();
-    assert!(compose.contains("image: postgres:17"), "official images by default");
+    assert!(
+        compose.contains("image: postgres:17"),
+        "official images by default"
+    );
     assert!(compose.contains("image: nginx:1.28"));
     assert!(compose.contains("\"8000:80\""));
     let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
     assert!(dockerfile.starts_with("# ") && dockerfile.contains("FROM python:3.12-slim"));
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(root.join(".env")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(root.join(".env"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
     let gitignore = std::fs::read_to_string(root.join(".gitignore")).unwrap();
     assert!(gitignore.lines().any(|l| l == ".env"));
-    let secret = countable::envfile::read_value(&root.join(".env"), "DJANGO_SECRET_KEY").unwrap().unwrap();
+    let secret = countable::envfile::read_value(&root.join(".env"), "DJANGO_SECRET_KEY")
+        .unwrap()
+        .unwrap();
     assert!(secret.len() >= 50);
-    let example = countable::envfile::read_value(&root.join(".env.example"), "DJANGO_SECRET_KEY").unwrap().unwrap();
+    let example = countable::envfile::read_value(&root.join(".env.example"), "DJANGO_SECRET_KEY")
+        .unwrap()
+        .unwrap();
     assert_eq!(example, "");
     // Another project gets other secrets.
     run(countable(tmp.path()).args(["new", "shop2"])).ok();
-    let other = countable::envfile::read_value(&tmp.path().join("shop2/.env"), "DJANGO_SECRET_KEY").unwrap().unwrap();
+    let other = countable::envfile::read_value(&tmp.path().join("shop2/.env"), "DJANGO_SECRET_KEY")
+        .unwrap()
+        .unwrap();
     assert_ne!(secret, other);
 }
 
@@ -104,7 +138,11 @@ fn commands_outside_a_project_say_where_to_start() {
 #[test]
 fn invalid_config_is_named() {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("countable.yml"), "project: shop\nprot: 80\n").unwrap();
+    std::fs::write(
+        tmp.path().join("countable.yml"),
+        "project: shop\nprot: 80\n",
+    )
+    .unwrap();
     let r = run(countable(tmp.path()).arg("status")).fails();
     assert!(r.stderr.contains("unknown field `prot`"), "{}", r.stderr);
 }
@@ -119,10 +157,25 @@ fn compose_v1_or_none_is_refused_with_the_way_to_v2() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     let r = run(countable(&root).arg("up").env("COUNTABLE_COMPOSE", &fake)).fails();
-    assert!(r.stderr.contains("only Docker Compose 1.29.2 was found"), "{}", r.stderr);
-    assert!(r.stderr.contains("hint: install Compose v2"), "{}", r.stderr);
-    let r = run(countable(&root).arg("up").env("COUNTABLE_COMPOSE", "/nonexistent/compose")).fails();
-    assert!(r.stderr.contains("Docker Compose v2 was not found"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("only Docker Compose 1.29.2 was found"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("hint: install Compose v2"),
+        "{}",
+        r.stderr
+    );
+    let r = run(countable(&root)
+        .arg("up")
+        .env("COUNTABLE_COMPOSE", "/nonexistent/compose"))
+    .fails();
+    assert!(
+        r.stderr.contains("Docker Compose v2 was not found"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -133,14 +186,23 @@ fn daemon_down_is_reported_with_the_fix() {
         .arg("status")
         .env("DOCKER_HOST", "unix:///nonexistent/docker.sock"))
     .fails();
-    assert!(r.stderr.contains("cannot reach the Docker engine at unix:///nonexistent/docker.sock"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("cannot reach the Docker engine at unix:///nonexistent/docker.sock"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("DOCKER_HOST"), "{}", r.stderr);
     // `up` pings before it starts anything.
     let r = run(countable(&tmp.path().join("shop"))
         .arg("up")
         .env("DOCKER_HOST", "unix:///nonexistent/docker.sock"))
     .fails();
-    assert!(r.stderr.contains("cannot reach the Docker engine"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cannot reach the Docker engine"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -149,7 +211,10 @@ fn usage_errors_exit_1_and_version_and_completions_work() {
     let r = run(countable(tmp.path()).arg("bogus"));
     assert_eq!(r.code, 1);
     let r = run(countable(tmp.path()).arg("--version")).ok();
-    assert_eq!(r.stdout.trim(), format!("countable {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        r.stdout.trim(),
+        format!("countable {}", env!("CARGO_PKG_VERSION"))
+    );
     for shell in ["bash", "zsh", "fish"] {
         let r = run(countable(tmp.path()).args(["completions", shell])).ok();
         for sub in ["new", "init", "status", "logs"] {
@@ -167,7 +232,15 @@ fn dry_run_prints_the_exact_commands() {
     let r = run(countable(&root).args(["up", "--dry-run"])).ok();
     let root_s = root.display().to_string();
     assert!(r.stdout.contains(&format!("docker compose -p shop --project-directory {root_s} -f {root_s}/compose.yaml up --detach --wait")), "{}", r.stdout);
-    assert!(r.stdout.contains("up --build --detach --wait"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("up --build --detach --wait"),
+        "{}",
+        r.stdout
+    );
     let r = run(countable(&root).args(["down", "--volumes", "--dry-run"])).ok();
-    assert!(r.stdout.trim().ends_with("down --remove-orphans --volumes"), "{}", r.stdout);
+    assert!(
+        r.stdout.trim().ends_with("down --remove-orphans --volumes"),
+        "{}",
+        r.stdout
+    );
 }

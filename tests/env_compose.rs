@@ -32,10 +32,17 @@ fn hostile_env_values_reach_the_container_verbatim() {
     .map(|(i, v)| (format!("HOSTILE_{i}"), v.to_string()))
     .chain((0..5).map(|i| (format!("RANDOM_{i}"), countable::envfile::random_secret(64))))
     .collect();
-    let entries: Vec<(&str, String)> = values.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let entries: Vec<(&str, String)> = values
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
 
     let tmp = tempfile::tempdir().unwrap();
-    countable::envfile::write_secret_file(&tmp.path().join(".env"), &countable::envfile::render(&entries)).unwrap();
+    countable::envfile::write_secret_file(
+        &tmp.path().join(".env"),
+        &countable::envfile::render(&entries),
+    )
+    .unwrap();
     std::fs::write(
         tmp.path().join("compose.yaml"),
         format!(
@@ -55,6 +62,10 @@ fn hostile_env_values_reach_the_container_verbatim() {
     let line = r.stdout.lines().last().unwrap();
     let got: std::collections::BTreeMap<String, String> = serde_json::from_str(line).unwrap();
     for (k, v) in &values {
-        assert_eq!(got.get(k), Some(v), "{k} did not survive compose's env-file parsing");
+        assert_eq!(
+            got.get(k),
+            Some(v),
+            "{k} did not survive compose's env-file parsing"
+        );
     }
 }

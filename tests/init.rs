@@ -24,45 +24,104 @@ fn init_adopts_a_startproject_project_and_it_comes_up() {
     assert_eq!(made.code, 0, "{}", made.stderr);
     std::fs::write(root.join("README.md"), "# our legacy site\n").unwrap();
     std::fs::write(root.join(".gitignore"), "*.pyc\n").unwrap();
-    std::fs::write(root.join("requirements.txt"), "Django>=5.2,<5.3\ngunicorn\npsycopg[binary]\n").unwrap();
+    std::fs::write(
+        root.join("requirements.txt"),
+        "Django>=5.2,<5.3\ngunicorn\npsycopg[binary]\n",
+    )
+    .unwrap();
     let manage_before = std::fs::read(root.join("manage.py")).unwrap();
     let settings_before = std::fs::read_to_string(root.join("mysite/settings.py")).unwrap();
 
     let name = unique_name("adopt");
     let port = free_port();
     let r = run(countable(&root).args([
-        "init", "--yes", "--name", &name, "--postgres", "15",
-        "--db-image", DB_IMAGE, "--python-image", PYTHON_IMAGE, "--nginx-image", NGINX_IMAGE,
-        "--port", &port.to_string(),
+        "init",
+        "--yes",
+        "--name",
+        &name,
+        "--postgres",
+        "15",
+        "--db-image",
+        DB_IMAGE,
+        "--python-image",
+        PYTHON_IMAGE,
+        "--nginx-image",
+        NGINX_IMAGE,
+        "--port",
+        &port.to_string(),
     ]))
     .ok();
     // Added what was missing, kept what was there.
-    for added in ["compose.yaml", "Dockerfile", "entrypoint.sh", "nginx/default.conf", "countable.yml", "Jenkinsfile", ".env", ".env.example", "mysite/health.py"] {
+    for added in [
+        "compose.yaml",
+        "Dockerfile",
+        "entrypoint.sh",
+        "nginx/default.conf",
+        "countable.yml",
+        "Jenkinsfile",
+        ".env",
+        ".env.example",
+        "mysite/health.py",
+    ] {
         assert!(root.join(added).is_file(), "{added} was not added");
-        assert!(r.stderr.contains(&format!("added {added}")), "{added} not reported: {}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!("added {added}")),
+            "{added} not reported: {}",
+            r.stderr
+        );
     }
     assert!(r.stderr.contains("kept .gitignore"), "{}", r.stderr);
     assert!(r.stderr.contains("kept requirements.txt"), "{}", r.stderr);
-    assert!(r.stderr.contains("add `.env` to .gitignore"), "{}", r.stderr);
-    assert_eq!(std::fs::read(root.join("manage.py")).unwrap(), manage_before);
-    assert_eq!(std::fs::read_to_string(root.join("mysite/settings.py")).unwrap(), settings_before);
-    assert_eq!(std::fs::read_to_string(root.join("README.md")).unwrap(), "# our legacy site\n");
-    assert_eq!(std::fs::read_to_string(root.join(".gitignore")).unwrap(), "*.pyc\n");
+    assert!(
+        r.stderr.contains("add `.env` to .gitignore"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        std::fs::read(root.join("manage.py")).unwrap(),
+        manage_before
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("mysite/settings.py")).unwrap(),
+        settings_before
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("README.md")).unwrap(),
+        "# our legacy site\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join(".gitignore")).unwrap(),
+        "*.pyc\n"
+    );
     // Detected the layout.
     let compose = std::fs::read_to_string(root.join("compose.yaml")).unwrap();
     assert!(compose.contains("DJANGO_SETTINGS_MODULE: mysite.settings"));
     let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
     assert!(dockerfile.contains("\"mysite.wsgi:application\""));
     // The settings lines to add come on stdout.
-    assert!(r.stdout.contains("SECRET_KEY = os.environ[\"DJANGO_SECRET_KEY\"]"), "{}", r.stdout);
-    assert!(r.stdout.contains("MIDDLEWARE.insert(0, \"mysite.health.HealthCheckMiddleware\")"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("SECRET_KEY = os.environ[\"DJANGO_SECRET_KEY\"]"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("MIDDLEWARE.insert(0, \"mysite.health.HealthCheckMiddleware\")"),
+        "{}",
+        r.stdout
+    );
 
     // A second init writes nothing.
     let again = run(countable(&root).args(["init", "--yes", "--name", &name])).ok();
     assert!(!again.stderr.contains("added "), "{}", again.stderr);
 
     // The user pastes the printed lines into their settings, as told; then `up` serves it.
-    std::fs::write(root.join("mysite/settings.py"), format!("{settings_before}\n{}", r.stdout)).unwrap();
+    std::fs::write(
+        root.join("mysite/settings.py"),
+        format!("{settings_before}\n{}", r.stdout),
+    )
+    .unwrap();
     let up = run(countable(&root).arg("up"));
     let _cleanup = Cleanup(name.clone(), root.clone());
     assert_eq!(up.code, 0, "{}", up.stderr);
@@ -78,7 +137,16 @@ struct Cleanup(String, std::path::PathBuf);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = Command::new("docker")
-            .args(["compose", "-p", &self.0, "down", "--volumes", "--remove-orphans", "--rmi", "local"])
+            .args([
+                "compose",
+                "-p",
+                &self.0,
+                "down",
+                "--volumes",
+                "--remove-orphans",
+                "--rmi",
+                "local",
+            ])
             .current_dir(&self.1)
             .output();
     }

@@ -8,13 +8,18 @@ use clap::{Parser, Subcommand};
 use crate::error;
 use crate::ui::Printer;
 
+mod backups;
 mod choices;
 mod completions;
 mod down;
+mod import_db;
 mod init;
 mod logs;
 mod new;
+mod pull_db;
+mod restore_args;
 mod status;
+mod undo_db;
 mod up;
 
 /// Environments for web projects that live in docker compose, the 12-factor way.
@@ -44,6 +49,10 @@ pub enum Command {
     Down(down::Args),
     Status(status::Args),
     Logs(logs::Args),
+    PullDb(pull_db::Args),
+    ImportDb(import_db::Args),
+    UndoDb(undo_db::Args),
+    Backups(backups::Args),
     Completions(completions::Args),
 }
 
@@ -55,6 +64,10 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
         Command::Down(a) => down::run(a, printer),
         Command::Status(a) => status::run(a, printer).await,
         Command::Logs(a) => logs::run(a),
+        Command::PullDb(a) => pull_db::run(a, printer).await,
+        Command::ImportDb(a) => import_db::run(a, printer).await,
+        Command::UndoDb(a) => undo_db::run(a, printer).await,
+        Command::Backups(a) => backups::run(a, printer).await,
         Command::Completions(a) => completions::run(a),
     }
 }

@@ -1,0 +1,58 @@
+//! Options `pull-db` and `import-db` share.
+
+use crate::restore::Options;
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// Parallel pg_restore jobs for custom-format archives (spools the archive into the
+    /// db container's volume first)
+    #[arg(long, short = 'j', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: u32,
+    /// Drop the replaced database instead of keeping it for `countable undo-db`
+    #[arg(long)]
+    pub no_keep: bool,
+    /// Keep the server's durable settings during the restore (slower)
+    #[arg(long)]
+    pub durable: bool,
+    /// Print the summary as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Print the plan instead of restoring
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl RestoreArgs {
+    pub fn options(&self) -> Options {
+        Options {
+            keep_previous: !self.no_keep,
+            jobs: self.jobs,
+            fast: !self.durable,
+        }
+    }
+
+    /// The plan `--dry-run` prints: the same steps the playbook takes.
+    pub fn plan(&self, source: &str, db_service: &str) -> Vec<String> {
+        let mut v = vec![
+            format!("read {source}, decode by content (gzip, zstd, xz, bzip2, lrzip, tar)"),
+            format!("inspect the dump against the `{db_service}` container: pg_restore version, extensions"),
+            "CREATE DATABASE \"<db>__countable_new\" TEMPLATE template0".into(),
+        ];
+        if !self.durable {
+            v.push("ALTER SYSTEM SET fsync/synchronous_commit/full_page_writes/autovacuum = off (reset afterwards)".into());
+        }
+        if self.jobs > 1 {
+            v.push(format!("custom format: spool into $PGDATA, pg_restore -j {} --no-owner --no-acl --exit-on-error -L <filtered list>", self.jobs));
+        } else {
+            v.push("custom format: pg_restore --no-owner --no-acl --exit-on-error -L <filtered list> (streamed on stdin)".into());
+        }
+        v.push("plain SQL: psql -X -q -v ON_ERROR_STOP=1 --single-transaction (streamed, owner/grant lines filtered, trailer checked)".into());
+        v.push("verify: table count of the new database = table count of the dump".into());
+        v.push("stop the app services; terminate connections; BEGIN; ALTER DATABASE <db> RENAME TO <db>__countable_prev; ALTER DATABASE <db>__countable_new RENAME TO <db>; COMMIT; start the app services".into());
+        if self.no_keep {
+            v.push("DROP DATABASE <db>__countable_prev".into());
+        }
+        v.push("ANALYZE".into());
+        v
+    }
+}

@@ -1,0 +1,101 @@
+//! The one place that starts local programs: `docker compose` (through `compose`) and
+//! decoders that only exist as programs (`lrzip`). Everything else talks to libraries
+//! or to the Docker API (`engine`).
+//!
+//! It never decides what to run; callers pass the program and its arguments.
+
+// This is the seam: the one module allowed to do what clippy.toml forbids elsewhere.
+#![allow(clippy::disallowed_methods)]
+
+use std::process::Stdio;
+
+use anyhow::Context;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+/// A synchronous command for `program` (compose).
+pub fn command(program: &str) -> std::process::Command {
+    std::process::Command::new(program)
+}
+
+/// Is `program` on PATH?
+pub fn exists(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|d| {
+            let p = d.join(program);
+            p.is_file()
+        })
+    })
+}
+
+/// A running filter program: bytes go in through `input`'s copy task, its output comes
+/// out of the stdout returned beside it; `finish` reports how it ended.
+pub struct Filter {
+    child: tokio::process::Child,
+    feeder: tokio::task::JoinHandle<std::io::Result<u64>>,
+    stderr: tokio::task::JoinHandle<String>,
+    name: String,
+}
+
+/// Start `program args…` with `input` streamed to its stdin; returns its stdout.
+pub fn spawn_filter<R>(
+    program: &str,
+    args: &[&str],
+    mut input: R,
+) -> anyhow::Result<(tokio::process::ChildStdout, Filter)>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {program}"))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let stdout = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let feeder = tokio::spawn(async move {
+        let n = tokio::io::copy(&mut input, &mut stdin).await;
+        let _ = stdin.shutdown().await;
+        drop(stdin);
+        n
+    });
+    let stderr = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = (&mut err).take(64 * 1024).read_to_end(&mut buf).await;
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    Ok((
+        stdout,
+        Filter {
+            child,
+            feeder,
+            stderr,
+            name: program.to_string(),
+        },
+    ))
+}
+
+impl Filter {
+    /// Wait for the program; an error names the program, its status and its stderr.
+    pub async fn finish(mut self) -> anyhow::Result<()> {
+        let status = self
+            .child
+            .wait()
+            .await
+            .with_context(|| format!("waiting for {}", self.name))?;
+        let fed = self.feeder.await.context("joining the input task")?;
+        let stderr = self.stderr.await.unwrap_or_default();
+        if let Err(e) = fed {
+            if status.success() {
+                return Err(anyhow::Error::new(e).context(format!("feeding {}", self.name)));
+            }
+        }
+        if !status.success() {
+            anyhow::bail!("{} failed ({status}): {}", self.name, stderr.trim());
+        }
+        Ok(())
+    }
+}

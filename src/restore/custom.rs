@@ -1,0 +1,117 @@
+//! Custom-format archives (`pg_dump -Fc`): the header's archive version against the
+//! local pg_restore, and the table of contents (`pg_restore -l`) for the extensions it
+//! needs, the tables it holds, and the entries a local restore must skip.
+
+/// (major, minor, rev) of the archive format, from the first bytes (`PGDMP` + 3 bytes).
+pub fn archive_version(head: &[u8]) -> Option<(u8, u8, u8)> {
+    if head.len() >= 8 && head.starts_with(b"PGDMP") {
+        Some((head[5], head[6], head[7]))
+    } else {
+        None
+    }
+}
+
+/// The newest archive version a pg_restore of `major` reads.
+pub fn max_archive_for(major: u32) -> (u8, u8, u8) {
+    match major {
+        0..=11 => (1, 13, 0),
+        12..=15 => (1, 14, 0),
+        16 => (1, 15, 0),
+        _ => (1, 16, 255),
+    }
+}
+
+/// The PostgreSQL release that writes archive version `v` (for messages).
+pub fn release_for(v: (u8, u8, u8)) -> &'static str {
+    match (v.0, v.1) {
+        (1, 0..=13) => "11 or older",
+        (1, 14) => "12 to 15",
+        (1, 15) => "16",
+        (1, 16) => "17 or newer",
+        _ => "a newer PostgreSQL than countable knows",
+    }
+}
+
+/// The facts of a TOC listing.
+#[derive(Debug, Default, PartialEq)]
+pub struct Toc {
+    pub tables: u64,
+    pub extensions: Vec<String>,
+    pub dumped_by: Option<String>,
+}
+
+/// Read a `pg_restore -l` listing.
+pub fn parse_list(list: &str) -> Toc {
+    let mut toc = Toc::default();
+    for line in list.lines() {
+        if let Some(v) = line.strip_prefix(";     Dumped by pg_dump version: ") {
+            toc.dumped_by = Some(v.trim().to_string());
+        }
+        if line.starts_with(';') {
+            continue;
+        }
+        // "215; 1259 16390 TABLE public t owner" / "2; 3079 16384 EXTENSION - pgcrypto"
+        let Some((_, rest)) = line.split_once("; ") else {
+            continue;
+        };
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        if words.len() < 4 {
+            continue;
+        }
+        match (words[2], words.get(3).copied()) {
+            ("TABLE", Some(next)) if next != "DATA" => toc.tables += 1,
+            ("EXTENSION", Some("-")) => {
+                if let Some(name) = words.get(4) {
+                    toc.extensions.push(name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    toc
+}
+
+/// The listing with the entries a local restore must skip commented out: the plpgsql
+/// extension and its comment (ownership errors for non-superusers; it exists anyway).
+pub fn filter_list(list: &str) -> String {
+    list.lines()
+        .map(|line| {
+            let skip = !line.starts_with(';')
+                && (line.contains(" EXTENSION - plpgsql")
+                    || line.contains(" COMMENT - EXTENSION plpgsql"));
+            if skip {
+                format!(";{line}\n")
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIST: &str = ";\n; Archive created at 2026-11-30 05:00:00 UTC\n;     Dumped from database version: 15.18\n;     Dumped by pg_dump version: 15.18\n;\n2; 3079 16384 EXTENSION - pgcrypto \n3; 0 0 COMMENT - EXTENSION pgcrypto \n4; 3079 13000 EXTENSION - plpgsql \n5; 0 0 COMMENT - EXTENSION plpgsql \n215; 1259 16390 TABLE public t owner\n216; 1259 16391 TABLE shop orders owner\n3370; 0 16390 TABLE DATA public t owner\n";
+
+    #[test]
+    fn versions() {
+        assert_eq!(archive_version(b"PGDMP\x01\x0f\x00rest"), Some((1, 15, 0)));
+        assert_eq!(archive_version(b"PGDM"), None);
+        assert!(archive_version(b"PGDMP\x01\x10\x00").unwrap() > max_archive_for(15));
+        assert!(archive_version(b"PGDMP\x01\x0e\x00").unwrap() <= max_archive_for(15));
+        assert_eq!(release_for((1, 16, 0)), "17 or newer");
+    }
+
+    #[test]
+    fn toc() {
+        let toc = parse_list(LIST);
+        assert_eq!(toc.tables, 2);
+        assert_eq!(toc.extensions, vec!["pgcrypto", "plpgsql"]);
+        assert_eq!(toc.dumped_by.as_deref(), Some("15.18"));
+        let filtered = filter_list(LIST);
+        assert!(filtered.contains(";4; 3079 13000 EXTENSION - plpgsql"));
+        assert!(filtered.contains(";5; 0 0 COMMENT - EXTENSION plpgsql"));
+        assert!(filtered.contains("\n2; 3079 16384 EXTENSION - pgcrypto"));
+    }
+}

@@ -1,0 +1,235 @@
+//! The database inside the db container, reached through the engine seam: who we are
+//! there, which versions run, and SQL run by psql with the statements on stdin (never
+//! through a shell string, never through a published port).
+
+use std::io::Cursor;
+
+use anyhow::Context;
+
+use crate::archive::Reader;
+use crate::engine::{Engine, StreamedExec};
+
+/// `"name"`, with embedded quotes doubled.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `'text'`, with embedded quotes doubled.
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The local database server, as seen from inside its container.
+#[derive(Clone)]
+pub struct Db {
+    engine: Engine,
+    pub container: String,
+    /// The superuser the image was initialised with (POSTGRES_USER).
+    pub user: String,
+    /// The application's database (POSTGRES_DB).
+    pub name: String,
+    /// e.g. 150018
+    pub server_version: u32,
+    /// (major, minor) of the container's pg_restore/psql.
+    pub tools_version: (u32, u32),
+}
+
+fn parse_tool_version(text: &str) -> Option<(u32, u32)> {
+    // "pg_restore (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+    let v = text
+        .split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+    let mut parts = v.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    Some((major, minor))
+}
+
+impl Db {
+    /// Learn user, database and versions from the running container.
+    pub async fn discover(engine: Engine, container: String) -> anyhow::Result<Self> {
+        let who = engine
+            .exec_capture(
+                &container,
+                &["sh", "-c", "printf '%s\\n%s\\n' \"${POSTGRES_USER:-postgres}\" \"${POSTGRES_DB:-${POSTGRES_USER:-postgres}}\"; pg_restore --version"],
+                &[],
+            )
+            .await?;
+        let mut lines = who.stdout.lines();
+        let user = lines.next().unwrap_or("postgres").to_string();
+        let name = lines.next().unwrap_or("postgres").to_string();
+        let tools_version = lines
+            .next()
+            .and_then(parse_tool_version)
+            .context("the db container has no pg_restore (is it a PostgreSQL image?)")?;
+        let mut db = Self {
+            engine,
+            container,
+            user,
+            name,
+            server_version: 0,
+            tools_version,
+        };
+        db.server_version = db
+            .sql("postgres", "SHOW server_version_num")
+            .await?
+            .trim()
+            .parse()
+            .context("reading the server version")?;
+        Ok(db)
+    }
+
+    pub fn server_major(&self) -> u32 {
+        self.server_version / 10000
+    }
+
+    /// Run `cmd` in the db container with `stdin` streamed in.
+    pub async fn exec<R>(&self, cmd: &[&str], stdin: Option<R>) -> anyhow::Result<StreamedExec>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send,
+    {
+        Ok(self
+            .engine
+            .exec_stream(&self.container, cmd, &[], stdin, 64 * 1024)
+            .await?)
+    }
+
+    /// Run `sql` (statements on psql's stdin, stopping at the first error) in `database`
+    /// and return what it printed (unaligned, tuples only).
+    pub async fn sql(&self, database: &str, sql: &str) -> anyhow::Result<String> {
+        let input: Reader = Box::pin(Cursor::new(sql.as_bytes().to_vec()));
+        let r = self
+            .exec(
+                &[
+                    "psql",
+                    "-X",
+                    "-q",
+                    "-A",
+                    "-t",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-U",
+                    &self.user,
+                    "-d",
+                    database,
+                ],
+                Some(input),
+            )
+            .await?;
+        if r.code != 0 {
+            anyhow::bail!("psql in the db container failed: {}", r.stderr.trim());
+        }
+        Ok(r.stdout)
+    }
+
+    /// Does database `name` exist?
+    pub async fn exists(&self, name: &str) -> anyhow::Result<bool> {
+        let n = self
+            .sql(
+                "postgres",
+                &format!(
+                    "SELECT count(*) FROM pg_database WHERE datname = {}",
+                    literal(name)
+                ),
+            )
+            .await?;
+        Ok(n.trim() == "1")
+    }
+
+    /// Tables outside the system schemas.
+    pub async fn table_count(&self, database: &str) -> anyhow::Result<u64> {
+        Ok(self
+            .sql(
+                database,
+                "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+            )
+            .await?
+            .trim()
+            .parse()?)
+    }
+
+    /// Exact row count over every user table.
+    pub async fn row_count(&self, database: &str) -> anyhow::Result<u64> {
+        let out = self
+            .sql(
+                database,
+                "SELECT coalesce(sum((xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', schemaname, tablename), false, true, '')))[1]::text::bigint), 0) FROM pg_catalog.pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+            )
+            .await?;
+        Ok(out.trim().parse()?)
+    }
+
+    pub async fn size_bytes(&self, database: &str) -> anyhow::Result<u64> {
+        Ok(self
+            .sql(
+                "postgres",
+                &format!("SELECT pg_database_size({})", literal(database)),
+            )
+            .await?
+            .trim()
+            .parse()?)
+    }
+
+    /// Extensions this server can install.
+    pub async fn available_extensions(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .sql("postgres", "SELECT name FROM pg_available_extensions")
+            .await?
+            .lines()
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Drop `name` if it exists, disconnecting whoever is in it.
+    pub async fn drop_database(&self, name: &str) -> anyhow::Result<()> {
+        let force = if self.server_major() >= 13 {
+            " WITH (FORCE)"
+        } else {
+            ""
+        };
+        if self.server_major() < 13 {
+            self.sql(
+                "postgres",
+                &format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {}",
+                    literal(name)
+                ),
+            )
+            .await?;
+        }
+        self.sql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {}{force}", ident(name)),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn tool_versions() {
+        assert_eq!(
+            parse_tool_version("pg_restore (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"),
+            Some((15, 18))
+        );
+        assert_eq!(
+            parse_tool_version("pg_restore (PostgreSQL) 17.2"),
+            Some((17, 2))
+        );
+        assert_eq!(
+            parse_tool_version("pg_restore (PostgreSQL) 18beta1"),
+            Some((18, 0))
+        );
+        assert_eq!(parse_tool_version("nothing"), None);
+    }
+}

@@ -1,0 +1,250 @@
+//! Backup stores: where an environment's backups live (S3, or a local directory), how
+//! to list them (newest first) and how to stream one out.
+//!
+//! A store only moves bytes; it never decodes or restores them.
+
+mod dir;
+mod s3;
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::archive::Reader;
+use crate::error::Hint;
+use crate::project::Environment;
+
+pub use dir::DirStore;
+pub use s3::S3Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("`{0}` is not a backup location (an s3://bucket/prefix/ URL or a directory)")]
+    BadLocation(String),
+    #[error("environment `{0}` has no `backups:` location in countable.yml")]
+    NoLocation(String),
+    #[error("no backups in {0}")]
+    NoBackups(String),
+    #[error("no backup `{key}` in {location}")]
+    NoSuchKey { key: String, location: String },
+    #[error("bucket `{0}` does not exist")]
+    NoSuchBucket(String),
+    #[error("S3 refused the credentials for {location}: {code}")]
+    Credentials { location: String, code: String },
+    #[error("no AWS credentials were found for {0}")]
+    NoCredentials(String),
+    #[error("cannot reach S3 at {location}: {message}")]
+    Unreachable { location: String, message: String },
+    #[error("S3 error on {location}: {message}")]
+    S3 { location: String, message: String },
+    #[error("cannot read {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Hint for StoreError {
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            StoreError::BadLocation(_) => "set `backups:` to e.g. s3://countable/backups/<project>/ or backups/ in countable.yml".into(),
+            StoreError::NoLocation(env) => format!("add `backups: s3://<bucket>/backups/<project>/` (or a directory) under environments.{env} in countable.yml"),
+            StoreError::NoBackups(_) => "make one with `countable backup <env>`, or check the `backups:` location in countable.yml".into(),
+            StoreError::NoSuchKey { .. } => "list what there is with `countable backups <env>`".into(),
+            StoreError::NoSuchBucket(_) => "check the bucket name in `backups:` (countable.yml) and the region/endpoint".into(),
+            StoreError::Credentials { .. } | StoreError::NoCredentials(_) => "check your AWS credentials: `aws sts get-caller-identity` (or set aws_profile in countable.yml, or AWS_PROFILE / AWS_ACCESS_KEY_ID)".into(),
+            StoreError::Unreachable { .. } => "check your network and the endpoint_url/region in countable.yml".into(),
+            StoreError::S3 { .. } => "retry; if it persists, try the same with `aws s3 ls`".into(),
+            StoreError::Io { path, .. } => format!("check that {} exists and is readable", path.display()),
+        })
+    }
+}
+
+/// One stored backup.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Backup {
+    /// The key (S3) or file name (directory), relative to the store's location.
+    pub key: String,
+    pub size: u64,
+    /// Seconds since the Unix epoch.
+    pub modified: i64,
+}
+
+impl Backup {
+    pub fn modified_rfc3339(&self) -> String {
+        time::OffsetDateTime::from_unix_timestamp(self.modified)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Side files that live beside backups and are not backups themselves.
+pub fn is_side_file(key: &str) -> bool {
+    key.ends_with(".manifest.json") || key.ends_with(".verified.json") || key.ends_with('/')
+}
+
+pub(crate) fn unix(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Newest first: by time, then by key (timestamped keys sort by age too).
+pub fn sort_newest_first(list: &mut [Backup]) {
+    list.sort_by(|a, b| b.modified.cmp(&a.modified).then(b.key.cmp(&a.key)));
+}
+
+/// An opened backup: its bytes and their total size, when known.
+pub struct Opened {
+    pub reader: Reader,
+    pub size: Option<u64>,
+}
+
+/// A configured store.
+pub enum Store {
+    Dir(DirStore),
+    S3(S3Store),
+}
+
+impl Store {
+    /// The store of environment `name`, as countable.yml describes it; relative
+    /// directories are relative to the project root.
+    pub async fn for_environment(
+        name: &str,
+        env: &Environment,
+        root: &Path,
+    ) -> Result<Self, StoreError> {
+        let location = env
+            .backups
+            .as_deref()
+            .ok_or_else(|| StoreError::NoLocation(name.to_string()))?;
+        if let Some(rest) = location.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(StoreError::BadLocation(location.to_string()));
+            }
+            return Ok(Store::S3(S3Store::new(bucket, prefix, env).await));
+        }
+        if location.contains("://") {
+            return Err(StoreError::BadLocation(location.to_string()));
+        }
+        let path = Path::new(location);
+        let path = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            root.join(path)
+        };
+        Ok(Store::Dir(DirStore::new(path)))
+    }
+
+    pub fn location(&self) -> String {
+        match self {
+            Store::Dir(d) => d.location(),
+            Store::S3(s) => s.location(),
+        }
+    }
+
+    /// Every backup, newest first.
+    pub async fn list(&self) -> Result<Vec<Backup>, StoreError> {
+        let mut list = match self {
+            Store::Dir(d) => d.list().await?,
+            Store::S3(s) => s.list().await?,
+        };
+        sort_newest_first(&mut list);
+        Ok(list)
+    }
+
+    /// `key`, or the newest backup.
+    pub async fn pick(&self, key: Option<&str>) -> Result<Backup, StoreError> {
+        let list = self.list().await?;
+        match key {
+            None => list
+                .into_iter()
+                .next()
+                .ok_or_else(|| StoreError::NoBackups(self.location())),
+            Some(k) => {
+                let k = self.relative(k);
+                list.into_iter()
+                    .find(|b| b.key == k)
+                    .ok_or_else(|| StoreError::NoSuchKey {
+                        key: k.to_string(),
+                        location: self.location(),
+                    })
+            }
+        }
+    }
+
+    /// Accept a key given in full (`backups/shop/x.tar.lrz`) or relative to the location.
+    fn relative<'a>(&self, key: &'a str) -> &'a str {
+        match self {
+            Store::S3(s) => key.strip_prefix(s.prefix()).unwrap_or(key),
+            Store::Dir(_) => key,
+        }
+    }
+
+    pub async fn open(&self, backup: &Backup) -> Result<Opened, StoreError> {
+        match self {
+            Store::Dir(d) => d.open(&backup.key).await,
+            Store::S3(s) => s.open(&backup.key).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn locations() {
+        let root = Path::new("/srv/shop");
+        let env = |b: &str| Environment {
+            backups: Some(b.into()),
+            ..Default::default()
+        };
+        match Store::for_environment("prod", &env("backups/"), root)
+            .await
+            .unwrap()
+        {
+            Store::Dir(d) => assert_eq!(d.location(), "/srv/shop/backups/"),
+            _ => panic!("dir expected"),
+        }
+        match Store::for_environment("prod", &env("s3://countable/backups/shop/"), root)
+            .await
+            .unwrap()
+        {
+            Store::S3(s) => assert_eq!(s.location(), "s3://countable/backups/shop/"),
+            _ => panic!("s3 expected"),
+        }
+        assert!(matches!(
+            Store::for_environment("prod", &env("ftp://x/y"), root).await,
+            Err(StoreError::BadLocation(_))
+        ));
+        assert!(matches!(
+            Store::for_environment("prod", &Environment::default(), root).await,
+            Err(StoreError::NoLocation(_))
+        ));
+    }
+
+    #[test]
+    fn newest_first_and_side_files() {
+        let b = |k: &str, m| Backup {
+            key: k.into(),
+            size: 1,
+            modified: m,
+        };
+        let mut v = vec![b("a", 1), b("c", 3), b("b", 3)];
+        sort_newest_first(&mut v);
+        assert_eq!(
+            v.iter().map(|b| b.key.as_str()).collect::<Vec<_>>(),
+            ["c", "b", "a"]
+        );
+        assert!(is_side_file("x.backup.manifest.json"));
+        assert!(!is_side_file("x.tar.lrz"));
+    }
+}
