@@ -149,10 +149,9 @@ pub async fn restore(
     let bar = printer.bytes_bar(source.size, &format!("restoring {}", source.label));
     let (reader, transferred) = ui::ProgressReader::new(source.reader, bar.clone());
     let started = Instant::now();
-    let decoded = archive::decode(Box::pin(reader)).await.map_err(|e| {
-        bar.finish_and_clear();
-        e
-    })?;
+    let decoded = archive::decode(Box::pin(reader))
+        .await
+        .inspect_err(|_| bar.finish_and_clear())?;
     let format = decoded.describe();
     let kind = decoded.kind;
     bar.set_message(format!("restoring {} ({format})", source.label));

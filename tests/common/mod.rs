@@ -265,3 +265,217 @@ pub fn containers(s: &Scratch) -> Vec<(String, String, String)> {
         })
         .collect()
 }
+
+/// A real S3-protocol server (moto) on a loopback port, killed when dropped.
+pub struct Moto {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Moto {
+    /// Start moto; `auth` makes it check credentials (every key is then unknown to it).
+    pub fn start(auth: bool) -> Self {
+        let port = free_port();
+        let mut cmd = Command::new("moto_server");
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if auth {
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
+        }
+        let child = cmd.spawn().expect("moto_server is installed (tests/setup)");
+        let moto = Self { child, port };
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return moto;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("moto_server did not start on port {port}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The `aws` CLI against this server, with the test credentials.
+    pub fn aws(&self, args: &[&str]) -> Run {
+        run(Command::new("aws")
+            .arg("--endpoint-url")
+            .arg(self.url())
+            .args(args)
+            .envs(aws_env()))
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Credentials for moto (any non-empty values do without auth checks).
+pub fn aws_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+}
+
+impl Scratch {
+    /// Append `environments:`/`data_from:` settings to countable.yml (replacing the
+    /// scaffold's example environments).
+    pub fn set_environments(&self, yaml: &str) {
+        let path = self.root().join("countable.yml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let head = &text[..text.find("environments:").unwrap()];
+        std::fs::write(&path, format!("{head}{yaml}")).unwrap();
+    }
+
+    /// Start only the db service (what pull-db does itself too).
+    pub fn db_up(&self) {
+        let r = self.compose(&["up", "--detach", "--wait", "db"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+
+    /// SQL in database `db` of the db container.
+    pub fn sql_in(&self, db: &str, query: &str) -> String {
+        let r = self.compose(&[
+            "exec",
+            "-T",
+            "db",
+            "sh",
+            "-c",
+            "psql -X -qAt -v ON_ERROR_STOP=1 -U \"$POSTGRES_USER\" -d \"$1\" -c \"$2\"",
+            "sh",
+            db,
+            query,
+        ]);
+        assert_eq!(r.code, 0, "psql failed: {}", r.stderr);
+        r.stdout.trim().to_string()
+    }
+
+    /// Every user table's row count and content hash, sequences' values, and the
+    /// names of views, functions and triggers: equal fingerprints, equal databases.
+    pub fn fingerprint(&self, db: &str) -> String {
+        let tables = self.sql_in(db, "SELECT string_agg(format('%s.%s=%s', schemaname, tablename, (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) || '':'' || coalesce(md5(string_agg(t::text, '','' ORDER BY t::text)), '''') AS c FROM %I.%I t', schemaname, tablename), false, true, '')))[1]::text), E'\\n' ORDER BY schemaname, tablename) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')");
+        let seqs = self.sql_in(db, "SELECT string_agg(schemaname || '.' || sequencename || '=' || coalesce(last_value, 0), ',' ORDER BY schemaname, sequencename) FROM pg_sequences");
+        let views = self.sql_in(db, "SELECT string_agg(schemaname || '.' || viewname, ',' ORDER BY schemaname, viewname) FROM pg_views WHERE schemaname NOT IN ('pg_catalog', 'information_schema')");
+        let funcs = self.sql_in(db, "SELECT string_agg(n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')', ',' ORDER BY n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')");
+        let triggers = self.sql_in(
+            db,
+            "SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE NOT tgisinternal",
+        );
+        format!("{tables}\nseq {seqs}\nviews {views}\nfunctions {funcs}\ntriggers {triggers}")
+    }
+
+    /// The databases on the server.
+    pub fn databases(&self) -> Vec<String> {
+        self.sql_in("postgres", "SELECT datname FROM pg_database ORDER BY 1")
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    /// Create database `name` with several schemas, sequences, views, functions and
+    /// triggers, and `rows` rows in its biggest table.
+    pub fn seed(&self, name: &str, rows: u32) {
+        self.sql_in("postgres", &format!("CREATE DATABASE {name}"));
+        let script = format!(
+            "CREATE EXTENSION IF NOT EXISTS pgcrypto;
+CREATE SCHEMA shop;
+CREATE SCHEMA audit;
+CREATE TABLE shop.items (id serial PRIMARY KEY, name text NOT NULL, price numeric(10,2), data jsonb, made timestamptz DEFAULT '2026-01-01');
+CREATE TABLE audit.log (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, item_id int REFERENCES shop.items(id), note text);
+CREATE FUNCTION audit.record() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO audit.log (item_id, note) VALUES (NEW.id, 'new ' || NEW.name); RETURN NEW; END $$;
+CREATE TRIGGER items_audit AFTER INSERT ON shop.items FOR EACH ROW EXECUTE FUNCTION audit.record();
+INSERT INTO shop.items (name, price, data) SELECT 'item ' || g || E' tab\\there', g * 1.5, jsonb_build_object('g', g, 'q', 'it''s \"quoted\"') FROM generate_series(1, {rows}) g;
+CREATE VIEW shop.cheap AS SELECT id, name FROM shop.items WHERE price < 10;
+CREATE TABLE public.notes (id serial PRIMARY KEY, body text, secret bytea);
+INSERT INTO public.notes (body, secret) SELECT md5(g::text), gen_random_bytes(8) FROM generate_series(1, 500) g;
+CREATE SEQUENCE shop.invoice_no START 1000;
+SELECT nextval('shop.invoice_no') FROM generate_series(1, 7);
+"
+        );
+        let r = run_with_stdin(
+            Command::new("docker")
+                .args([
+                    "compose",
+                    "-p",
+                    &self.name,
+                    "exec",
+                    "-T",
+                    "db",
+                    "sh",
+                    "-c",
+                    "psql -X -q -v ON_ERROR_STOP=1 -U \"$POSTGRES_USER\" -d \"$1\"",
+                    "sh",
+                    name,
+                ])
+                .current_dir(self.root()),
+            script.as_bytes(),
+        );
+        assert_eq!(r.code, 0, "seeding failed: {}", r.stderr);
+    }
+
+    /// `pg_dump <args> <db>` from the db container (the real pg_dump) into a host file.
+    pub fn dump(&self, db: &str, args: &[&str], to: &Path) {
+        let out = Command::new("docker")
+            .args([
+                "compose",
+                "-p",
+                &self.name,
+                "exec",
+                "-T",
+                "db",
+                "sh",
+                "-c",
+                "db=\"$1\"; shift; pg_dump -U \"$POSTGRES_USER\" \"$@\" \"$db\"",
+                "sh",
+                db,
+            ])
+            .args(args)
+            .current_dir(self.root())
+            .stdout(std::fs::File::create(to).unwrap())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_dump failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Run `cmd` with `input` on its stdin.
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Run {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait");
+    writer.join().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Run a shell pipeline on the host (fixture making with the real gzip, lrzip, tar…).
+pub fn sh(dir: &Path, script: &str) {
+    let r = run(Command::new("sh").args(["-c", script]).current_dir(dir));
+    assert_eq!(r.code, 0, "`{script}` failed: {}", r.stderr);
+}
