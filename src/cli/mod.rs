@@ -96,6 +96,8 @@ pub fn main() -> ExitCode {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         runtime.block_on(run(cli, &printer))
     }));
+    // A blocking read of stdin (import-db -) cannot be cancelled: do not wait for it.
+    runtime.shutdown_background();
     match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(err)) => {

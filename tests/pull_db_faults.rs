@@ -1,0 +1,357 @@
+//! Every fault pull-db/import-db must survive: a clear error with a hint, exit 1, and
+//! the current database unchanged (row checksums before and after), with no partial
+//! database, temp file or relaxed server setting left behind.
+
+// Tests observe the engine from outside, with the docker CLI; the seam rule is for the product.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Fixture {
+    s: Scratch,
+    fx: tempfile::TempDir,
+    before: String,
+    dbs: Vec<String>,
+}
+
+impl Fixture {
+    fn new(prefix: &str, rows: u32) -> Self {
+        let s = Scratch::new(prefix);
+        s.db_up();
+        s.seed("seed", rows);
+        let fx = tempfile::tempdir().unwrap();
+        s.dump("seed", &[], &fx.path().join("plain.sql"));
+        s.dump("seed", &["-Fc"], &fx.path().join("custom.backup"));
+        // The current local database: the seed plus local work of its own.
+        run(s
+            .countable()
+            .arg("import-db")
+            .arg(fx.path().join("custom.backup")))
+        .ok();
+        s.sql_in(
+            &s.name,
+            "CREATE TABLE local_work (v text); INSERT INTO local_work VALUES ('do not lose me')",
+        );
+        let before = s.fingerprint(&s.name);
+        let dbs = s.databases();
+        Self { s, fx, before, dbs }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.fx.path().join(name)
+    }
+
+    /// The current database and the server are as before.
+    fn assert_untouched(&self, what: &str) {
+        assert_eq!(
+            self.s.fingerprint(&self.s.name),
+            self.before,
+            "{what}: the current database changed"
+        );
+        assert_eq!(
+            self.s.databases(),
+            self.dbs,
+            "{what}: databases were left behind or lost"
+        );
+        assert_eq!(
+            self.s.sql_in("postgres", "SHOW fsync"),
+            "on",
+            "{what}: fsync left off"
+        );
+        let left = self.s.compose(&[
+            "exec",
+            "-T",
+            "db",
+            "sh",
+            "-c",
+            "ls /tmp \"$PGDATA\" | grep countable || true",
+        ]);
+        assert_eq!(
+            left.stdout.trim(),
+            "",
+            "{what}: temp files left in the container"
+        );
+    }
+
+    fn import_fails(&self, file: &str, want: &str) {
+        let r = run(self.s.countable().arg("import-db").arg(self.path(file))).fails();
+        assert!(
+            r.stderr.contains(want),
+            "{file}: expected `{want}` in:\n{}",
+            r.stderr
+        );
+        self.assert_untouched(file);
+    }
+}
+
+fn cut(from: &Path, to: &Path, keep: f64) {
+    let bytes = std::fs::read(from).unwrap();
+    std::fs::write(to, &bytes[..(bytes.len() as f64 * keep) as usize]).unwrap();
+}
+
+#[test]
+fn bad_backups_never_touch_the_current_database() {
+    let f = Fixture::new("badbk", 2000);
+    sh(
+        f.fx.path(),
+        "gzip -k plain.sql && lrzip -q -o plain.sql.lrz plain.sql",
+    );
+    cut(&f.path("plain.sql.gz"), &f.path("cut.sql.gz"), 0.5);
+    f.import_fails("cut.sql.gz", "damaged or cut off");
+    cut(&f.path("custom.backup"), &f.path("cut.backup"), 0.6);
+    f.import_fails("cut.backup", "pg_restore failed");
+    cut(&f.path("plain.sql.lrz"), &f.path("cut.sql.lrz"), 0.5);
+    f.import_fails("cut.sql.lrz", "damaged or cut off");
+    // A plain dump cut at a line boundary: psql alone would exit 0.
+    let plain = std::fs::read_to_string(f.path("plain.sql")).unwrap();
+    let at = plain.find("COPY shop.items").unwrap();
+    std::fs::write(f.path("cut.sql"), &plain[..at]).unwrap();
+    f.import_fails("cut.sql", "the dump is truncated");
+    std::fs::write(
+        f.path("photo.png"),
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR not a dump at all",
+    )
+    .unwrap();
+    f.import_fails("photo.png", "not a database dump");
+    std::fs::write(f.path("empty.sql"), b"").unwrap();
+    f.import_fails("empty.sql", "the backup is empty");
+    // A custom archive in the format PostgreSQL 17's pg_dump writes (archive 1.16): the
+    // stand-in's pg_restore 15 reads up to 1.14. (The header is what pg_restore checks.)
+    let mut custom = std::fs::read(f.path("custom.backup")).unwrap();
+    custom[5..8].copy_from_slice(&[1, 16, 0]);
+    std::fs::write(f.path("pg17.backup"), &custom).unwrap();
+    f.import_fails("pg17.backup", "newer than the local pg_restore 15");
+    // A dump needing an extension the image lacks.
+    std::fs::write(
+        f.path("gis.sql"),
+        plain.replacen(
+            "CREATE SCHEMA audit;",
+            "CREATE EXTENSION IF NOT EXISTS postgis WITH SCHEMA public;\nCREATE SCHEMA audit;",
+            1,
+        ),
+    )
+    .unwrap();
+    f.import_fails(
+        "gis.sql",
+        "extension(s) the local database image does not have: postgis",
+    );
+    // A statement that fails half-way (a role that does not exist, say).
+    std::fs::write(
+        f.path("broken.sql"),
+        plain.replacen(
+            "CREATE SCHEMA audit;",
+            "CREATE SCHEMA audit AUTHORIZATION nobody_here;",
+            1,
+        ),
+    )
+    .unwrap();
+    f.import_fails("broken.sql", "psql failed while restoring");
+    let r = run(f.s.countable().arg("import-db").arg(f.path("missing.sql"))).fails();
+    assert!(r.stderr.contains("cannot open"), "{}", r.stderr);
+}
+
+#[test]
+fn lrzip_missing_is_named_with_its_package() {
+    let f = Fixture::new("nolrz", 50);
+    sh(f.fx.path(), "lrzip -q -o plain.sql.lrz plain.sql");
+    let bin = tempfile::tempdir().unwrap();
+    for tool in ["docker", "sh"] {
+        let path = String::from_utf8(
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(path.trim(), bin.path().join(tool)).unwrap();
+    }
+    let r = run(f
+        .s
+        .countable()
+        .arg("import-db")
+        .arg(f.path("plain.sql.lrz"))
+        .env("PATH", bin.path()))
+    .fails();
+    assert!(
+        r.stderr.contains("the `lrzip` program is not installed"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("apt-get install lrzip"), "{}", r.stderr);
+    f.assert_untouched("lrzip missing");
+}
+
+/// A TCP proxy to `upstream` that cuts every connection after `budget` response bytes.
+fn cutting_proxy(upstream: u16, budget: usize) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let server = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+            let (mut c_read, mut s_write) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_read, &mut s_write);
+            });
+            std::thread::spawn(move || {
+                let (mut server, mut client) = (server, client);
+                let mut sent = 0;
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = server.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let n = n.min(budget - sent);
+                    if client.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    sent += n;
+                    if sent >= budget {
+                        break;
+                    }
+                }
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                let _ = server.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn s3_faults_never_touch_the_current_database() {
+    let f = Fixture::new("s3bad", 3000);
+    let moto = Moto::start(false);
+    moto.aws(&["s3", "mb", "s3://countable"]).ok();
+    moto.aws(&[
+        "s3",
+        "cp",
+        f.path("plain.sql").to_str().unwrap(),
+        "s3://countable/backups/shop/2026-11-30T000000Z.sql",
+    ])
+    .ok();
+    let size = std::fs::metadata(f.path("plain.sql")).unwrap().len();
+    assert!(
+        size > 300_000,
+        "the fixture must be bigger than the cut ({size} bytes)"
+    );
+    let proxy = cutting_proxy(moto.port, 150_000);
+    let guarded = Moto::start(true);
+    f.s.set_environments(&format!(
+        "environments:\n  prod:\n    backups: s3://countable/backups/shop/\n    endpoint_url: {url}\n  nobucket:\n    backups: s3://no-such-bucket/backups/shop/\n    endpoint_url: {url}\n  cut:\n    backups: s3://countable/backups/shop/\n    endpoint_url: http://127.0.0.1:{proxy}\n  badcreds:\n    backups: s3://countable/backups/shop/\n    endpoint_url: {guarded}\n",
+        url = moto.url(),
+        guarded = guarded.url(),
+    ));
+    let pull = |args: &[&str]| run(f.s.countable().arg("pull-db").args(args).envs(aws_env()));
+    let r = pull(&["prod", "--backup", "2026-01-01T000000Z.sql"]).fails();
+    assert!(
+        r.stderr.contains("no backup `2026-01-01T000000Z.sql`"),
+        "{}",
+        r.stderr
+    );
+    f.assert_untouched("missing key");
+    let r = pull(&["nobucket"]).fails();
+    assert!(
+        r.stderr.contains("bucket `no-such-bucket` does not exist"),
+        "{}",
+        r.stderr
+    );
+    f.assert_untouched("missing bucket");
+    let r = pull(&["badcreds"]).fails();
+    assert!(
+        r.stderr.contains("S3 refused the credentials"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("aws sts get-caller-identity"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("testing"),
+        "no secret in the output: {}",
+        r.stderr
+    );
+    f.assert_untouched("wrong credentials");
+    let r = pull(&["cut"]).fails();
+    assert!(
+        r.stderr.contains("damaged or cut off") || r.stderr.contains("truncated"),
+        "{}",
+        r.stderr
+    );
+    f.assert_untouched("connection cut mid-download");
+    // And the same store, uncut, works.
+    pull(&["prod"]).ok();
+    assert_eq!(f.s.fingerprint(&f.s.name), f.s.fingerprint("seed"));
+}
+
+#[test]
+fn daemon_down_and_ctrl_c_never_touch_the_current_database() {
+    let f = Fixture::new("sigint", 40000);
+    let r = run(f
+        .s
+        .countable()
+        .arg("import-db")
+        .arg(f.path("plain.sql"))
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock"))
+    .fails();
+    assert!(
+        r.stderr.contains("cannot reach the Docker engine"),
+        "{}",
+        r.stderr
+    );
+    f.assert_untouched("daemon down");
+
+    // Ctrl-C while the restore runs: feed part of the dump on stdin, wait until the new
+    // database exists, interrupt.
+    let plain = std::fs::read(f.path("plain.sql")).unwrap();
+    assert!(
+        plain.len() > 3 * 1024 * 1024,
+        "fixture too small: {}",
+        plain.len()
+    );
+    let mut child =
+        f.s.countable()
+            .args(["import-db", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&plain[..plain.len() * 2 / 3]).unwrap();
+    stdin.flush().unwrap();
+    let new = format!("{}__countable_new", f.s.name);
+    let t = Instant::now();
+    while !f.s.databases().contains(&new) {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the restore never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(stderr.contains("your database is unchanged"), "{stderr}");
+    f.assert_untouched("Ctrl-C");
+}
