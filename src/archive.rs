@@ -94,6 +94,10 @@ pub enum DumpKind {
     Plain,
     /// `pg_dump -Fc`, restored with pg_restore.
     Custom,
+    /// `pg_dump -Ft`: a tar whose first member is `toc.dat`, streamed to pg_restore.
+    Tar,
+    /// `pg_dump -Fd` in a tar: extracted in the db container, then pg_restore.
+    Directory,
 }
 
 pub fn is_tar(head: &[u8]) -> bool {
@@ -183,6 +187,8 @@ impl Decoded {
         parts.push(match self.kind {
             DumpKind::Plain => "plain SQL dump".into(),
             DumpKind::Custom => "custom-format dump".into(),
+            DumpKind::Tar => "tar-format dump".into(),
+            DumpKind::Directory => "directory-format dump (in a tar)".into(),
         });
         parts.join(" → ")
     }
@@ -242,6 +248,16 @@ pub async fn decode(source: Reader) -> Result<Decoded, ArchiveError> {
             continue;
         }
         if is_tar(&head) {
+            let (head, r) = peek(reader, TAR_PEEK).await.map_err(damaged)?;
+            reader = r;
+            if let Some(kind) = pg_dump_tar_kind(&head) {
+                return Ok(Decoded {
+                    reader,
+                    kind,
+                    layers,
+                    finisher: Finisher { filters },
+                });
+            }
             let (name, entry) = first_file(reader).await.map_err(|e| match e {
                 ArchiveError::Io(io) => damaged(io),
                 other => other,
@@ -274,8 +290,57 @@ fn describe_bytes(head: &[u8]) -> String {
     )
 }
 
-/// The first regular file of a tar stream, as a reader. Directory- and tar-format
-/// pg_dump archives (a `toc.dat` member) are recognised and refused for now.
+/// How far into a tar stream `pg_dump_tar_kind` looks for the first file.
+const TAR_PEEK: usize = 64 * 1024;
+
+/// The name of the first regular file in the tar headers within `head`.
+pub fn first_tar_file_name(head: &[u8]) -> Option<String> {
+    let mut off = 0;
+    while off + 512 <= head.len() {
+        let h = &head[off..off + 512];
+        if h.iter().all(|b| *b == 0) {
+            return None;
+        }
+        let field = |a: usize, b: usize| {
+            let f = &h[a..b];
+            let end = f.iter().position(|c| *c == 0).unwrap_or(f.len());
+            String::from_utf8_lossy(&f[..end]).into_owned()
+        };
+        let size = u64::from_str_radix(field(124, 136).trim(), 8).unwrap_or(0);
+        let prefix = field(345, 500);
+        let name = field(0, 100);
+        let name = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        if matches!(h[156], b'0' | 0) {
+            return Some(name.trim_start_matches("./").to_string());
+        }
+        off += 512 + (size.div_ceil(512) * 512) as usize;
+    }
+    None
+}
+
+/// A tar that is itself a pg_dump archive: `-Ft` (toc.dat first, at the root) or a
+/// directory-format dump tarred up (`dump/toc.dat`, `dump/3001.dat.gz`, …).
+pub fn pg_dump_tar_kind(head: &[u8]) -> Option<DumpKind> {
+    let name = first_tar_file_name(head)?;
+    if name == "toc.dat" {
+        return Some(DumpKind::Tar);
+    }
+    let base = name.rsplit('/').next().unwrap_or(&name);
+    let numbered = base
+        .split('.')
+        .next()
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    if base == "toc.dat" || (numbered && base.contains(".dat")) || base == "blobs.toc" {
+        return Some(DumpKind::Directory);
+    }
+    None
+}
+
+/// The first regular file of a tar stream, as a reader.
 async fn first_file(reader: Reader) -> Result<(String, Reader), ArchiveError> {
     let mut archive = tokio_tar::Archive::new(reader);
     let mut entries = archive.entries()?;
@@ -353,6 +418,29 @@ mod tests {
         enc.write_all(data).await.unwrap();
         enc.shutdown().await.unwrap();
         enc.into_inner()
+    }
+
+    fn tar_header(name: &str, typ: u8, size: u64) -> Vec<u8> {
+        let mut h = vec![0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        let sz = format!("{size:011o}\0");
+        h[124..136].copy_from_slice(sz.as_bytes());
+        h[156] = typ;
+        h[257..262].copy_from_slice(b"ustar");
+        h
+    }
+
+    #[test]
+    fn recognises_pg_dump_tars() {
+        let mut t = tar_header("toc.dat", b'0', 10);
+        t.extend(vec![0u8; 512]);
+        assert_eq!(pg_dump_tar_kind(&t), Some(DumpKind::Tar));
+        let mut d = tar_header("dump/", b'5', 0);
+        d.extend(tar_header("dump/3001.dat.gz", b'0', 700));
+        assert_eq!(first_tar_file_name(&d).as_deref(), Some("dump/3001.dat.gz"));
+        assert_eq!(pg_dump_tar_kind(&d), Some(DumpKind::Directory));
+        let p = tar_header("db.sql", b'0', 100);
+        assert_eq!(pg_dump_tar_kind(&p), None);
     }
 
     #[tokio::test]

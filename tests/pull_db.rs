@@ -33,6 +33,13 @@ fn every_format_and_dump_kind_restores_identically() {
     let (s, fx) = seeded("fmt", 3000);
     let want = s.fingerprint("seed");
     assert!(want.contains("shop.items=3000:"), "{want}");
+    // Tar-format, and directory-format tarred up (pg_dump -Fd writes a directory).
+    s.dump("seed", &["-Ft"], &fx.path().join("dump.tar"));
+    s.exec_to_file(
+        "mkdir -p /tmp/fx && pg_dump -U \"$POSTGRES_USER\" -Fd -j 2 -f /tmp/fx/dump seed && tar -C /tmp/fx -cf - dump && rm -rf /tmp/fx",
+        &fx.path().join("dir.tar"),
+    );
+    sh(fx.path(), "tar tf dir.tar | grep -q dump/toc.dat");
     assert!(
         want.contains("audit.log=3000:"),
         "the trigger fired while seeding: {want}"
@@ -44,7 +51,7 @@ fn every_format_and_dump_kind_restores_identically() {
         && cp plain.sql db.sql && tar cf team-sql.tar db.sql && lrzip -q -o team-sql.tar.lrz team-sql.tar \
         && cp custom.backup db.backup && tar cf team-custom.tar db.backup && lrzip -q -o team-custom.tar.lrz team-custom.tar \
         && tar czf custom.tgz db.backup && lrzip -q -o custom.backup.lrz custom.backup \
-        && rm db.sql db.backup team-custom.tar");
+        && rm db.sql db.backup team-custom.tar && gzip -k dir.tar");
     let cases = [
         ("plain.sql", "plain SQL dump"),
         ("custom.backup", "custom-format dump"),
@@ -61,6 +68,8 @@ fn every_format_and_dump_kind_restores_identically() {
         ),
         ("custom.tgz", "gzip → tar: db.backup → custom-format dump"),
         ("custom.backup.lrz", "lrzip → custom-format dump"),
+        ("dump.tar", "tar-format dump"),
+        ("dir.tar.gz", "gzip → directory-format dump (in a tar)"),
     ];
     let db = s.sql_in("postgres", "SELECT current_setting('server_version_num')");
     assert!(!db.is_empty());
@@ -85,6 +94,12 @@ fn every_format_and_dump_kind_restores_identically() {
         3
     );
     assert_eq!(s.fingerprint(&name), want, "--jobs 2");
+    let r = import(&s, &fx.path().join("dir.tar"), &["--jobs", "2", "--json"]).ok();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()["format"],
+        "directory-format dump (in a tar)"
+    );
+    assert_eq!(s.fingerprint(&name), want, "directory format, --jobs 2");
     let leftovers = s.compose(&[
         "exec",
         "-T",

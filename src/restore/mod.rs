@@ -277,7 +277,10 @@ async fn restore_into(
     } = decoded;
     match kind {
         DumpKind::Plain => restore_plain(db, reader, finisher, new).await,
-        DumpKind::Custom => restore_custom(db, reader, finisher, new, opts).await,
+        DumpKind::Custom | DumpKind::Tar => {
+            restore_custom(db, reader, finisher, new, opts, kind).await
+        }
+        DumpKind::Directory => restore_directory(db, reader, finisher, new, opts).await,
     }
 }
 
@@ -333,30 +336,82 @@ async fn restore_plain(
     })
 }
 
-async fn restore_custom(
-    db: &Db,
-    mut reader: Reader,
-    finisher: archive::Finisher,
-    new: &str,
-    opts: &Options,
-) -> anyhow::Result<Restored> {
-    let (head, r) = archive::peek(reader, 16).await.map_err(archive::damaged)?;
-    reader = r;
-    let version = custom::archive_version(&head).context("not a custom-format archive")?;
+/// Refuse an archive of `version` that the container's pg_restore cannot read.
+fn check_version(db: &Db, version: (u8, u8, u8)) -> Result<(), RestoreError> {
     let local = db.tools_version.0;
     if version > custom::max_archive_for(local) {
         return Err(RestoreError::TooNew {
             archive: version,
             release: custom::release_for(version),
             local,
-        }
+        });
+    }
+    Ok(())
+}
+
+async fn write_file(db: &Db, path: &str, contents: Vec<u8>) -> anyhow::Result<()> {
+    let wrote = db
+        .exec(
+            &["sh", "-c", "cat > \"$1\"", "sh", path],
+            Some(std::io::Cursor::new(contents)),
+        )
+        .await?;
+    if wrote.code != 0 {
+        anyhow::bail!(
+            "writing into the db container failed: {}",
+            wrote.stderr.trim()
+        );
+    }
+    Ok(())
+}
+
+/// The TOC of the archive at `path` in the container: parsed, extensions checked, and
+/// the filtered list written to `list_path` for `pg_restore -L`.
+async fn list_toc(db: &Db, path: &str, list_path: &str) -> anyhow::Result<custom::Toc> {
+    let listed = db
+        .exec(&["pg_restore", "-l", path], None::<tokio::io::Empty>)
+        .await?;
+    if listed.code != 0 {
+        return Err(RestoreError::Truncated(format!(
+            "pg_restore cannot read its table of contents: {}",
+            tail(&listed.stderr)
+        ))
         .into());
     }
+    let toc = custom::parse_list(&listed.stdout);
+    check_extensions(&toc.extensions, &db.available_extensions().await?)?;
+    write_file(
+        db,
+        list_path,
+        custom::filter_list(&listed.stdout).into_bytes(),
+    )
+    .await?;
+    Ok(toc)
+}
+
+/// A custom- or tar-format archive: its start (where the TOC is) is spooled into the
+/// container so the container's own pg_restore lists it; the rest streams after it
+/// (or, with --jobs, the whole archive is spooled into the volume first).
+async fn restore_custom(
+    db: &Db,
+    mut reader: Reader,
+    finisher: archive::Finisher,
+    new: &str,
+    opts: &Options,
+    kind: DumpKind,
+) -> anyhow::Result<Restored> {
+    // A tar-format archive's toc.dat, and its header, follow the first tar header.
+    let at = if kind == DumpKind::Tar { 512 } else { 0 };
+    let (head, r) = archive::peek(reader, at + 16)
+        .await
+        .map_err(archive::damaged)?;
+    reader = r;
+    let version = custom::archive_version(head.get(at..).unwrap_or_default())
+        .context("not a pg_dump archive")?;
+    check_version(db, version)?;
     let id = std::process::id();
     let head_path = format!("/tmp/countable-{id}.head");
     let list_path = format!("/tmp/countable-{id}.list");
-    // The first part of the archive (the TOC is at its start) goes into the container,
-    // so the container's own pg_restore lists it; the rest streams after it.
     let spooled = db
         .exec(
             &["sh", "-c", "cat > \"$1\"", "sh", &head_path],
@@ -370,31 +425,7 @@ async fn restore_custom(
         );
     }
     spooled.fed.map_err(archive::damaged)?;
-    let listed = db
-        .exec(&["pg_restore", "-l", &head_path], None::<tokio::io::Empty>)
-        .await?;
-    if listed.code != 0 {
-        return Err(RestoreError::Truncated(format!(
-            "pg_restore cannot read its table of contents: {}",
-            tail(&listed.stderr)
-        ))
-        .into());
-    }
-    let toc = custom::parse_list(&listed.stdout);
-    check_extensions(&toc.extensions, &db.available_extensions().await?)?;
-    let list = custom::filter_list(&listed.stdout);
-    let wrote = db
-        .exec(
-            &["sh", "-c", "cat > \"$1\"", "sh", &list_path],
-            Some(std::io::Cursor::new(list.into_bytes())),
-        )
-        .await?;
-    if wrote.code != 0 {
-        anyhow::bail!(
-            "writing into the db container failed: {}",
-            wrote.stderr.trim()
-        );
-    }
+    let toc = list_toc(db, &head_path, &list_path).await?;
     create_database(db, new).await?;
     let base = [
         "--no-owner",
@@ -407,10 +438,11 @@ async fn restore_custom(
         "-L",
         &list_path,
     ];
-    let run = if opts.jobs > 1 {
+    // pg_restore runs tar-format archives with one job only.
+    let run = if opts.jobs > 1 && kind == DumpKind::Custom {
         let spool = format!("countable-spool-{id}.dump");
-        check_spool_space(db, &head_path).await?;
-        let spooled = db
+        check_spool_space(db, Some(&head_path)).await?;
+        let mut spooled = db
             .exec(
                 &[
                     "sh",
@@ -423,19 +455,17 @@ async fn restore_custom(
                 Some(&mut reader),
             )
             .await?;
-        spooled.fed.map_err(archive::damaged)?;
+        std::mem::replace(&mut spooled.fed, Ok(0)).map_err(archive::damaged)?;
         if spooled.code != 0 {
             anyhow::bail!("spooling the archive failed: {}", spooled.stderr.trim());
         }
         finish(finisher).await?;
         let jobs = opts.jobs.to_string();
-        let mut cmd = vec![
-            "sh",
-            "-c",
+        let mut cmd =
+            vec![
+            "sh", "-c",
             "f=\"$PGDATA/$1\"; shift; pg_restore -j \"$@\" \"$f\"; rc=$?; rm -f \"$f\"; exit $rc",
-            "sh",
-            &spool,
-            &jobs,
+            "sh", &spool, &jobs,
         ];
         cmd.extend(base);
         db.exec(&cmd, None::<tokio::io::Empty>).await?
@@ -471,18 +501,116 @@ async fn restore_custom(
     })
 }
 
+/// A directory-format dump in a tar: extracted into the db container's volume, then
+/// restored from there (in parallel with --jobs).
+async fn restore_directory(
+    db: &Db,
+    reader: Reader,
+    finisher: archive::Finisher,
+    new: &str,
+    opts: &Options,
+) -> anyhow::Result<Restored> {
+    let id = std::process::id();
+    let dir = format!("countable-dir-{id}");
+    let list_path = format!("/tmp/countable-{id}.list");
+    check_spool_space(db, None).await?;
+    let mut extracted = db
+        .exec(
+            &[
+                "sh", "-c",
+                "d=\"$PGDATA/$1\"; rm -rf \"$d\"; mkdir -p \"$d\" && tar -x -C \"$d\" && dirname \"$(find \"$d\" -name toc.dat | head -n 1)\"",
+                "sh", &dir,
+            ],
+            Some(reader),
+        )
+        .await?;
+    std::mem::replace(&mut extracted.fed, Ok(0)).map_err(archive::damaged)?;
+    finish(finisher).await?;
+    let cleanup = || async {
+        let _ = db
+            .exec(
+                &[
+                    "sh",
+                    "-c",
+                    "rm -rf \"$PGDATA/$1\" \"$2\"",
+                    "sh",
+                    &dir,
+                    &list_path,
+                ],
+                None::<tokio::io::Empty>,
+            )
+            .await;
+    };
+    if extracted.code != 0 {
+        cleanup().await;
+        return Err(archive::ArchiveError::Damaged(format!(
+            "extracting the directory dump failed: {}",
+            tail(&extracted.stderr)
+        ))
+        .into());
+    }
+    let path = extracted.stdout.trim().to_string();
+    let result = async {
+        let header = db
+            .exec(
+                &["head", "-c", "8", &format!("{path}/toc.dat")],
+                None::<tokio::io::Empty>,
+            )
+            .await?;
+        let version = custom::archive_version(header.stdout.as_bytes())
+            .context("the directory dump has no valid toc.dat")?;
+        check_version(db, version)?;
+        let toc = list_toc(db, &path, &list_path).await?;
+        create_database(db, new).await?;
+        let jobs = opts.jobs.to_string();
+        let run = db
+            .exec(
+                &[
+                    "pg_restore",
+                    "-j",
+                    &jobs,
+                    "--no-owner",
+                    "--no-acl",
+                    "--exit-on-error",
+                    "-U",
+                    &db.user,
+                    "-d",
+                    new,
+                    "-L",
+                    &list_path,
+                    &path,
+                ],
+                None::<tokio::io::Empty>,
+            )
+            .await?;
+        if run.code != 0 {
+            return Err(RestoreError::Failed {
+                tool: "pg_restore",
+                stderr: tail(&run.stderr),
+            }
+            .into());
+        }
+        Ok(Restored {
+            expected_tables: toc.tables,
+        })
+    }
+    .await;
+    cleanup().await;
+    result
+}
+
 /// The spool for `--jobs` goes into the data volume: refuse early when it cannot fit
 /// (estimated from the part already written: the whole archive is unknown in advance,
 /// so at least 4× the head and 1 GiB must be free).
-async fn check_spool_space(db: &Db, head_path: &str) -> anyhow::Result<()> {
+async fn check_spool_space(db: &Db, head_path: Option<&str>) -> anyhow::Result<()> {
     let out = db
         .exec(
             &[
                 "sh",
                 "-c",
-                "df -Pk \"$PGDATA\" | awk 'NR==2 {print $4}'; stat -c %s \"$1\"",
+                "df -Pk \"$PGDATA\" | awk 'NR==2 {print $4}'; [ -z \"$1\" ] || stat -c %s \"$1\"",
                 "sh",
-                head_path,
+                head_path.unwrap_or(""),
             ],
             None::<tokio::io::Empty>,
         )

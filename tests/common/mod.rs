@@ -422,6 +422,24 @@ SELECT nextval('shop.invoice_no') FROM generate_series(1, 7);
         assert_eq!(r.code, 0, "seeding failed: {}", r.stderr);
     }
 
+    /// A shell script in the db container whose stdout goes into a host file.
+    pub fn exec_to_file(&self, script: &str, to: &Path) {
+        let out = Command::new("docker")
+            .args([
+                "compose", "-p", &self.name, "exec", "-T", "db", "sh", "-c", script,
+            ])
+            .current_dir(self.root())
+            .stdout(std::fs::File::create(to).unwrap())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "`{script}` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `pg_dump <args> <db>` from the db container (the real pg_dump) into a host file.
     pub fn dump(&self, db: &str, args: &[&str], to: &Path) {
         let out = Command::new("docker")
