@@ -71,6 +71,7 @@ pub async fn pull(
     backup: &Backup,
     opts: &Options,
 ) -> anyhow::Result<Summary> {
+    let opts = &with_template(local, opts);
     let target = local.restore_target(printer).await?;
     let opened = store.open(backup).await?;
     let source = Source {
@@ -109,8 +110,18 @@ pub async fn import(
             size,
         }
     };
+    let opts = &with_template(local, opts);
     let target = local.restore_target(printer).await?;
     restore::restore(&target, source, opts, printer).await
+}
+
+/// `db_template` from countable.yml unless the options name one.
+fn with_template(local: &Local, opts: &Options) -> Options {
+    let mut opts = opts.clone();
+    if opts.template.is_none() {
+        opts.template = local.project.config.db_template.clone();
+    }
+    opts
 }
 
 /// Print what a restore did: a status block on stderr, or JSON on stdout.

@@ -97,15 +97,19 @@ pub struct StreamedExec {
     pub stdout: String,
     pub stderr: String,
     pub fed: std::io::Result<u64>,
+    /// Output beyond `cap` was dropped (the kept text is the tail).
+    pub truncated: bool,
 }
 
-/// Keep the last `cap` bytes of a growing buffer.
-fn push_capped(buf: &mut Vec<u8>, bytes: &[u8], cap: usize) {
+/// Keep the last `cap` bytes of a growing buffer; true when something was dropped.
+fn push_capped(buf: &mut Vec<u8>, bytes: &[u8], cap: usize) -> bool {
     buf.extend_from_slice(bytes);
     if buf.len() > cap {
         let cut = buf.len() - cap;
         buf.drain(..cut);
+        return true;
     }
+    false
 }
 
 /// A connected, version-negotiated Docker client.
@@ -294,27 +298,29 @@ impl Engine {
         let drain = async {
             let mut out = Vec::new();
             let mut err = Vec::new();
+            let mut truncated = false;
             while let Some(chunk) = output.next().await {
                 match chunk? {
                     bollard::container::LogOutput::StdOut { message } => {
-                        push_capped(&mut out, &message, cap)
+                        truncated |= push_capped(&mut out, &message, cap)
                     }
                     bollard::container::LogOutput::StdErr { message } => {
-                        push_capped(&mut err, &message, cap)
+                        push_capped(&mut err, &message, cap);
                     }
                     _ => {}
                 }
             }
-            Ok::<_, EngineError>((out, err))
+            Ok::<_, EngineError>((out, err, truncated))
         };
         let (fed, drained) = tokio::join!(feed, drain);
-        let (out, err) = drained?;
+        let (out, err, truncated) = drained?;
         let inspect = self.docker.inspect_exec(&exec.id).await?;
         Ok(StreamedExec {
             code: inspect.exit_code.unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out).into_owned(),
             stderr: String::from_utf8_lossy(&err).into_owned(),
             fed,
+            truncated,
         })
     }
 

@@ -189,10 +189,8 @@ impl Local {
         self.ensure_db(printer).await?;
         let project = self.project.compose_name().to_string();
         let db_service = self.project.config.services.db.clone();
-        let engine = self.engine().await?.clone();
-        let container = engine.service_container(&project, &db_service).await?;
-        let states = engine.project_services(&project).await?;
-        let db = crate::restore::Db::discover(engine, container).await?;
+        let db = self.local_db().await?;
+        let states = self.engine().await?.project_services(&project).await?;
         Ok(crate::restore::Target {
             db,
             compose: self.compose.clone(),
@@ -206,34 +204,17 @@ impl Local {
 
     /// Does the local database have any table outside the system schemas?
     pub async fn db_has_tables(&mut self) -> anyhow::Result<bool> {
+        let db = self.local_db().await?;
+        Ok(db.table_count(&db.name).await? > 0)
+    }
+
+    /// The running db container's database, versions and user discovered.
+    async fn local_db(&mut self) -> anyhow::Result<crate::restore::Db> {
         let project = self.project.compose_name().to_string();
         let service = self.project.config.services.db.clone();
-        let engine = self.engine().await?;
+        let engine = self.engine().await?.clone();
         let container = engine.service_container(&project, &service).await?;
-        let sql = "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')";
-        let out = engine
-            .exec_capture(
-                &container,
-                &["sh", "-c", "exec psql -X -qAt -U \"$POSTGRES_USER\" -d \"${POSTGRES_DB:-$POSTGRES_USER}\" -c \"$1\"", "sh", sql],
-                &[],
-            )
-            .await?;
-        if out.code != 0 {
-            return Err(Hinted::new(
-                format!(
-                    "could not query the database in `{service}`: {}",
-                    out.stderr.trim()
-                ),
-                format!("countable logs {service}"),
-            )
-            .into());
-        }
-        let n: u64 = out
-            .stdout
-            .trim()
-            .parse()
-            .with_context(|| format!("unexpected answer from psql: {:?}", out.stdout))?;
-        Ok(n > 0)
+        crate::restore::Db::discover(engine, container).await
     }
 
     /// The seam where `up` fills an empty database from `data_from` (pull-db).
@@ -264,6 +245,7 @@ impl Local {
             keep_previous: false,
             jobs: 1,
             fast: true,
+            template: None,
         };
         let summary = crate::data::pull(self, printer, &store, &backup, &opts)
             .await

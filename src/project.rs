@@ -120,6 +120,10 @@ pub struct RawConfig {
     pub port: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_from: Option<String>,
+    /// The template restores create their database from (default `template0`; e.g.
+    /// `template_postgis` on older PostGIS images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_template: Option<String>,
     #[serde(default)]
     pub environments: BTreeMap<String, Environment>,
 }
@@ -132,6 +136,7 @@ pub struct Config {
     pub services: Services,
     pub port: u16,
     pub data_from: Option<EnvName>,
+    pub db_template: Option<String>,
     pub environments: BTreeMap<EnvName, Environment>,
 }
 
@@ -175,6 +180,7 @@ impl Config {
             services: raw.services,
             port: raw.port,
             data_from,
+            db_template: raw.db_template.filter(|t| !t.is_empty()),
             environments,
         })
     }

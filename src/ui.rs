@@ -169,11 +169,13 @@ impl Printer {
 }
 
 /// An `AsyncRead` that advances a progress bar by the bytes read through it, and counts
-/// them for the summary.
+/// them for the summary. At the end of the input the bar turns into a spinner for the
+/// restore phase that follows (index builds, constraints).
 pub struct ProgressReader<R> {
     inner: R,
     bar: ProgressBar,
     count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ended: bool,
 }
 
 impl<R> ProgressReader<R> {
@@ -184,6 +186,7 @@ impl<R> ProgressReader<R> {
                 inner,
                 bar,
                 count: count.clone(),
+                ended: false,
             },
             count,
         )
@@ -203,6 +206,20 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ProgressReader<R>
             self.bar.inc(n);
             self.count
                 .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        } else if matches!(poll, std::task::Poll::Ready(Ok(())))
+            && buf.remaining() > 0
+            && !self.ended
+        {
+            // The end of the input: the database still builds indexes and constraints.
+            self.ended = true;
+            if !self.bar.is_hidden() {
+                self.bar.set_style(
+                    ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed}").unwrap(),
+                );
+                self.bar.set_message(
+                    "all read; the database finishes the restore (indexes, constraints)",
+                );
+            }
         }
         poll
     }

@@ -28,6 +28,7 @@ impl RestoreArgs {
             keep_previous: !self.no_keep,
             jobs: self.jobs,
             fast: !self.durable,
+            template: None,
         }
     }
 
@@ -36,7 +37,7 @@ impl RestoreArgs {
         let mut v = vec![
             format!("read {source}, decode by content (gzip, zstd, xz, bzip2, lrzip, tar)"),
             format!("inspect the dump against the `{db_service}` container: pg_restore version, extensions"),
-            "CREATE DATABASE \"<db>__countable_new\" TEMPLATE template0".into(),
+            "CREATE DATABASE \"<db>__countable_new\" TEMPLATE template0 (or countable.yml's db_template)".into(),
         ];
         if !self.durable {
             v.push("ALTER SYSTEM SET fsync/synchronous_commit/full_page_writes/autovacuum = off (reset afterwards)".into());

@@ -59,7 +59,7 @@ pub fn parse_list(list: &str) -> Toc {
             continue;
         }
         match (words[2], words.get(3).copied()) {
-            ("TABLE", Some(next)) if next != "DATA" => toc.tables += 1,
+            ("TABLE", Some(next)) if next != "DATA" && next != "ATTACH" => toc.tables += 1,
             ("EXTENSION", Some("-")) => {
                 if let Some(name) = words.get(4) {
                     toc.extensions.push(name.to_string());

@@ -9,6 +9,9 @@ use anyhow::Context;
 use crate::archive::Reader;
 use crate::engine::{Engine, StreamedExec};
 
+/// `pg_tables t` rows of user tables that are not an extension's own.
+const USER_TABLES: &str = "t.schemaname NOT IN ('pg_catalog', 'information_schema') AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = format('%I.%I', t.schemaname, t.tablename)::regclass AND d.deptype = 'e')";
+
 /// `"name"`, with embedded quotes doubled.
 pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -83,14 +86,28 @@ impl Db {
         self.server_version / 10000
     }
 
-    /// Run `cmd` in the db container with `stdin` streamed in.
+    /// Run `cmd` in the db container with `stdin` streamed in; the last 64 KiB of its
+    /// output are kept.
     pub async fn exec<R>(&self, cmd: &[&str], stdin: Option<R>) -> anyhow::Result<StreamedExec>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send,
+    {
+        self.exec_capped(cmd, stdin, 64 * 1024).await
+    }
+
+    /// `exec`, keeping up to `cap` bytes of output (`truncated` says if more came).
+    pub async fn exec_capped<R>(
+        &self,
+        cmd: &[&str],
+        stdin: Option<R>,
+        cap: usize,
+    ) -> anyhow::Result<StreamedExec>
     where
         R: tokio::io::AsyncRead + Unpin + Send,
     {
         Ok(self
             .engine
-            .exec_stream(&self.container, cmd, &[], stdin, 64 * 1024)
+            .exec_stream(&self.container, cmd, &[], stdin, cap)
             .await?)
     }
 
@@ -119,6 +136,9 @@ impl Db {
         if r.code != 0 {
             anyhow::bail!("psql in the db container failed: {}", r.stderr.trim());
         }
+        if r.truncated {
+            anyhow::bail!("the answer of psql was larger than countable reads (64 KiB)");
+        }
         Ok(r.stdout)
     }
 
@@ -136,12 +156,13 @@ impl Db {
         Ok(n.trim() == "1")
     }
 
-    /// Tables outside the system schemas.
+    /// Tables outside the system schemas that a dump carries: those created by an
+    /// extension (PostGIS's spatial_ref_sys, say) are not dumped and not counted.
     pub async fn table_count(&self, database: &str) -> anyhow::Result<u64> {
         Ok(self
             .sql(
                 database,
-                "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+                &format!("SELECT count(*) FROM pg_catalog.pg_tables t WHERE {USER_TABLES}"),
             )
             .await?
             .trim()
@@ -153,7 +174,7 @@ impl Db {
         let out = self
             .sql(
                 database,
-                "SELECT coalesce(sum((xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', schemaname, tablename), false, true, '')))[1]::text::bigint), 0) FROM pg_catalog.pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+                &format!("SELECT coalesce(sum((xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', schemaname, tablename), false, true, '')))[1]::text::bigint), 0) FROM pg_catalog.pg_tables t WHERE {USER_TABLES}"),
             )
             .await?;
         Ok(out.trim().parse()?)

@@ -24,6 +24,8 @@ use db::{ident, literal};
 
 /// Bytes of a custom archive spooled into the container to read its TOC.
 const TOC_HEAD: u64 = 16 * 1024 * 1024;
+/// The largest `pg_restore -l` listing countable reads (about 300,000 entries).
+const TOC_LIST_MAX: usize = 32 * 1024 * 1024;
 /// Bytes of a plain dump read to find its header facts.
 const SQL_HEAD: usize = 1024 * 1024;
 
@@ -45,6 +47,8 @@ pub enum RestoreError {
     Verify { expected: u64, got: u64 },
     #[error("interrupted")]
     Interrupted,
+    #[error("the dump holds a psql command countable will not run: `{0}` (a pg_dumpall file?)")]
+    Unsafe(String),
     #[error("there is no previous database to go back to")]
     NoPrevious,
     #[error("not enough space in the db container to spool the archive for --jobs: {need} needed, {have} free")]
@@ -68,6 +72,7 @@ impl Hint for RestoreError {
             RestoreError::Failed { .. } => "your database is unchanged; read the error above, or try an older backup with `--backup KEY`".into(),
             RestoreError::Verify { .. } => "your database is unchanged; the backup may be damaged: try another with `--backup KEY`".into(),
             RestoreError::Interrupted => "your database is unchanged; run the command again to restore".into(),
+            RestoreError::Unsafe(_) => "restore a single database's dump (`pg_dump`), not `pg_dumpall` output or a script".into(),
             RestoreError::NoPrevious => "`countable pull-db` keeps the database it replaces; there was none (or it was dropped with --no-keep)".into(),
             RestoreError::SpoolSpace { .. } => "free space in the db container's volume, or restore without --jobs (streamed)".into(),
         })
@@ -91,6 +96,8 @@ pub struct Options {
     pub jobs: u32,
     /// Non-durable server settings while restoring (a throwaway local database only).
     pub fast: bool,
+    /// The template the new database is created from (default `template0`).
+    pub template: Option<String>,
 }
 
 /// The local database and the app services that use it.
@@ -140,9 +147,9 @@ pub async fn restore(
 ) -> anyhow::Result<Summary> {
     let db = &target.db;
     let new = new_name(&db.name);
-    if new.len() > 63 {
+    if db.name.len() + "__countable_prev".len() > 63 {
         anyhow::bail!(
-            "the database name `{}` is too long to restore beside it",
+            "the database name `{}` is too long to restore beside it (PostgreSQL names have at most 63 bytes)",
             db.name
         );
     }
@@ -157,68 +164,53 @@ pub async fn restore(
     bar.set_message(format!("restoring {} ({format})", source.label));
     // A leftover from a crash: never the user's database, always ours to drop.
     db.drop_database(&new).await?;
+    let baseline = match opts.template.as_deref() {
+        Some(t) if t != "template0" => db.table_count(t).await?,
+        _ => 0,
+    };
     let fast = if opts.fast {
-        Some(Durability::relax(db).await?)
+        match Durability::relax(db).await {
+            Ok(d) => Some(d),
+            Err(e) => {
+                let _ = Durability::default().restore(db).await;
+                return Err(e);
+            }
+        }
     } else {
         None
     };
+    // Everything up to the swap can be interrupted and is undone on failure.
+    let work = async {
+        let restored = restore_into(db, decoded, &new, opts).await?;
+        let restore_seconds = started.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let got = db.table_count(&new).await?;
+        let expected = restored.expected_tables + baseline;
+        if got != expected {
+            return Err(RestoreError::Verify { expected, got }.into());
+        }
+        let verify_seconds = t.elapsed().as_secs_f64();
+        if let Some(f) = &fast {
+            f.restore(db).await?;
+            // Written while fsync was off: flush it all to disk before it becomes current.
+            db.sql("postgres", "CHECKPOINT").await?;
+        }
+        let t = Instant::now();
+        db.sql(&new, "ANALYZE").await?;
+        let analyze_seconds = t.elapsed().as_secs_f64();
+        let counts = (got, db.row_count(&new).await?, db.size_bytes(&new).await?);
+        Ok::<_, anyhow::Error>((restore_seconds, verify_seconds, analyze_seconds, counts))
+    };
     let outcome = tokio::select! {
-        r = restore_into(db, decoded, &new, opts) => r,
+        r = work => r,
         _ = tokio::signal::ctrl_c() => Err(RestoreError::Interrupted.into()),
     };
     bar.finish_and_clear();
-    let cleanup = |e: anyhow::Error| {
-        let new = new.clone();
-        let fast = &fast;
-        async move {
-            let dropped = db.drop_database(&new).await;
-            let _ = db
-                .exec(
-                    &[
-                        "sh",
-                        "-c",
-                        "rm -f /tmp/countable-* \"$PGDATA\"/countable-spool-*",
-                    ],
-                    None::<tokio::io::Empty>,
-                )
-                .await;
-            if let Some(f) = fast {
-                let _ = f.restore(db).await;
-            }
-            if let Err(d) = dropped {
-                return e.context(format!(
-                    "(and dropping the half-restored {new} failed: {d})"
-                ));
-            }
-            e
-        }
-    };
-    let restored = match outcome {
-        Ok(r) => r,
-        Err(e) => return Err(cleanup(e).await),
-    };
-    let restore_seconds = started.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let got = db.table_count(&new).await?;
-    if got != restored.expected_tables {
-        return Err(cleanup(
-            RestoreError::Verify {
-                expected: restored.expected_tables,
-                got,
-            }
-            .into(),
-        )
-        .await);
-    }
-    let verify_seconds = t.elapsed().as_secs_f64();
-    if let Some(f) = &fast {
-        f.restore(db).await?;
-    }
-    let t = Instant::now();
-    db.sql(&new, "ANALYZE").await?;
-    let analyze_seconds = t.elapsed().as_secs_f64();
-    let (tables, rows, database_bytes) =
-        (got, db.row_count(&new).await?, db.size_bytes(&new).await?);
+    let (restore_seconds, verify_seconds, analyze_seconds, (tables, rows, database_bytes)) =
+        match outcome {
+            Ok(v) => v,
+            Err(e) => return Err(undo_partial(db, &new, fast.as_ref(), e).await),
+        };
     let t = Instant::now();
     swap(target, &new, printer).await?;
     if !opts.keep_previous {
@@ -241,10 +233,55 @@ pub async fn restore(
     })
 }
 
-async fn create_database(db: &Db, name: &str) -> anyhow::Result<()> {
+/// After a failure: drop the half-made database, remove our files in the container, put
+/// the server settings back; `e` is returned, with a note if dropping failed.
+async fn undo_partial(
+    db: &Db,
+    new: &str,
+    fast: Option<&Durability>,
+    e: anyhow::Error,
+) -> anyhow::Error {
+    let dropped = db.drop_database(new).await;
+    let _ = db
+        .exec(
+            &[
+                "sh",
+                "-c",
+                "rm -rf /tmp/countable-* \"$PGDATA\"/countable-spool-* \"$PGDATA\"/countable-dir-*",
+            ],
+            None::<tokio::io::Empty>,
+        )
+        .await;
+    if let Some(f) = fast {
+        let _ = f.restore(db).await;
+    }
+    match dropped {
+        Err(d) => e.context(format!(
+            "(and dropping the half-restored {new} failed: {d})"
+        )),
+        Ok(()) => e,
+    }
+}
+
+/// Feeding a tool failed. A broken or reset pipe means the tool stopped first (its own
+/// error says why); anything else is the backup's bytes failing (cut, corrupt).
+fn source_failed(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    !matches!(
+        e.kind(),
+        BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected
+    )
+}
+
+async fn create_database(db: &Db, name: &str, template: Option<&str>) -> anyhow::Result<()> {
+    let template = template.unwrap_or("template0");
     db.sql(
         "postgres",
-        &format!("CREATE DATABASE {} TEMPLATE template0", ident(name)),
+        &format!(
+            "CREATE DATABASE {} TEMPLATE {}",
+            ident(name),
+            ident(template)
+        ),
     )
     .await
     .map(|_| ())
@@ -276,7 +313,7 @@ async fn restore_into(
         ..
     } = decoded;
     match kind {
-        DumpKind::Plain => restore_plain(db, reader, finisher, new).await,
+        DumpKind::Plain => restore_plain(db, reader, finisher, new, opts).await,
         DumpKind::Custom | DumpKind::Tar => {
             restore_custom(db, reader, finisher, new, opts, kind).await
         }
@@ -289,19 +326,20 @@ async fn restore_plain(
     reader: Reader,
     finisher: archive::Finisher,
     new: &str,
+    opts: &Options,
 ) -> anyhow::Result<Restored> {
     let (head, reader) = archive::peek(reader, SQL_HEAD)
         .await
         .map_err(archive::damaged)?;
     let header = plain::inspect(&head);
     check_extensions(&header.extensions, &db.available_extensions().await?)?;
-    let opts = plain::FilterOptions {
+    let filter = plain::FilterOptions {
         strip_restrict: header.restrict && !plain::psql_knows_restrict(db.tools_version),
         strip_transaction_timeout: db.server_major() < 17,
     };
-    create_database(db, new).await?;
+    create_database(db, new, opts.template.as_deref()).await?;
     let (pipe_in, pipe_out) = tokio::io::duplex(256 * 1024);
-    let filtering = plain::filter(reader, pipe_in, opts);
+    let filtering = plain::filter(reader, pipe_in, filter);
     let cmd = [
         "psql",
         "-X",
@@ -317,8 +355,14 @@ async fn restore_plain(
     let psql = db.exec(&cmd, Some(pipe_out));
     let (stats, run) = tokio::join!(filtering, psql);
     let run = run?;
-    let stats = stats.map_err(archive::damaged)?;
-    finish(finisher).await?;
+    let stats = match stats {
+        Ok(s) => Some(s),
+        Err(e) if source_failed(&e) => return Err(archive::damaged(e).into()),
+        Err(_) => None,
+    };
+    if let Some(line) = stats.as_ref().and_then(|s| s.rejected.clone()) {
+        return Err(RestoreError::Unsafe(line).into());
+    }
     if run.code != 0 {
         return Err(RestoreError::Failed {
             tool: "psql",
@@ -326,6 +370,8 @@ async fn restore_plain(
         }
         .into());
     }
+    finish(finisher).await?;
+    let stats = stats.context("psql stopped reading the dump")?;
     if !stats.trailer {
         return Err(
             RestoreError::Truncated(format!("no `{}` line at its end", plain::TRAILER)).into(),
@@ -369,8 +415,18 @@ async fn write_file(db: &Db, path: &str, contents: Vec<u8>) -> anyhow::Result<()
 /// the filtered list written to `list_path` for `pg_restore -L`.
 async fn list_toc(db: &Db, path: &str, list_path: &str) -> anyhow::Result<custom::Toc> {
     let listed = db
-        .exec(&["pg_restore", "-l", path], None::<tokio::io::Empty>)
+        .exec_capped(
+            &["pg_restore", "-l", path],
+            None::<tokio::io::Empty>,
+            TOC_LIST_MAX,
+        )
         .await?;
+    if listed.truncated {
+        anyhow::bail!(
+            "the archive's table of contents is larger than countable reads ({} MiB)",
+            TOC_LIST_MAX >> 20
+        );
+    }
     if listed.code != 0 {
         return Err(RestoreError::Truncated(format!(
             "pg_restore cannot read its table of contents: {}",
@@ -426,7 +482,7 @@ async fn restore_custom(
     }
     spooled.fed.map_err(archive::damaged)?;
     let toc = list_toc(db, &head_path, &list_path).await?;
-    create_database(db, new).await?;
+    create_database(db, new, opts.template.as_deref()).await?;
     let base = [
         "--no-owner",
         "--no-acl",
@@ -561,7 +617,7 @@ async fn restore_directory(
             .context("the directory dump has no valid toc.dat")?;
         check_version(db, version)?;
         let toc = list_toc(db, &path, &list_path).await?;
-        create_database(db, new).await?;
+        create_database(db, new, opts.template.as_deref()).await?;
         let jobs = opts.jobs.to_string();
         let run = db
             .exec(
@@ -650,6 +706,7 @@ fn tail(text: &str) -> String {
 
 /// Server settings relaxed while restoring into a throwaway local database, and how
 /// they were before (values set with ALTER SYSTEM are put back, others reset).
+#[derive(Default)]
 pub struct Durability {
     prior: Vec<(String, String)>,
 }
@@ -662,6 +719,13 @@ const RELAXED: &[(&str, &str)] = &[
     ("max_wal_size", "4GB"),
     ("maintenance_work_mem", "256MB"),
 ];
+
+/// `off` vs `off`, `4GB` vs `4096` (MB, as pg_file_settings may show it).
+fn relaxed_equal(seen: &str, ours: &str) -> bool {
+    seen.eq_ignore_ascii_case(ours)
+        || (ours == "4GB" && seen == "4096")
+        || (ours == "256MB" && seen == "262144")
+}
 
 impl Durability {
     pub async fn relax(db: &Db) -> anyhow::Result<Self> {
@@ -677,6 +741,8 @@ impl Durability {
             .await?
             .lines()
             .filter_map(|l| l.split_once('=').map(|(a, b)| (a.to_string(), b.to_string())))
+            // A value equal to ours is a leftover of a run that was killed: not the user's.
+            .filter(|(n, v)| !RELAXED.iter().any(|(rn, rv)| rn == n && relaxed_equal(v, rv)))
             .collect();
         let mut sql: String = RELAXED
             .iter()
@@ -725,7 +791,7 @@ async fn swap(target: &Target, new: &str, printer: &Printer) -> anyhow::Result<(
     };
     with_apps_stopped(target, printer, async {
         db.drop_database(&prev).await?;
-        rename_with_retry(db, &renames).await
+        rename_with_retry(db, &[&db.name, &prev, new], &renames).await
     })
     .await
 }
@@ -746,7 +812,7 @@ pub async fn undo(target: &Target, printer: &Printer) -> anyhow::Result<()> {
     );
     with_apps_stopped(target, printer, async {
         db.drop_database(&tmp).await?;
-        rename_with_retry(db, &renames).await
+        rename_with_retry(db, &[&db.name, &prev, &tmp], &renames).await
     })
     .await
 }
@@ -778,18 +844,20 @@ where
 
 /// Disconnect everyone from the databases being renamed and rename, retrying while a
 /// client reconnects in between.
-async fn rename_with_retry(db: &Db, renames: &str) -> anyhow::Result<()> {
+async fn rename_with_retry(db: &Db, names: &[&str], renames: &str) -> anyhow::Result<()> {
+    let listed: Vec<String> = names.iter().map(|n| literal(n)).collect();
     let terminate = format!(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN ({}, {}) AND pid <> pg_backend_pid();\n",
-        literal(&db.name),
-        literal(&previous_name(&db.name))
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN ({}) AND pid <> pg_backend_pid();\n",
+        listed.join(", ")
     );
+    // Verbose errors carry the SQLSTATE: 55006 is "object in use", in any language.
+    let renames = format!("\\set VERBOSITY verbose\n{renames}");
     let mut last = None;
     for _ in 0..20 {
         db.sql("postgres", &terminate).await?;
-        match db.sql("postgres", renames).await {
+        match db.sql("postgres", &renames).await {
             Ok(_) => return Ok(()),
-            Err(e) if e.to_string().contains("is being accessed by other users") => {
+            Err(e) if e.to_string().contains("55006") => {
                 last = Some(e);
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }

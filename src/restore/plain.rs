@@ -78,6 +78,60 @@ pub struct Stats {
     pub rows: u64,
     pub trailer: bool,
     pub dropped_lines: u64,
+    /// A psql meta-command countable refuses to run (`\connect`, `\!`, …); the
+    /// stream stops there.
+    pub rejected: Option<String>,
+}
+
+/// Where a line ends up, quote-wise: inside a dollar-quoted body or a string literal,
+/// a line is never the start of a statement.
+#[derive(Debug, Default)]
+struct Quotes {
+    dollar: Option<Vec<u8>>,
+    single: bool,
+}
+
+impl Quotes {
+    fn inside(&self) -> bool {
+        self.dollar.is_some() || self.single
+    }
+
+    /// Advance over `line`, tracking `$tag$ … $tag$` and `'…'` (pg_dump writes
+    /// standard-conforming strings, so `''` is the only escape and toggles twice).
+    fn scan(&mut self, line: &[u8]) {
+        let mut i = 0;
+        while i < line.len() {
+            if let Some(tag) = &self.dollar {
+                if line[i..].starts_with(tag) {
+                    i += tag.len();
+                    self.dollar = None;
+                } else {
+                    i += 1;
+                }
+                continue;
+            }
+            match line[i] {
+                b'\'' => self.single = !self.single,
+                b'-' if !self.single && line.get(i + 1) == Some(&b'-') => return,
+                b'$' if !self.single => {
+                    let rest = &line[i + 1..];
+                    let len = rest
+                        .iter()
+                        .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+                        .count();
+                    let starts_ok = rest.first().is_none_or(|c| !c.is_ascii_digit());
+                    if rest.get(len) == Some(&b'$') && starts_ok {
+                        let tag = line[i..i + len + 2].to_vec();
+                        i += tag.len();
+                        self.dollar = Some(tag);
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+    }
 }
 
 fn starts(line: &[u8], prefix: &str) -> bool {
@@ -89,7 +143,10 @@ fn drop_line(line: &[u8], opts: FilterOptions) -> bool {
     if starts(line, "ALTER ") && line.windows(10).any(|w| w == b" OWNER TO ") {
         return true;
     }
-    if starts(line, "GRANT ") || starts(line, "REVOKE ") {
+    if starts(line, "GRANT ")
+        || starts(line, "REVOKE ")
+        || starts(line, "ALTER DEFAULT PRIVILEGES ")
+    {
         return true;
     }
     if starts(line, "COMMENT ON EXTENSION plpgsql ")
@@ -118,6 +175,7 @@ where
     let mut line = Vec::with_capacity(4096);
     let mut in_copy = false;
     let mut statement_start = true;
+    let mut quotes = Quotes::default();
     loop {
         line.clear();
         if r.read_until(b'\n', &mut line).await? == 0 {
@@ -141,6 +199,13 @@ where
                 stats.dropped_lines += 1;
                 continue;
             }
+            if starts(&line, "\\")
+                && !starts(&line, "\\restrict ")
+                && !starts(&line, "\\unrestrict ")
+            {
+                stats.rejected = Some(String::from_utf8_lossy(trimmed).into_owned());
+                break;
+            }
             if starts(&line, "COPY ") && trimmed.ends_with(b"FROM stdin;") {
                 in_copy = true;
             }
@@ -148,10 +213,12 @@ where
                 stats.tables += 1;
             }
         }
-        statement_start = trimmed.is_empty()
-            || trimmed.ends_with(b";")
-            || trimmed.starts_with(b"--")
-            || trimmed.starts_with(b"\\");
+        let was_inside = quotes.inside();
+        quotes.scan(&line);
+        statement_start = !quotes.inside()
+            && (trimmed.is_empty()
+                || trimmed.ends_with(b";")
+                || (!was_inside && (trimmed.starts_with(b"--") || trimmed.starts_with(b"\\"))));
         w.write_all(&line).await?;
     }
     w.flush().await?;
@@ -201,6 +268,43 @@ mod tests {
         assert!(text.contains("1\tGRANT all to data rows stays"));
         assert!(text.contains("2\tALTER x OWNER TO y stays"));
         assert_eq!(stats.dropped_lines, 6);
+    }
+
+    #[tokio::test]
+    async fn bodies_and_strings_are_not_statements() {
+        let dump = "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $body$\nBEGIN\n  PERFORM 1;\nGRANT stays inside;\nCOPY x FROM stdin;\nEND\n$body$;\nCOMMENT ON TABLE t IS 'line one;\nGRANT stays in the string';\nALTER DEFAULT PRIVILEGES FOR ROLE x GRANT ALL ON TABLES TO y;\n-- PostgreSQL database dump complete\n";
+        let mut out = Vec::new();
+        let stats = filter(
+            Box::pin(Cursor::new(dump.as_bytes().to_vec())),
+            &mut out,
+            FilterOptions::default(),
+        )
+        .await
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("GRANT stays inside;"), "{text}");
+        assert!(text.contains("GRANT stays in the string"), "{text}");
+        assert!(!text.contains("ALTER DEFAULT PRIVILEGES"), "{text}");
+        assert!(
+            stats.trailer,
+            "COPY inside a body did not switch to data mode"
+        );
+        assert_eq!(stats.dropped_lines, 1);
+    }
+
+    #[tokio::test]
+    async fn meta_commands_stop_the_stream() {
+        let dump = "--\n\\connect other\nDROP TABLE everything;\n";
+        let mut out = Vec::new();
+        let stats = filter(
+            Box::pin(Cursor::new(dump.as_bytes().to_vec())),
+            &mut out,
+            FilterOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(stats.rejected.as_deref(), Some("\\connect other"));
+        assert!(!String::from_utf8(out).unwrap().contains("DROP TABLE"));
     }
 
     #[tokio::test]

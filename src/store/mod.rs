@@ -129,7 +129,13 @@ impl Store {
             if bucket.is_empty() {
                 return Err(StoreError::BadLocation(location.to_string()));
             }
-            return Ok(Store::S3(S3Store::new(bucket, prefix, env).await));
+            // `s3://b/backups/shop` and `s3://b/backups/shop/` name the same place.
+            let prefix = match prefix.trim_start_matches('/') {
+                "" => String::new(),
+                p if p.ends_with('/') => p.to_string(),
+                p => format!("{p}/"),
+            };
+            return Ok(Store::S3(S3Store::new(bucket, &prefix, env).await));
         }
         if location.contains("://") {
             return Err(StoreError::BadLocation(location.to_string()));
@@ -214,12 +220,17 @@ mod tests {
             Store::Dir(d) => assert_eq!(d.location(), "/srv/shop/backups/"),
             _ => panic!("dir expected"),
         }
-        match Store::for_environment("prod", &env("s3://countable/backups/shop/"), root)
-            .await
-            .unwrap()
-        {
-            Store::S3(s) => assert_eq!(s.location(), "s3://countable/backups/shop/"),
-            _ => panic!("s3 expected"),
+        for loc in [
+            "s3://countable/backups/shop/",
+            "s3://countable/backups/shop",
+        ] {
+            match Store::for_environment("prod", &env(loc), root)
+                .await
+                .unwrap()
+            {
+                Store::S3(s) => assert_eq!(s.location(), "s3://countable/backups/shop/"),
+                _ => panic!("s3 expected"),
+            }
         }
         assert!(matches!(
             Store::for_environment("prod", &env("ftp://x/y"), root).await,
