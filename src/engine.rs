@@ -35,6 +35,8 @@ pub enum EngineError {
     NoContainer { project: String, service: String },
     #[error("Docker API call failed: {0}")]
     Api(#[from] bollard::errors::Error),
+    #[error("countable cannot reach a Docker engine at `{0}` (it speaks unix:// and tcp://)")]
+    Scheme(String),
 }
 
 impl Hint for EngineError {
@@ -48,6 +50,7 @@ impl Hint for EngineError {
                 })
             }
             EngineError::NoContainer { .. } => Some("countable up".into()),
+            EngineError::Scheme(_) => Some("for ssh://, forward the remote socket and point docker_host at it: `ssh -NL /tmp/prod-docker.sock:/var/run/docker.sock user@host` then `docker_host: unix:///tmp/prod-docker.sock`".into()),
             EngineError::Api(_) => None,
         }
     }
@@ -145,6 +148,164 @@ impl Engine {
         })?
         .map_err(unreachable)?;
         Ok(Self { docker })
+    }
+
+    /// Connect to `host` (`unix://…`, `tcp://…`), or as `connect` does when `None`.
+    pub async fn connect_to(host: Option<&str>) -> Result<Self, EngineError> {
+        let Some(host) = host else {
+            return Self::connect().await;
+        };
+        let unreachable = |source| EngineError::Unreachable {
+            host: host.to_string(),
+            source,
+        };
+        let docker = if host.starts_with("unix://") {
+            Docker::connect_with_unix(host, 120, bollard::API_DEFAULT_VERSION)
+        } else if host.starts_with("tcp://") || host.starts_with("http://") {
+            Docker::connect_with_http(host, 120, bollard::API_DEFAULT_VERSION)
+        } else {
+            return Err(EngineError::Scheme(host.to_string()));
+        }
+        .map_err(unreachable)?;
+        let secs = 10;
+        let docker = tokio::time::timeout(Duration::from_secs(secs), async {
+            let docker = docker.negotiate_version().await?;
+            docker.ping().await?;
+            Ok::<_, bollard::errors::Error>(docker)
+        })
+        .await
+        .map_err(|_| EngineError::Timeout {
+            host: host.to_string(),
+            secs,
+        })?
+        .map_err(unreachable)?;
+        Ok(Self { docker })
+    }
+
+    /// The image a container runs.
+    pub async fn image_of(&self, container: &str) -> Result<String, EngineError> {
+        let c = self
+            .docker
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await?;
+        Ok(c.config.and_then(|c| c.image).unwrap_or_default())
+    }
+
+    /// Start a throwaway container of `image` with `env` (no ports published), named
+    /// `name`; remove it with `remove`.
+    pub async fn run_disposable(
+        &self,
+        name: &str,
+        image: &str,
+        env: &[String],
+    ) -> Result<String, EngineError> {
+        use bollard::query_parameters::{CreateContainerOptions, StartContainerOptions};
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.to_string()),
+                    ..Default::default()
+                }),
+                bollard::models::ContainerCreateBody {
+                    image: Some(image.to_string()),
+                    env: Some(env.to_vec()),
+                    labels: Some(HashMap::from([(
+                        "countable.disposable".to_string(),
+                        "true".to_string(),
+                    )])),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        self.docker
+            .start_container(&created.id, None::<StartContainerOptions>)
+            .await?;
+        Ok(created.id)
+    }
+
+    /// Remove a container and its anonymous volumes, running or not.
+    pub async fn remove(&self, container: &str) -> Result<(), EngineError> {
+        use bollard::query_parameters::RemoveContainerOptions;
+        self.docker
+            .remove_container(
+                container,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Run `cmd` in `container` with its stdout streamed into `sink` (stderr kept, last
+    /// 64 KiB). A sink that fails stops the stream; its error is returned beside the
+    /// exit code.
+    pub async fn exec_to_writer<W>(
+        &self,
+        container: &str,
+        cmd: &[&str],
+        sink: &mut W,
+    ) -> Result<(i64, String, std::io::Result<u64>), EngineError>
+    where
+        W: tokio::io::AsyncWrite + Unpin + Send + ?Sized,
+    {
+        use tokio::io::AsyncWriteExt;
+        let exec = self
+            .docker
+            .create_exec(
+                container,
+                CreateExecOptions {
+                    cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let started = self
+            .docker
+            .start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: Some(1024 * 1024),
+                }),
+            )
+            .await?;
+        let mut err = Vec::new();
+        let mut written = Ok(0u64);
+        if let StartExecResults::Attached { mut output, .. } = started {
+            while let Some(chunk) = output.next().await {
+                match chunk? {
+                    bollard::container::LogOutput::StdOut { message } => {
+                        if let Ok(n) = &mut written {
+                            match sink.write_all(&message).await {
+                                Ok(()) => *n += message.len() as u64,
+                                Err(e) => {
+                                    written = Err(e);
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    bollard::container::LogOutput::StdErr { message } => {
+                        push_capped(&mut err, &message, 64 * 1024);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let inspect = self.docker.inspect_exec(&exec.id).await?;
+        Ok((
+            inspect.exit_code.unwrap_or(-1),
+            String::from_utf8_lossy(&err).into_owned(),
+            written,
+        ))
     }
 
     /// Every container (running or not) of compose project `project`, by service name.

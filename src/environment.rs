@@ -202,6 +202,25 @@ impl Local {
         })
     }
 
+    /// The database of environment `env` (prod, staging): its engine (`docker_host`) and
+    /// the db container of its compose project (`compose_project`, default
+    /// `<project>-<env>`).
+    pub async fn env_db(
+        &self,
+        env: &crate::names::EnvName,
+    ) -> anyhow::Result<(Engine, crate::restore::Db)> {
+        let config = &self.project.config.environments[env];
+        let engine = Engine::connect_to(config.docker_host.as_deref()).await?;
+        let compose_project = config
+            .compose_project
+            .clone()
+            .unwrap_or_else(|| format!("{}-{env}", self.project.compose_name()));
+        let service = &self.project.config.services.db;
+        let container = engine.service_container(&compose_project, service).await?;
+        let db = crate::restore::Db::discover(engine.clone(), container).await?;
+        Ok((engine, db))
+    }
+
     /// Does the local database have any table outside the system schemas?
     pub async fn db_has_tables(&mut self) -> anyhow::Result<bool> {
         let db = self.local_db().await?;

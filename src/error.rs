@@ -80,7 +80,8 @@ pub fn hint_of(err: &anyhow::Error) -> Option<String> {
             crate::scaffold::ScaffoldError,
             crate::store::StoreError,
             crate::archive::ArchiveError,
-            crate::restore::RestoreError
+            crate::restore::RestoreError,
+            crate::backup::BackupError
         );
         None
     })

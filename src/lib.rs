@@ -6,9 +6,12 @@
 
 pub mod adopt;
 pub mod archive;
+pub mod backup;
 pub mod cli;
 pub mod compose;
 pub mod data;
+pub mod digest;
+pub mod drill;
 pub mod engine;
 pub mod envfile;
 pub mod environment;

@@ -155,7 +155,11 @@ fn bad_backups_never_touch_the_current_database() {
     .unwrap();
     f.import_fails("broken.sql", "psql failed while restoring");
     // pg_dumpall output switches databases with \connect: refused, not run.
-    std::fs::write(f.path("all.sql"), format!("--\n-- PostgreSQL database cluster dump\n--\n\\connect template1\n{plain}")).unwrap();
+    std::fs::write(
+        f.path("all.sql"),
+        format!("--\n-- PostgreSQL database cluster dump\n--\n\\connect template1\n{plain}"),
+    )
+    .unwrap();
     f.import_fails("all.sql", "psql command countable will not run");
     let r = run(f.s.countable().arg("import-db").arg(f.path("missing.sql"))).fails();
     assert!(r.stderr.contains("cannot open"), "{}", r.stderr);

@@ -1,13 +1,17 @@
-//! `countable backups [<env>]`: the backups an environment has, newest first.
+//! `countable backups [<env>]`: the backups an environment has, newest first, with
+//! their manifest and drill state; `countable backups prune <env>`: retention.
 
+use crate::backup::{self, Dated, Retention};
 use crate::data;
+use crate::drill::Verification;
 use crate::environment::Local;
 use crate::ui::{self, Printer};
 
-/// List an environment's backups: key, size, time; newest first
+/// List an environment's backups: key, size, time, manifest and drill state; newest first
 #[derive(Debug, clap::Args)]
 #[command(
-    after_long_help = "Examples:\n  countable backups prod\n  countable backups prod --json | jq -r '.[0].key'"
+    args_conflicts_with_subcommands = true,
+    after_long_help = "Examples:\n  countable backups prod\n  countable backups prod --json | jq -r '.[0].key'\n  countable backups prune prod --keep-last 3 --keep-daily 7 --keep-weekly 4 --keep-monthly 6\n  countable backups prune prod --keep-daily 7 --apply"
 )]
 pub struct Args {
     /// The environment (default: `data_from`)
@@ -15,29 +19,162 @@ pub struct Args {
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,
+    #[command(subcommand)]
+    pub action: Option<Action>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    Prune(PruneArgs),
+}
+
+/// Delete old backups by retention rules (restic/borg semantics). Without --apply it
+/// only lists what would go. The newest verified backup is never deleted
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// The environment (default: `data_from`)
+    pub env: Option<String>,
+    /// Keep the N newest backups
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_last: usize,
+    /// Keep the newest backup of each of the N most recent days that have one
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_daily: usize,
+    /// Keep the newest backup of each of the N most recent ISO weeks
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_weekly: usize,
+    /// Keep the newest backup of each of the N most recent months
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_monthly: usize,
+    /// Delete (with their manifests and drill records); without it, a dry run
+    #[arg(long)]
+    pub apply: bool,
+}
+
+#[derive(serde::Serialize)]
+struct Row<'a> {
+    #[serde(flatten)]
+    backup: &'a crate::store::Backup,
+    manifest: bool,
+    verification: Option<String>,
 }
 
 pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
+    if let Some(Action::Prune(p)) = args.action {
+        return prune(p, printer).await;
+    }
     let local = Local::open(&std::env::current_dir()?)?;
     let env = data::resolve_env(&local, args.env.as_deref())?;
     let store = data::store_of(&local, &env).await?;
     let list = store.list().await?;
+    let sides = store.side_files(&list).await?;
+    let mut rows = Vec::new();
+    for (b, side) in list.iter().zip(&sides) {
+        let verification = if side.verified {
+            let v = store.get_small(&backup::verified_key(&b.key)).await?;
+            v.and_then(|bytes| serde_json::from_slice::<Verification>(&bytes).ok())
+                .map(|v| {
+                    format!(
+                        "{} {}",
+                        serde_json::to_value(v.outcome)
+                            .ok()
+                            .and_then(|o| o.as_str().map(String::from))
+                            .unwrap_or_default(),
+                        v.verified_at
+                    )
+                })
+        } else {
+            None
+        };
+        rows.push(Row {
+            backup: b,
+            manifest: side.manifest,
+            verification,
+        });
+    }
     if args.json {
-        printer.data(&serde_json::to_string_pretty(&list)?);
+        printer.data(&serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    if list.is_empty() {
+    if rows.is_empty() {
         printer.note(&format!("no backups in {}", store.location()));
         return Ok(());
     }
     printer.note(&format!("backups of {env} in {}", store.location()));
-    for b in &list {
+    for r in &rows {
         printer.data(&format!(
-            "{:<40} {:>10}  {}",
-            b.key,
-            ui::human_bytes(b.size),
-            b.modified_rfc3339()
+            "{:<36} {:>10}  {}  {}  {}",
+            r.backup.key,
+            ui::human_bytes(r.backup.size),
+            r.backup.modified_rfc3339(),
+            if r.manifest {
+                "manifest"
+            } else {
+                "no manifest"
+            },
+            r.verification.as_deref().unwrap_or("not verified")
         ));
     }
+    Ok(())
+}
+
+async fn prune(args: PruneArgs, printer: &Printer) -> anyhow::Result<()> {
+    let local = Local::open(&std::env::current_dir()?)?;
+    let env = data::resolve_env(&local, args.env.as_deref())?;
+    let store = data::store_of(&local, &env).await?;
+    let list = store.list().await?;
+    let sides = store.side_files(&list).await?;
+    let mut dated = Vec::new();
+    for (b, side) in list.iter().zip(&sides) {
+        let passed = if side.verified {
+            store
+                .get_small(&backup::verified_key(&b.key))
+                .await?
+                .and_then(|bytes| serde_json::from_slice::<Verification>(&bytes).ok())
+                .is_some_and(|v| v.outcome == crate::drill::Outcome::Passed)
+        } else {
+            false
+        };
+        let time = backup::key_time(&b.key).unwrap_or_else(|| {
+            time::OffsetDateTime::from_unix_timestamp(b.modified)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        });
+        dated.push(Dated {
+            key: b.key.clone(),
+            time,
+            verified: passed,
+        });
+    }
+    let keep = Retention {
+        last: args.keep_last,
+        daily: args.keep_daily,
+        weekly: args.keep_weekly,
+        monthly: args.keep_monthly,
+    };
+    let (kept, dropped) = backup::plan_prune(&dated, keep)?;
+    for k in &kept {
+        printer.data(&format!("keep   {k}"));
+    }
+    for k in &dropped {
+        printer.data(&format!("delete {k}"));
+    }
+    if !args.apply {
+        printer.note(&format!(
+            "dry run: {} would be deleted, {} kept; add --apply to delete",
+            dropped.len(),
+            kept.len()
+        ));
+        return Ok(());
+    }
+    for k in &dropped {
+        store.delete(k).await?;
+        store.delete(&backup::manifest_key(k)).await?;
+        store.delete(&backup::verified_key(k)).await?;
+    }
+    printer.success(&format!(
+        "deleted {} backups, kept {}",
+        dropped.len(),
+        kept.len()
+    ));
     Ok(())
 }

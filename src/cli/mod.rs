@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::error;
 use crate::ui::Printer;
 
+mod backup;
 mod backups;
 mod choices;
 mod completions;
@@ -21,6 +22,7 @@ mod restore_args;
 mod status;
 mod undo_db;
 mod up;
+mod verify_backup;
 
 /// Environments for web projects that live in docker compose, the 12-factor way.
 #[derive(Debug, Parser)]
@@ -53,6 +55,8 @@ pub enum Command {
     ImportDb(import_db::Args),
     UndoDb(undo_db::Args),
     Backups(backups::Args),
+    Backup(backup::Args),
+    VerifyBackup(verify_backup::Args),
     Completions(completions::Args),
 }
 
@@ -68,6 +72,8 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
         Command::ImportDb(a) => import_db::run(a, printer).await,
         Command::UndoDb(a) => undo_db::run(a, printer).await,
         Command::Backups(a) => backups::run(a, printer).await,
+        Command::Backup(a) => backup::run(a, printer).await,
+        Command::VerifyBackup(a) => verify_backup::run(a, printer).await,
         Command::Completions(a) => completions::run(a),
     }
 }

@@ -9,6 +9,9 @@ use anyhow::Context;
 use crate::archive::Reader;
 use crate::engine::{Engine, StreamedExec};
 
+/// The most output `sql` reads.
+const SQL_OUTPUT_MAX: usize = 16 * 1024 * 1024;
+
 /// `pg_tables t` rows of user tables that are not an extension's own.
 const USER_TABLES: &str = "t.schemaname NOT IN ('pg_catalog', 'information_schema') AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = format('%I.%I', t.schemaname, t.tablename)::regclass AND d.deptype = 'e')";
 
@@ -20,6 +23,51 @@ pub fn ident(name: &str) -> String {
 /// `'text'`, with embedded quotes doubled.
 pub fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Object counts and per-table row counts of a database.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Census {
+    pub tables: u64,
+    pub indexes: u64,
+    pub sequences: u64,
+    pub functions: u64,
+    pub extensions: u64,
+    /// `schema.table` → rows.
+    pub rows: std::collections::BTreeMap<String, u64>,
+}
+
+impl Census {
+    /// Every difference between `self` (expected) and `got`, in words.
+    pub fn differences(&self, got: &Census) -> Vec<String> {
+        let mut out = Vec::new();
+        for (what, a, b) in [
+            ("tables", self.tables, got.tables),
+            ("indexes", self.indexes, got.indexes),
+            ("sequences", self.sequences, got.sequences),
+            ("functions", self.functions, got.functions),
+            ("extensions", self.extensions, got.extensions),
+        ] {
+            if a != b {
+                out.push(format!("{what}: expected {a}, restored {b}"));
+            }
+        }
+        for (table, n) in &self.rows {
+            match got.rows.get(table) {
+                None => out.push(format!(
+                    "table {table}: missing after restore (expected {n} rows)"
+                )),
+                Some(m) if m != n => {
+                    out.push(format!("table {table}: expected {n} rows, restored {m}"))
+                }
+                _ => {}
+            }
+        }
+        for table in got.rows.keys().filter(|t| !self.rows.contains_key(*t)) {
+            out.push(format!("table {table}: restored but not in the manifest"));
+        }
+        out
+    }
 }
 
 /// The local database server, as seen from inside its container.
@@ -86,6 +134,21 @@ impl Db {
         self.server_version / 10000
     }
 
+    /// Run `cmd` in the db container with its stdout streamed into `sink`.
+    pub async fn dump_to<W>(
+        &self,
+        cmd: &[&str],
+        sink: &mut W,
+    ) -> anyhow::Result<(i64, String, std::io::Result<u64>)>
+    where
+        W: tokio::io::AsyncWrite + Unpin + Send + ?Sized,
+    {
+        Ok(self
+            .engine
+            .exec_to_writer(&self.container, cmd, sink)
+            .await?)
+    }
+
     /// Run `cmd` in the db container with `stdin` streamed in; the last 64 KiB of its
     /// output are kept.
     pub async fn exec<R>(&self, cmd: &[&str], stdin: Option<R>) -> anyhow::Result<StreamedExec>
@@ -116,7 +179,7 @@ impl Db {
     pub async fn sql(&self, database: &str, sql: &str) -> anyhow::Result<String> {
         let input: Reader = Box::pin(Cursor::new(sql.as_bytes().to_vec()));
         let r = self
-            .exec(
+            .exec_capped(
                 &[
                     "psql",
                     "-X",
@@ -131,13 +194,14 @@ impl Db {
                     database,
                 ],
                 Some(input),
+                SQL_OUTPUT_MAX,
             )
             .await?;
         if r.code != 0 {
             anyhow::bail!("psql in the db container failed: {}", r.stderr.trim());
         }
         if r.truncated {
-            anyhow::bail!("the answer of psql was larger than countable reads (64 KiB)");
+            anyhow::bail!("the answer of psql was larger than countable reads (16 MiB)");
         }
         Ok(r.stdout)
     }
@@ -178,6 +242,50 @@ impl Db {
             )
             .await?;
         Ok(out.trim().parse()?)
+    }
+
+    /// What a backup's manifest records and a drill compares: object counts and each
+    /// user table's exact row count.
+    pub async fn census(&self, database: &str) -> anyhow::Result<Census> {
+        let not_system = "NOT IN ('pg_catalog', 'information_schema', 'pg_toast')";
+        let not_extension = |classid: &str, oid: &str| {
+            format!("NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = '{classid}'::regclass AND d.objid = {oid} AND d.deptype = 'e')")
+        };
+        let counts = self
+            .sql(
+                database,
+                &format!(
+                    "SELECT (SELECT count(*) FROM pg_catalog.pg_tables t WHERE {USER_TABLES}), \
+                     (SELECT count(*) FROM pg_catalog.pg_indexes WHERE schemaname {not_system}), \
+                     (SELECT count(*) FROM pg_catalog.pg_sequences WHERE schemaname {not_system}), \
+                     (SELECT count(*) FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname {not_system} AND {}), \
+                     (SELECT count(*) FROM pg_catalog.pg_extension)",
+                    not_extension("pg_catalog.pg_proc", "p.oid")
+                ),
+            )
+            .await?;
+        let nums: Vec<u64> = counts
+            .trim()
+            .split('|')
+            .map(|n| n.parse().unwrap_or(0))
+            .collect();
+        let rows = self
+            .sql(
+                database,
+                &format!("SELECT format('%s.%s', schemaname, tablename) || '=' || (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', schemaname, tablename), false, true, '')))[1]::text FROM pg_catalog.pg_tables t WHERE {USER_TABLES} ORDER BY 1"),
+            )
+            .await?
+            .lines()
+            .filter_map(|l| l.rsplit_once('=').map(|(t, n)| (t.to_string(), n.parse().unwrap_or(0))))
+            .collect();
+        Ok(Census {
+            tables: nums.first().copied().unwrap_or(0),
+            indexes: nums.get(1).copied().unwrap_or(0),
+            sequences: nums.get(2).copied().unwrap_or(0),
+            functions: nums.get(3).copied().unwrap_or(0),
+            extensions: nums.get(4).copied().unwrap_or(0),
+            rows,
+        })
     }
 
     pub async fn size_bytes(&self, database: &str) -> anyhow::Result<u64> {
@@ -230,6 +338,28 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn census_differences_name_the_table() {
+        let mut a = Census {
+            tables: 2,
+            ..Default::default()
+        };
+        a.rows.insert("shop.items".into(), 10);
+        a.rows.insert("public.notes".into(), 5);
+        let mut b = a.clone();
+        assert!(a.differences(&b).is_empty());
+        b.rows.insert("shop.items".into(), 9);
+        b.indexes = 1;
+        let d = a.differences(&b);
+        assert_eq!(
+            d,
+            vec![
+                "indexes: expected 0, restored 1",
+                "table shop.items: expected 10 rows, restored 9"
+            ]
+        );
+    }
 
     #[test]
     fn quoting() {

@@ -19,8 +19,8 @@ use crate::compose::Compose;
 use crate::error::Hint;
 use crate::ui::{self, Printer};
 
-pub use db::Db;
 use db::{ident, literal};
+pub use db::{Census, Db};
 
 /// Bytes of a custom archive spooled into the container to read its TOC.
 const TOC_HEAD: u64 = 16 * 1024 * 1024;
@@ -271,6 +271,33 @@ fn source_failed(e: &std::io::Error) -> bool {
         e.kind(),
         BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected
     )
+}
+
+/// Restore `source` into a new database `name` on `db`, verified, with no swap and no
+/// previous database: for drills in a disposable container. Returns the format.
+pub async fn restore_fresh(
+    db: &Db,
+    source: Source,
+    name: &str,
+    opts: &Options,
+) -> anyhow::Result<String> {
+    let decoded = archive::decode(source.reader).await?;
+    let format = decoded.describe();
+    db.drop_database(name).await?;
+    if opts.fast {
+        // The container is thrown away afterwards: nothing to put back.
+        Durability::relax(db).await?;
+    }
+    let restored = restore_into(db, decoded, name, opts).await?;
+    let got = db.table_count(name).await?;
+    if got != restored.expected_tables {
+        return Err(RestoreError::Verify {
+            expected: restored.expected_tables,
+            got,
+        }
+        .into());
+    }
+    Ok(format)
 }
 
 async fn create_database(db: &Db, name: &str, template: Option<&str>) -> anyhow::Result<()> {

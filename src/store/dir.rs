@@ -64,3 +64,74 @@ impl DirStore {
         })
     }
 }
+
+/// A file being written beside its final name, linked into place on commit.
+pub struct DirUpload {
+    pub(super) file: tokio::fs::File,
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+impl DirUpload {
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        use tokio::io::AsyncWriteExt;
+        let io = |path: &PathBuf| {
+            let path = path.clone();
+            move |source| StoreError::Io { path, source }
+        };
+        self.file.flush().await.map_err(io(&self.tmp))?;
+        self.file.sync_all().await.map_err(io(&self.tmp))?;
+        // A hard link fails when the name exists: a backup is never overwritten.
+        let linked = tokio::fs::hard_link(&self.tmp, &self.dest)
+            .await
+            .map_err(io(&self.dest));
+        let _ = tokio::fs::remove_file(&self.tmp).await;
+        linked
+    }
+
+    pub async fn abort(self) {
+        drop(self.file);
+        let _ = tokio::fs::remove_file(&self.tmp).await;
+    }
+}
+
+impl DirStore {
+    pub async fn size_of(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        match tokio::fs::metadata(self.path.join(key)).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io(e)),
+        }
+    }
+
+    pub async fn upload(&self, key: &str) -> Result<DirUpload, StoreError> {
+        tokio::fs::create_dir_all(&self.path)
+            .await
+            .map_err(|e| self.io(e))?;
+        let dest = self.path.join(key);
+        let tmp = self
+            .path
+            .join(format!(".{key}.partial-{}", std::process::id()));
+        let file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| self.io(e))?;
+        Ok(DirUpload { file, tmp, dest })
+    }
+
+    pub async fn put_small(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let tmp = self.path.join(format!(".{key}.tmp-{}", std::process::id()));
+        tokio::fs::write(&tmp, bytes)
+            .await
+            .map_err(|e| self.io(e))?;
+        tokio::fs::rename(&tmp, self.path.join(key))
+            .await
+            .map_err(|e| self.io(e))
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match tokio::fs::remove_file(self.path.join(key)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.io(e)),
+            _ => Ok(()),
+        }
+    }
+}

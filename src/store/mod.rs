@@ -259,3 +259,142 @@ mod tests {
         assert!(!is_side_file("x.tar.lrz"));
     }
 }
+
+/// A backup being written: bytes go in through `AsyncWrite`; `commit` makes it appear
+/// under its key (never over an existing one), `abort` leaves nothing behind.
+pub enum Upload {
+    Dir(dir::DirUpload),
+    S3(s3::S3Upload),
+}
+
+impl tokio::io::AsyncWrite for Upload {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Upload::Dir(u) => std::pin::Pin::new(&mut u.file).poll_write(cx, buf),
+            Upload::S3(u) => std::pin::Pin::new(&mut u.pipe).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Upload::Dir(u) => std::pin::Pin::new(&mut u.file).poll_flush(cx),
+            Upload::S3(u) => std::pin::Pin::new(&mut u.pipe).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Upload::Dir(u) => std::pin::Pin::new(&mut u.file).poll_shutdown(cx),
+            Upload::S3(u) => std::pin::Pin::new(&mut u.pipe).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Upload {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Upload::Dir(u) => u.commit().await,
+            Upload::S3(u) => u.finish(true).await,
+        }
+    }
+
+    pub async fn abort(self) {
+        match self {
+            Upload::Dir(u) => u.abort().await,
+            Upload::S3(u) => {
+                let _ = u.finish(false).await;
+            }
+        }
+    }
+}
+
+/// What is known of a backup beside its bytes.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct SideFiles {
+    pub manifest: bool,
+    pub verified: bool,
+}
+
+impl Store {
+    /// Does `key` exist?
+    pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.size_of(key).await?.is_some())
+    }
+
+    /// The stored size of `key`, if it exists.
+    pub async fn size_of(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        match self {
+            Store::Dir(d) => d.size_of(key).await,
+            Store::S3(s) => s.size_of(key).await,
+        }
+    }
+
+    /// Start writing `key`.
+    pub async fn upload(&self, key: &str) -> Result<Upload, StoreError> {
+        match self {
+            Store::Dir(d) => Ok(Upload::Dir(d.upload(key).await?)),
+            Store::S3(s) => Ok(Upload::S3(s.upload(key).await?)),
+        }
+    }
+
+    /// Write a small side file (manifest, verification record), replacing it.
+    pub async fn put_small(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        match self {
+            Store::Dir(d) => d.put_small(key, bytes).await,
+            Store::S3(s) => s.put_small(key, bytes).await,
+        }
+    }
+
+    /// Read a small side file, if it exists (at most 16 MiB).
+    pub async fn get_small(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        use tokio::io::AsyncReadExt;
+        if self.size_of(key).await?.is_none() {
+            return Ok(None);
+        }
+        let opened = match self {
+            Store::Dir(d) => d.open(key).await?,
+            Store::S3(s) => s.open(key).await?,
+        };
+        let mut buf = Vec::new();
+        opened
+            .reader
+            .take(16 * 1024 * 1024)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|source| StoreError::Io {
+                path: key.into(),
+                source,
+            })?;
+        Ok(Some(buf))
+    }
+
+    /// Delete `key` (missing is fine).
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Dir(d) => d.delete(key).await,
+            Store::S3(s) => s.delete(key).await,
+        }
+    }
+
+    /// Which side files each backup has.
+    pub async fn side_files(&self, backups: &[Backup]) -> Result<Vec<SideFiles>, StoreError> {
+        let mut out = Vec::new();
+        for b in backups {
+            out.push(SideFiles {
+                manifest: self.exists(&format!("{}.manifest.json", b.key)).await?,
+                verified: self.exists(&format!("{}.verified.json", b.key)).await?,
+            });
+        }
+        Ok(out)
+    }
+}

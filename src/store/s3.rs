@@ -169,3 +169,168 @@ fn shorten(s: &str) -> String {
         s
     }
 }
+
+/// Parts of a multipart upload: 8 MiB each (S3's minimum is 5 MiB but for the last).
+const PART: usize = 8 * 1024 * 1024;
+
+/// A multipart upload fed through a pipe; `finish(true)` completes it, `finish(false)`
+/// (or any error) aborts it, so a failed backup leaves no object.
+pub struct S3Upload {
+    pub(super) pipe: tokio::io::DuplexStream,
+    decide: tokio::sync::oneshot::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), StoreError>>,
+}
+
+impl S3Upload {
+    pub async fn finish(self, commit: bool) -> Result<(), StoreError> {
+        use tokio::io::AsyncWriteExt;
+        let mut pipe = self.pipe;
+        let _ = pipe.shutdown().await;
+        drop(pipe);
+        let _ = self.decide.send(commit);
+        self.task.await.map_err(|e| StoreError::S3 {
+            location: String::new(),
+            message: e.to_string(),
+        })?
+    }
+}
+
+impl S3Store {
+    fn full(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    pub async fn size_of(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+        {
+            Ok(h) => Ok(Some(h.content_length().unwrap_or(0).max(0) as u64)),
+            Err(e) => match self.map_err(e, Some(key)) {
+                StoreError::NoSuchKey { .. } => Ok(None),
+                StoreError::S3 { message, .. }
+                    if message.contains("404") || message.trim().is_empty() =>
+                {
+                    Ok(None)
+                }
+                other => Err(other),
+            },
+        }
+    }
+
+    pub async fn put_small(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .body(bytes.into())
+            .send()
+            .await
+            .map_err(|e| self.map_err(e, Some(key)))?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+            .map_err(|e| self.map_err(e, Some(key)))?;
+        Ok(())
+    }
+
+    pub async fn upload(&self, key: &str) -> Result<S3Upload, StoreError> {
+        use tokio::io::AsyncReadExt;
+        let full = self.full(key);
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| self.map_err(e, Some(key)))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let (pipe, mut rx) = tokio::io::duplex(256 * 1024);
+        let (decide, decision) = tokio::sync::oneshot::channel::<bool>();
+        let client = self.client.clone();
+        let bucket = self.bucket.clone();
+        let location = self.location();
+        let task = tokio::spawn(async move {
+            let fail = |message: String| StoreError::S3 {
+                location: location.clone(),
+                message,
+            };
+            let mut parts = Vec::new();
+            let result: Result<(), StoreError> = async {
+                loop {
+                    let mut buf = Vec::with_capacity(PART);
+                    (&mut rx)
+                        .take(PART as u64)
+                        .read_to_end(&mut buf)
+                        .await
+                        .map_err(|e| fail(e.to_string()))?;
+                    if buf.is_empty() && !parts.is_empty() {
+                        break;
+                    }
+                    let n = parts.len() as i32 + 1;
+                    let last = buf.len() < PART;
+                    let part = client
+                        .upload_part()
+                        .bucket(&bucket)
+                        .key(&full)
+                        .upload_id(&upload_id)
+                        .part_number(n)
+                        .body(buf.into())
+                        .send()
+                        .await
+                        .map_err(|e| fail(format!("uploading part {n}: {e}")))?;
+                    parts.push(
+                        aws_sdk_s3::types::CompletedPart::builder()
+                            .part_number(n)
+                            .set_e_tag(part.e_tag().map(String::from))
+                            .build(),
+                    );
+                    if last {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            let commit = result.is_ok() && decision.await.unwrap_or(false);
+            if commit {
+                client
+                    .complete_multipart_upload()
+                    .bucket(&bucket)
+                    .key(&full)
+                    .upload_id(&upload_id)
+                    .multipart_upload(
+                        aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| fail(format!("completing the upload: {e}")))?;
+                Ok(())
+            } else {
+                let _ = client
+                    .abort_multipart_upload()
+                    .bucket(&bucket)
+                    .key(&full)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
+                result.and(Err(fail("the upload was abandoned".into())))
+            }
+        });
+        Ok(S3Upload { pipe, decide, task })
+    }
+}

@@ -1,0 +1,213 @@
+//! `verify-backup`, the drill that proves a backup: download it (SHA-256 checked against
+//! its manifest), restore it into a throwaway database in a disposable container of the
+//! environment's db image (never the environment's own database), compare object and
+//! row counts with the manifest, record the outcome beside the backup, and remove the
+//! container, whatever happened.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backup::{manifest_key, verified_key, Manifest};
+use crate::digest::HashingReader;
+use crate::engine::Engine;
+use crate::envfile;
+use crate::restore::{self, Db, Options, Source};
+use crate::store::{Backup, Store};
+use crate::ui::Printer;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Restored, and everything matched the manifest.
+    Passed,
+    /// Restored, but there was no manifest to compare with.
+    RestoredWithoutManifest,
+    /// The checksum, the restore or the counts failed.
+    Failed,
+}
+
+/// `<key>.verified.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Verification {
+    pub key: String,
+    pub verified_at: String,
+    pub countable_version: String,
+    pub image: String,
+    pub outcome: Outcome,
+    pub problems: Vec<String>,
+    pub sha256: String,
+    pub bytes: u64,
+    pub format: Option<String>,
+    pub restore_seconds: f64,
+    pub total_seconds: f64,
+}
+
+/// Wait until the server in `container` answers over TCP (not its first-start init
+/// server, which only listens on the socket).
+async fn wait_ready(engine: &Engine, container: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = engine
+            .exec_capture(
+                container,
+                &[
+                    "pg_isready",
+                    "-q",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "countable",
+                    "-d",
+                    "drill",
+                ],
+                &[],
+            )
+            .await?;
+        if r.code == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "the disposable database did not start within 120 s: {}",
+                r.stderr.trim()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Drill `backup` from `store` in a disposable container of `image` on `engine`.
+pub async fn verify(
+    engine: &Engine,
+    image: &str,
+    store: &Store,
+    backup: &Backup,
+    printer: &Printer,
+) -> anyhow::Result<Verification> {
+    let started = Instant::now();
+    let manifest: Option<Manifest> = match store.get_small(&manifest_key(&backup.key)).await? {
+        Some(bytes) => Some(
+            serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("the manifest of {} is not valid: {e}", backup.key))?,
+        ),
+        None => None,
+    };
+    if manifest.is_none() {
+        printer.warn(&format!(
+            "{} has no manifest: it will be restored, but nothing can be compared",
+            backup.key
+        ));
+    }
+    let name = format!(
+        "countable-drill-{}-{}",
+        std::process::id(),
+        started.elapsed().as_nanos()
+    );
+    let env = vec![
+        format!("POSTGRES_PASSWORD={}", envfile::random_password(24)),
+        "POSTGRES_USER=countable".to_string(),
+        "POSTGRES_DB=drill".to_string(),
+    ];
+    let spinner = printer.spinner(&format!(
+        "drilling {}: restoring it in a disposable {image} container",
+        backup.key
+    ));
+    let container = engine.run_disposable(&name, image, &env).await?;
+    let drilled = drill(engine, &container, store, backup, manifest.as_ref()).await;
+    let _ = engine.remove(&container).await;
+    spinner.finish_and_clear();
+    let (problems, sha256, bytes, format, restore_seconds) = drilled?;
+    let outcome = if !problems.is_empty() {
+        Outcome::Failed
+    } else if manifest.is_none() {
+        Outcome::RestoredWithoutManifest
+    } else {
+        Outcome::Passed
+    };
+    let v = Verification {
+        key: backup.key.clone(),
+        verified_at: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)?,
+        countable_version: env!("CARGO_PKG_VERSION").into(),
+        image: image.into(),
+        outcome,
+        problems,
+        sha256,
+        bytes,
+        format,
+        restore_seconds,
+        total_seconds: started.elapsed().as_secs_f64(),
+    };
+    store
+        .put_small(&verified_key(&backup.key), serde_json::to_vec_pretty(&v)?)
+        .await?;
+    Ok(v)
+}
+
+async fn hash_whole(store: &Store, backup: &Backup) -> anyhow::Result<(String, u64)> {
+    use tokio::io::AsyncReadExt;
+    let opened = store.open(backup).await?;
+    let (mut reader, digest) = HashingReader::new(opened.reader);
+    let mut buf = vec![0u8; 256 * 1024];
+    while reader.read(&mut buf).await? > 0 {}
+    Ok(digest.snapshot())
+}
+
+type Drilled = (Vec<String>, String, u64, Option<String>, f64);
+
+async fn drill(
+    engine: &Engine,
+    container: &str,
+    store: &Store,
+    backup: &Backup,
+    manifest: Option<&Manifest>,
+) -> anyhow::Result<Drilled> {
+    wait_ready(engine, container).await?;
+    let db = Db::discover(engine.clone(), container.to_string()).await?;
+    let opened = store.open(backup).await?;
+    let (reader, digest) = HashingReader::new(opened.reader);
+    let source = Source {
+        label: backup.key.clone(),
+        reader: Box::pin(reader),
+        size: opened.size,
+    };
+    let opts = Options {
+        keep_previous: false,
+        jobs: 1,
+        fast: true,
+        template: None,
+    };
+    let t = Instant::now();
+    let restored = restore::restore_fresh(&db, source, "restored", &opts).await;
+    let restore_seconds = t.elapsed().as_secs_f64();
+    let (mut sha256, mut bytes) = digest.snapshot();
+    if bytes != backup.size {
+        // The restore stopped reading early (a tar's trailing blocks, or a failure):
+        // hash the whole object in a pass of its own.
+        (sha256, bytes) = hash_whole(store, backup).await?;
+    }
+    let mut problems = Vec::new();
+    if let Some(m) = manifest {
+        if bytes != m.size || sha256 != m.sha256 {
+            problems.push(format!(
+                "checksum: the stored object ({bytes} bytes, SHA-256 {sha256}) is not what was backed up ({} bytes, SHA-256 {})",
+                m.size, m.sha256
+            ));
+        }
+    }
+    let format = match restored {
+        Ok(f) => Some(f),
+        Err(e) => {
+            problems.push(format!("restore failed: {e:#}"));
+            None
+        }
+    };
+    if format.is_some() {
+        if let Some(m) = manifest {
+            let got = db.census("restored").await?;
+            problems.extend(m.census.differences(&got));
+        }
+    }
+    Ok((problems, sha256, bytes, format, restore_seconds))
+}
