@@ -144,7 +144,10 @@ pub async fn backup(
             return Err(e);
         }
     };
-    upload.commit().await?;
+    if let Err(e) = upload.commit().await {
+        let _ = store.delete(&key).await;
+        return Err(e.into());
+    }
     let dump_seconds = started.elapsed().as_secs_f64();
     if let Err(e) = check_stored(store, &key, size, &sha256).await {
         let _ = store.delete(&key).await;
