@@ -77,10 +77,12 @@ async fn wait_ready(engine: &Engine, container: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Drill `backup` from `store` in a disposable container of `image` on `engine`.
+/// Drill `backup` from `store` in a disposable container of `image` on `engine`,
+/// labelled `countable.drill.for=<of>` (the environment's db container).
 pub async fn verify(
     engine: &Engine,
     image: &str,
+    of: &str,
     store: &Store,
     backup: &Backup,
     printer: &Printer,
@@ -113,7 +115,9 @@ pub async fn verify(
         "drilling {}: restoring it in a disposable {image} container",
         backup.key
     ));
-    let container = engine.run_disposable(&name, image, &env).await?;
+    let container = engine
+        .run_disposable(&name, image, &env, &[("countable.drill.for", of)])
+        .await?;
     let drilled = drill(engine, &container, store, backup, manifest.as_ref()).await;
     let _ = engine.remove(&container).await;
     spinner.finish_and_clear();

@@ -198,6 +198,7 @@ impl Engine {
         name: &str,
         image: &str,
         env: &[String],
+        labels: &[(&str, &str)],
     ) -> Result<String, EngineError> {
         use bollard::query_parameters::{CreateContainerOptions, StartContainerOptions};
         let created = self
@@ -210,10 +211,13 @@ impl Engine {
                 bollard::models::ContainerCreateBody {
                     image: Some(image.to_string()),
                     env: Some(env.to_vec()),
-                    labels: Some(HashMap::from([(
-                        "countable.disposable".to_string(),
-                        "true".to_string(),
-                    )])),
+                    labels: Some(
+                        labels
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .chain([("countable.disposable".to_string(), "true".to_string())])
+                            .collect(),
+                    ),
                     ..Default::default()
                 },
             )

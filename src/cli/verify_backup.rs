@@ -54,7 +54,7 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     };
     let mut results = Vec::new();
     for b in &backups {
-        let v = drill::verify(&engine, &image, &store, b, printer).await?;
+        let v = drill::verify(&engine, &image, &db.container, &store, b, printer).await?;
         match v.outcome {
             Outcome::Passed => printer.success(&format!(
                 "{}: restored in {:.1} s, every count matches its manifest",

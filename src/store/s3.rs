@@ -290,7 +290,12 @@ impl S3Store {
                         .body(buf.into())
                         .send()
                         .await
-                        .map_err(|e| fail(format!("uploading part {n}: {}", aws_sdk_s3::error::DisplayErrorContext(&e))))?;
+                        .map_err(|e| {
+                            fail(format!(
+                                "uploading part {n}: {}",
+                                aws_sdk_s3::error::DisplayErrorContext(&e)
+                            ))
+                        })?;
                     parts.push(
                         aws_sdk_s3::types::CompletedPart::builder()
                             .part_number(n)

@@ -1,0 +1,359 @@
+//! backup → manifest → verify-backup round trips on the real engine, against a directory
+//! store and a real S3-protocol server (moto); damage detection; retention. The
+//! "production" database is the same project's db service under another compose
+//! project (`<project>-prod`), reached through `docker_host` like a remote engine.
+
+// Tests observe the engine from outside, with the docker CLI; the seam rule is for the product.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// A project whose `prod` environment is the db service under compose project
+/// `<name>-prod`, seeded; returns the project and the prod compose project name.
+fn with_prod(prefix: &str, rows: u32) -> (Scratch, String) {
+    let s = Scratch::new(prefix);
+    let prod = format!("{}-prod", s.name);
+    let r = run(Command::new("docker")
+        .args(["compose", "-p", &prod, "up", "--detach", "--wait", "db"])
+        .current_dir(s.root()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // Seed through the same helper, aimed at the prod project.
+    ProdView(&s, prod.clone()).seed(rows);
+    (s, prod)
+}
+
+/// The prod db, for seeding and checks.
+struct ProdView<'a>(&'a Scratch, String);
+
+impl ProdView<'_> {
+    fn psql(&self, sql: &str) -> String {
+        let r = run_with_stdin(
+            Command::new("docker")
+                .args([
+                    "compose",
+                    "-p",
+                    &self.1,
+                    "exec",
+                    "-T",
+                    "db",
+                    "sh",
+                    "-c",
+                    "psql -X -qAt -v ON_ERROR_STOP=1 -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\"",
+                ])
+                .current_dir(self.0.root()),
+            sql.as_bytes(),
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.stdout.trim().to_string()
+    }
+
+    fn seed(&self, rows: u32) {
+        self.psql(&format!(
+            "CREATE SCHEMA shop; CREATE TABLE shop.items (id serial PRIMARY KEY, name text); INSERT INTO shop.items (name) SELECT 'item ' || g FROM generate_series(1, {rows}) g; CREATE TABLE public.notes (id int PRIMARY KEY, body text); INSERT INTO notes SELECT g, md5(g::text) FROM generate_series(1, 50) g; CREATE VIEW shop.v AS SELECT * FROM shop.items;"
+        ));
+    }
+}
+
+fn down(s: &Scratch, project: &str) {
+    let _ = Command::new("docker")
+        .args(["compose", "-p", project, "down", "--volumes"])
+        .current_dir(s.root())
+        .output();
+}
+
+fn sha256_of(path: &std::path::Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn json(r: &Run) -> serde_json::Value {
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.stdout))
+}
+
+#[test]
+fn backup_manifest_verify_round_trip_in_a_directory() {
+    let (s, prod) = with_prod("bkdir", 1200);
+    s.set_environments("environments:\n  prod:\n    backups: backups/prod/\n    docker_host: unix:///var/run/docker.sock\n");
+    let r = run(s.countable().args(["backup", "prod", "--json"])).ok();
+    let manifest = json(&r);
+    let key = manifest["key"].as_str().unwrap().to_string();
+    assert!(
+        key.ends_with(".backup") && key.len() == "2026-11-30T021500Z.backup".len(),
+        "{key}"
+    );
+    let stored = s.root().join("backups/prod").join(&key);
+    assert_eq!(
+        manifest["sha256"],
+        sha256_of(&stored),
+        "the manifest's checksum is the stored file's"
+    );
+    assert_eq!(manifest["size"], std::fs::metadata(&stored).unwrap().len());
+    assert_eq!(manifest["format"], "custom");
+    assert_eq!(manifest["census"]["tables"], 2);
+    assert_eq!(manifest["census"]["rows"]["shop.items"], 1200);
+    assert_eq!(manifest["census"]["rows"]["public.notes"], 50);
+    assert!(s
+        .root()
+        .join("backups/prod")
+        .join(format!("{key}.manifest.json"))
+        .is_file());
+    // The drill restores it in a disposable container and finds every count.
+    let v = run(s.countable().args(["verify-backup", "prod", "--json"])).ok();
+    let results = json(&v);
+    assert_eq!(results[0]["outcome"], "passed", "{}", v.stdout);
+    assert_eq!(results[0]["image"], DB_IMAGE);
+    assert!(s
+        .root()
+        .join("backups/prod")
+        .join(format!("{key}.verified.json"))
+        .is_file());
+    let listed = run(s.countable().args(["backups", "prod"])).ok();
+    assert!(listed.stdout.contains("passed"), "{}", listed.stdout);
+    // No disposable container is left behind.
+    let prod_db = run(Command::new("docker")
+        .args(["compose", "-p", &prod, "ps", "-q", "--no-trunc", "db"])
+        .current_dir(s.root()));
+    let label = format!("label=countable.drill.for={}", prod_db.stdout.trim());
+    let left = run(Command::new("docker").args(["ps", "-aq", "--filter", &label]));
+    assert_eq!(left.stdout.trim(), "", "drill containers left");
+    // A backup compressed with lrzip, for teams that keep .lrz; verified too.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let r = run(s
+        .countable()
+        .args(["backup", "prod", "--compress", "lrzip", "--json"]))
+    .ok();
+    let lrz = json(&r)["key"].as_str().unwrap().to_string();
+    assert!(lrz.ends_with(".backup.lrz"));
+    assert_eq!(
+        &std::fs::read(s.root().join("backups/prod").join(&lrz)).unwrap()[..4],
+        b"LRZI"
+    );
+    run(s
+        .countable()
+        .args(["verify-backup", "prod", "--backup", &lrz]))
+    .ok();
+    // And pull-db takes the same backups (the local db is another one).
+    s.set_environments("data_from: prod\nenvironments:\n  prod:\n    backups: backups/prod/\n");
+    run(s.countable().args(["pull-db", "--backup", &key])).ok();
+    assert_eq!(s.sql("SELECT count(*) FROM shop.items"), "1200");
+    down(&s, &prod);
+}
+
+#[test]
+fn verify_catches_damage_and_reports_backups_without_manifest() {
+    let (s, prod) = with_prod("bkbad", 800);
+    s.set_environments("environments:\n  prod:\n    backups: backups/\n");
+    let store = s.root().join("backups");
+    let key = json(&run(s.countable().args(["backup", "prod", "--json"])).ok())["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = store.join(&key);
+    let good = std::fs::read(&path).unwrap();
+
+    // One byte flipped in the stored object.
+    let mut flipped = good.clone();
+    let at = flipped.len() / 2;
+    flipped[at] ^= 0x01;
+    std::fs::write(&path, &flipped).unwrap();
+    let r = run(s.countable().args(["verify-backup", "prod", "--json"])).fails();
+    let v = json(&r);
+    assert_eq!(v[0]["outcome"], "failed");
+    assert!(
+        v[0]["problems"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("checksum"),
+        "{}",
+        r.stdout
+    );
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join(format!("{key}.verified.json"))).unwrap())
+            .unwrap();
+    assert_eq!(
+        record["outcome"], "failed",
+        "the failure is recorded beside the backup"
+    );
+
+    // Truncated.
+    std::fs::write(&path, &good[..good.len() * 2 / 3]).unwrap();
+    let r = run(s.countable().args(["verify-backup", "prod", "--json"])).fails();
+    let problems = json(&r)[0]["problems"].to_string();
+    assert!(
+        problems.contains("checksum") && problems.contains("restore failed"),
+        "{problems}"
+    );
+
+    // A manifest whose counts disagree: the table is named.
+    std::fs::write(&path, &good).unwrap();
+    let mpath = store.join(format!("{key}.manifest.json"));
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    manifest["census"]["rows"]["shop.items"] = serde_json::json!(801);
+    std::fs::write(&mpath, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let r = run(s.countable().args(["verify-backup", "prod"])).fails();
+    assert!(
+        r.stderr
+            .contains("table shop.items: expected 801 rows, restored 800"),
+        "{}",
+        r.stderr
+    );
+
+    // A hand-made .tar.lrz without manifest (the team's old way) is restored, with a warning.
+    let dump = store.join("db.sql");
+    let out = Command::new("docker")
+        .args([
+            "compose",
+            "-p",
+            &prod,
+            "exec",
+            "-T",
+            "db",
+            "sh",
+            "-c",
+            "pg_dump -U \"$POSTGRES_USER\" \"$POSTGRES_DB\"",
+        ])
+        .current_dir(s.root())
+        .stdout(std::fs::File::create(&dump).unwrap())
+        .status()
+        .unwrap();
+    assert!(out.success());
+    sh(
+        &store,
+        "tar cf - db.sql | lrzip -q -o 2027-01-01T000000Z.tar.lrz && rm db.sql",
+    );
+    let r = run(s.countable().args([
+        "verify-backup",
+        "prod",
+        "--backup",
+        "2027-01-01T000000Z.tar.lrz",
+        "--json",
+    ]))
+    .ok();
+    assert!(r.stderr.contains("has no manifest"), "{}", r.stderr);
+    assert_eq!(json(&r)[0]["outcome"], "restored_without_manifest");
+    down(&s, &prod);
+}
+
+#[test]
+fn backup_to_s3_is_uploaded_checked_and_verified() {
+    let (s, prod) = with_prod("bks3", 500);
+    let moto = Moto::start(false);
+    moto.aws(&["s3", "mb", "s3://countable"]).ok();
+    s.set_environments(&format!(
+        "environments:\n  prod:\n    backups: s3://countable/backups/shop\n    endpoint_url: {}\n",
+        moto.url()
+    ));
+    let r = run(s
+        .countable()
+        .args(["backup", "prod", "--compress", "zstd", "--json"])
+        .envs(aws_env()))
+    .ok();
+    let manifest = json(&r);
+    let key = manifest["key"].as_str().unwrap();
+    let fetched = tempfile::tempdir().unwrap();
+    let local = fetched.path().join("b");
+    moto.aws(&[
+        "s3",
+        "cp",
+        &format!("s3://countable/backups/shop/{key}"),
+        local.to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(manifest["sha256"], sha256_of(&local));
+    let listing = moto.aws(&["s3", "ls", "s3://countable/backups/shop/"]).ok();
+    assert!(
+        listing.stdout.contains(&format!("{key}.manifest.json")),
+        "{}",
+        listing.stdout
+    );
+    let v = run(s
+        .countable()
+        .args(["verify-backup", "prod", "--json"])
+        .envs(aws_env()))
+    .ok();
+    assert_eq!(json(&v)[0]["outcome"], "passed");
+    // Unreachable kinds of engine are named, with the way around.
+    s.set_environments("environments:\n  prod:\n    backups: backups/\n    docker_host: ssh://deploy@prod.example.com\n");
+    let r = run(s.countable().args(["backup", "prod"])).fails();
+    assert!(
+        r.stderr.contains("speaks unix:// and tcp://"),
+        "{}",
+        r.stderr
+    );
+    down(&s, &prod);
+}
+
+#[test]
+fn prune_keeps_the_right_set_and_only_deletes_with_apply() {
+    let s = Scratch::new("prune");
+    let store = s.root().join("backups");
+    std::fs::create_dir(&store).unwrap();
+    // Every day at 02:00 from 2026-09-01 to 2026-11-30, with manifests.
+    let start = time::macros::date!(2026 - 09 - 01);
+    let mut keys = Vec::new();
+    for d in 0..91 {
+        let day = start + time::Duration::days(d);
+        let key = format!("{}T020000Z.backup", day);
+        std::fs::write(store.join(&key), b"x").unwrap();
+        std::fs::write(store.join(format!("{key}.manifest.json")), b"{}").unwrap();
+        keys.push(key);
+    }
+    s.set_environments("data_from: prod\nenvironments:\n  prod:\n    backups: backups/\n");
+    let r = run(s.countable().args([
+        "backups",
+        "prune",
+        "--keep-daily",
+        "3",
+        "--keep-monthly",
+        "3",
+    ]))
+    .ok();
+    let kept: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("keep   "))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            "2026-11-30T020000Z.backup",
+            "2026-11-29T020000Z.backup",
+            "2026-11-28T020000Z.backup",
+            "2026-10-31T020000Z.backup",
+            "2026-09-30T020000Z.backup"
+        ]
+    );
+    assert_eq!(
+        std::fs::read_dir(&store).unwrap().count(),
+        182,
+        "a dry run deletes nothing"
+    );
+    run(s.countable().args([
+        "backups",
+        "prune",
+        "prod",
+        "--keep-daily",
+        "3",
+        "--keep-monthly",
+        "3",
+        "--apply",
+    ]))
+    .ok();
+    let mut left: Vec<String> = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left.len(), 10, "5 backups and their manifests: {left:?}");
+    let r = run(s.countable().args(["backups", "prune"])).fails();
+    assert!(r.stderr.contains("--keep-last"), "{}", r.stderr);
+}
