@@ -115,6 +115,15 @@ fn push_capped(buf: &mut Vec<u8>, bytes: &[u8], cap: usize) -> bool {
     false
 }
 
+type ExecOutputStream = std::pin::Pin<
+    Box<
+        dyn futures_util::Stream<
+                Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+            > + Send,
+    >,
+>;
+type ExecInput = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+
 /// A connected, version-negotiated Docker client.
 #[derive(Clone)]
 pub struct Engine {
@@ -257,33 +266,10 @@ impl Engine {
         W: tokio::io::AsyncWrite + Unpin + Send + ?Sized,
     {
         use tokio::io::AsyncWriteExt;
-        let exec = self
-            .docker
-            .create_exec(
-                container,
-                CreateExecOptions {
-                    cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    tty: Some(false),
-                    ..Default::default()
-                },
-            )
-            .await?;
-        let started = self
-            .docker
-            .start_exec(
-                &exec.id,
-                Some(StartExecOptions {
-                    detach: false,
-                    tty: false,
-                    output_capacity: Some(1024 * 1024),
-                }),
-            )
-            .await?;
+        let (exec_id, mut output, _) = self.start_attached(container, cmd, &[], false).await?;
         let mut err = Vec::new();
         let mut written = Ok(0u64);
-        if let StartExecResults::Attached { mut output, .. } = started {
+        {
             while let Some(chunk) = output.next().await {
                 match chunk? {
                     bollard::container::LogOutput::StdOut { message } => {
@@ -304,7 +290,7 @@ impl Engine {
                 }
             }
         }
-        let inspect = self.docker.inspect_exec(&exec.id).await?;
+        let inspect = self.docker.inspect_exec(&exec_id).await?;
         Ok((
             inspect.exit_code.unwrap_or(-1),
             String::from_utf8_lossy(&err).into_owned(),
@@ -398,6 +384,51 @@ impl Engine {
             })
     }
 
+    /// Create and start an exec of `cmd` (no TTY), attached: its id, its output, its stdin.
+    async fn start_attached(
+        &self,
+        container: &str,
+        cmd: &[&str],
+        env: &[String],
+        stdin: bool,
+    ) -> Result<(String, ExecOutputStream, ExecInput), EngineError> {
+        let exec = self
+            .docker
+            .create_exec(
+                container,
+                CreateExecOptions {
+                    cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+                    env: Some(env.to_vec()),
+                    attach_stdin: Some(stdin),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let started = self
+            .docker
+            .start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: Some(1024 * 1024),
+                }),
+            )
+            .await?;
+        match started {
+            StartExecResults::Attached { output, input } => Ok((exec.id, output, input)),
+            StartExecResults::Detached => Err(EngineError::Api(
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 500,
+                    message: "exec started detached".into(),
+                },
+            )),
+        }
+    }
+
     /// Run `cmd` in `container` (no TTY) with `stdin` streamed in while its output is
     /// drained (bounded: the last `cap` bytes of each are kept). Stdin is shut down at the
     /// end of the source to send EOF; the exit code is read after the output ends.
@@ -413,44 +444,9 @@ impl Engine {
         R: tokio::io::AsyncRead + Unpin + Send,
     {
         use tokio::io::AsyncWriteExt;
-        let exec = self
-            .docker
-            .create_exec(
-                container,
-                CreateExecOptions {
-                    cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
-                    env: Some(env.to_vec()),
-                    attach_stdin: Some(stdin.is_some()),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    tty: Some(false),
-                    ..Default::default()
-                },
-            )
+        let (exec_id, mut output, mut input) = self
+            .start_attached(container, cmd, env, stdin.is_some())
             .await?;
-        let started = self
-            .docker
-            .start_exec(
-                &exec.id,
-                Some(StartExecOptions {
-                    detach: false,
-                    tty: false,
-                    output_capacity: Some(256 * 1024),
-                }),
-            )
-            .await?;
-        let StartExecResults::Attached {
-            mut output,
-            mut input,
-        } = started
-        else {
-            return Err(EngineError::Api(
-                bollard::errors::Error::DockerResponseServerError {
-                    status_code: 500,
-                    message: "exec started detached".into(),
-                },
-            ));
-        };
         let feed = async move {
             let result = match stdin {
                 Some(mut source) => tokio::io::copy(&mut source, &mut input).await,
@@ -479,7 +475,7 @@ impl Engine {
         };
         let (fed, drained) = tokio::join!(feed, drain);
         let (out, err, truncated) = drained?;
-        let inspect = self.docker.inspect_exec(&exec.id).await?;
+        let inspect = self.docker.inspect_exec(&exec_id).await?;
         Ok(StreamedExec {
             code: inspect.exit_code.unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out).into_owned(),

@@ -59,21 +59,7 @@ fn pull_db_asks_on_a_terminal() {
         s.root().display(),
         env!("CARGO_BIN_EXE_countable")
     );
-    let r = tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session.0,
-        "-x",
-        "200",
-        "-y",
-        "50",
-        &script,
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    wait_for(&session.0, "Replace the local database");
-    tmux(&["send-keys", "-t", &session.0, "n"]);
-    let screen = wait_for(&session.0, "EXIT=");
+    let screen = answer(&session.0, &script, "n");
     assert!(screen.contains("nothing changed"), "{screen}");
     assert!(screen.contains("EXIT=0"), "{screen}");
     assert_eq!(
@@ -82,23 +68,29 @@ fn pull_db_asks_on_a_terminal() {
         "answering no changed the database"
     );
 
-    tmux(&["kill-session", "-t", &session.0]);
+    let screen = answer(&session.0, &script, "y");
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    assert!(screen.contains("restored"), "{screen}");
+    assert_eq!(s.fingerprint(&s.name), s.fingerprint("seed"));
+}
+
+/// Run `script` in a fresh tmux session, answer the prompt with `key`, return the
+/// screen once the command has ended.
+fn answer(session: &str, script: &str, key: &str) -> String {
+    let _ = tmux(&["kill-session", "-t", session]);
     let r = tmux(&[
         "new-session",
         "-d",
         "-s",
-        &session.0,
+        session,
         "-x",
         "200",
         "-y",
         "50",
-        &script,
+        script,
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    wait_for(&session.0, "Replace the local database");
-    tmux(&["send-keys", "-t", &session.0, "y"]);
-    let screen = wait_for(&session.0, "EXIT=");
-    assert!(screen.contains("EXIT=0"), "{screen}");
-    assert!(screen.contains("restored"), "{screen}");
-    assert_eq!(s.fingerprint(&s.name), s.fingerprint("seed"));
+    wait_for(session, "Replace the local database");
+    tmux(&["send-keys", "-t", session, key]);
+    wait_for(session, "EXIT=")
 }

@@ -510,17 +510,7 @@ async fn restore_custom(
     spooled.fed.map_err(archive::damaged)?;
     let toc = list_toc(db, &head_path, &list_path).await?;
     create_database(db, new, opts.template.as_deref()).await?;
-    let base = [
-        "--no-owner",
-        "--no-acl",
-        "--exit-on-error",
-        "-U",
-        &db.user,
-        "-d",
-        new,
-        "-L",
-        &list_path,
-    ];
+    let base = pg_restore_args(db, new, &list_path);
     // pg_restore runs tar-format archives with one job only.
     let run = if opts.jobs > 1 && kind == DumpKind::Custom {
         let spool = format!("countable-spool-{id}.dump");
@@ -582,6 +572,21 @@ async fn restore_custom(
     Ok(Restored {
         expected_tables: toc.tables,
     })
+}
+
+/// pg_restore's options for a local restore of the listed entries into `new`.
+fn pg_restore_args<'a>(db: &'a Db, new: &'a str, list: &'a str) -> [&'a str; 9] {
+    [
+        "--no-owner",
+        "--no-acl",
+        "--exit-on-error",
+        "-U",
+        &db.user,
+        "-d",
+        new,
+        "-L",
+        list,
+    ]
 }
 
 /// A directory-format dump in a tar: extracted into the db container's volume, then
@@ -649,20 +654,11 @@ async fn restore_directory(
         let run = db
             .exec(
                 &[
-                    "pg_restore",
-                    "-j",
-                    &jobs,
-                    "--no-owner",
-                    "--no-acl",
-                    "--exit-on-error",
-                    "-U",
-                    &db.user,
-                    "-d",
-                    new,
-                    "-L",
-                    &list_path,
-                    &path,
-                ],
+                    &["pg_restore", "-j", &jobs][..],
+                    &pg_restore_args(db, new, &list_path),
+                    &[&path],
+                ]
+                .concat(),
                 None::<tokio::io::Empty>,
             )
             .await?;
