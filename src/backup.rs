@@ -210,18 +210,37 @@ where
             if !process::exists("lrzip") {
                 return Err(crate::archive::ArchiveError::LrzipMissing.into());
             }
+            // lrzip 0.651 writes corrupt LZMA streams to stdout for small inputs
+            // (its file output is sound), so it writes a temporary file, which is then
+            // streamed into the store and removed.
+            let tmp = std::env::temp_dir().join(format!(
+                "countable-{}-{}.lrz",
+                std::process::id(),
+                time::OffsetDateTime::now_utc().unix_timestamp_nanos()
+            ));
+            let tmp_s = tmp.display().to_string();
             let (mut into_lrzip, from_dump) = tokio::io::duplex(256 * 1024);
-            let (mut lrzipped, filter) =
-                process::spawn_filter("lrzip", &["-q", "-f", "-o", "-"], from_dump)?;
+            let (mut chatter, filter) =
+                process::spawn_filter("lrzip", &["-q", "-f", "-o", &tmp_s], from_dump)?;
             let dump = async {
                 let r = db.dump_to(&cmd, &mut into_lrzip).await;
                 let _ = into_lrzip.shutdown().await;
-                drop(into_lrzip);
                 r
             };
-            let (r, copied) = tokio::join!(dump, tokio::io::copy(&mut lrzipped, &mut hashing));
+            let mut void = tokio::io::sink();
+            let (r, _) = tokio::join!(dump, tokio::io::copy(&mut chatter, &mut void));
+            drop(into_lrzip);
+            let finished = filter.finish().await;
+            let copied = match (&r, &finished) {
+                (Ok(_), Ok(())) => match tokio::fs::File::open(&tmp).await {
+                    Ok(mut f) => tokio::io::copy(&mut f, &mut hashing).await.map(|_| ()),
+                    Err(e) => Err(e),
+                },
+                _ => Ok(()),
+            };
+            let _ = tokio::fs::remove_file(&tmp).await;
+            finished?;
             copied?;
-            filter.finish().await?;
             r?
         }
     };

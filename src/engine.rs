@@ -35,8 +35,12 @@ pub enum EngineError {
     NoContainer { project: String, service: String },
     #[error("Docker API call failed: {0}")]
     Api(#[from] bollard::errors::Error),
-    #[error("countable cannot reach a Docker engine at `{0}` (it speaks unix:// and tcp://)")]
+    #[error(
+        "countable cannot reach a Docker engine at `{0}` (it speaks unix://, tcp:// and ssh://)"
+    )]
     Scheme(String),
+    #[error("`{0}`: countable cannot take an ssh port in docker_host")]
+    SshPort(String),
 }
 
 impl Hint for EngineError {
@@ -50,7 +54,8 @@ impl Hint for EngineError {
                 })
             }
             EngineError::NoContainer { .. } => Some("countable up".into()),
-            EngineError::Scheme(_) => Some("for ssh://, forward the remote socket and point docker_host at it: `ssh -NL /tmp/prod-docker.sock:/var/run/docker.sock user@host` then `docker_host: unix:///tmp/prod-docker.sock`".into()),
+            EngineError::Scheme(_) => Some("set docker_host to unix:///var/run/docker.sock, tcp://host:2375 or ssh://user@host in countable.yml".into()),
+            EngineError::SshPort(_) => Some("give the host a name with its port in ~/.ssh/config (`Host prod` / `HostName …` / `Port 2222`) and set `docker_host: ssh://user@prod`".into()),
             EngineError::Api(_) => None,
         }
     }
@@ -172,6 +177,17 @@ impl Engine {
             Docker::connect_with_unix(host, 120, bollard::API_DEFAULT_VERSION)
         } else if host.starts_with("tcp://") || host.starts_with("http://") {
             Docker::connect_with_http(host, 120, bollard::API_DEFAULT_VERSION)
+        } else if let Some(rest) = host.strip_prefix("ssh://") {
+            // The system's ssh (keys, agent, ~/.ssh/config) and `docker system
+            // dial-stdio` on the remote, as the docker CLI does. The client library
+            // drops a port given in the URL, so refuse one rather than dial port 22.
+            if rest
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            {
+                return Err(EngineError::SshPort(host.to_string()));
+            }
+            Docker::connect_with_ssh(host, 120, bollard::API_DEFAULT_VERSION)
         } else {
             return Err(EngineError::Scheme(host.to_string()));
         }

@@ -281,11 +281,11 @@ fn backup_to_s3_is_uploaded_checked_and_verified() {
         .envs(aws_env()))
     .ok();
     assert_eq!(json(&v)[0]["outcome"], "passed");
-    // Unreachable kinds of engine are named, with the way around.
-    s.set_environments("environments:\n  prod:\n    backups: backups/\n    docker_host: ssh://deploy@prod.example.com\n");
+    // Kinds of engine countable does not speak are named, with the way around.
+    s.set_environments("environments:\n  prod:\n    backups: backups/\n    docker_host: npipe:////./pipe/docker_engine\n");
     let r = run(s.countable().args(["backup", "prod"])).fails();
     assert!(
-        r.stderr.contains("speaks unix:// and tcp://"),
+        r.stderr.contains("speaks unix://, tcp:// and ssh://"),
         "{}",
         r.stderr
     );
@@ -356,4 +356,137 @@ fn prune_keeps_the_right_set_and_only_deletes_with_apply() {
     assert_eq!(left.len(), 10, "5 backups and their manifests: {left:?}");
     let r = run(s.countable().args(["backups", "prune"])).fails();
     assert!(r.stderr.contains("--keep-last"), "{}", r.stderr);
+}
+
+/// An sshd on a loopback port, with a key of its own, and an `ssh` on PATH that uses a
+/// config of its own (the machine's ~/.ssh is left alone). Root is needed for sshd.
+struct Sshd {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    const HOST: &'static str = "countable-test-sshd";
+
+    fn start() -> Self {
+        let uid = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
+        assert_eq!(
+            uid.trim(),
+            "0",
+            "this test runs sshd and needs root (CI runs as root)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        sh(d, "ssh-keygen -q -t ed25519 -N '' -f host && ssh-keygen -q -t ed25519 -N '' -f client && cp client.pub authorized_keys && chmod 600 authorized_keys && mkdir -p /run/sshd bin");
+        let port = free_port();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f", "/dev/null", "-p", &port.to_string()])
+            .args([
+                "-o",
+                "ListenAddress=127.0.0.1",
+                "-o",
+                "StrictModes=no",
+                "-o",
+                "UsePAM=no",
+            ])
+            .args([
+                "-o",
+                "PermitRootLogin=prohibit-password",
+                "-o",
+                "PasswordAuthentication=no",
+            ])
+            .arg("-o")
+            .arg(format!("HostKey={}", d.join("host").display()))
+            .arg("-o")
+            .arg(format!(
+                "AuthorizedKeysFile={}",
+                d.join("authorized_keys").display()
+            ))
+            .arg("-o")
+            .arg(format!("PidFile={}", d.join("pid").display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sshd (openssh-server, tests/setup installs it)");
+        std::fs::write(
+            d.join("config"),
+            format!(
+                "Host {}\n  HostName 127.0.0.1\n  Port {port}\n  IdentityFile {}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n",
+                Self::HOST,
+                d.join("client").display()
+            ),
+        )
+        .unwrap();
+        let ssh = String::from_utf8(
+            Command::new("sh")
+                .args(["-c", "command -v ssh"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("bin/ssh"),
+            format!(
+                "#!/bin/sh\nexec {} -F {} \"$@\"\n",
+                ssh.trim(),
+                d.join("config").display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.join("bin/ssh"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Self { child, dir }
+    }
+
+    /// PATH with the configured `ssh` first.
+    fn path(&self) -> String {
+        format!(
+            "{}:{}",
+            self.dir.path().join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn backup_of_an_environment_reached_over_ssh() {
+    let (s, prod) = with_prod("bkssh", 300);
+    let sshd = Sshd::start();
+    s.set_environments(&format!(
+        "environments:\n  prod:\n    backups: backups/\n    docker_host: ssh://root@{}\n",
+        Sshd::HOST
+    ));
+    let r = run(s
+        .countable()
+        .args(["backup", "prod", "--json"])
+        .env("PATH", sshd.path()))
+    .ok();
+    let manifest = json(&r);
+    assert_eq!(manifest["census"]["rows"]["shop.items"], 300);
+    let key = manifest["key"].as_str().unwrap();
+    assert_eq!(
+        manifest["sha256"],
+        sha256_of(&s.root().join("backups").join(key))
+    );
+    // A port in the URL is refused with the way around (the client library drops it).
+    s.set_environments("environments:\n  prod:\n    backups: backups/\n    docker_host: ssh://root@127.0.0.1:2222\n");
+    let r = run(s.countable().args(["backup", "prod"])).fails();
+    assert!(r.stderr.contains("~/.ssh/config"), "{}", r.stderr);
+    drop(sshd);
+    down(&s, &prod);
 }
