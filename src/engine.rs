@@ -144,11 +144,16 @@ impl Engine {
     /// engine's, and ping, with a bounded wait.
     pub async fn connect() -> Result<Self, EngineError> {
         let host = host_label();
-        let unreachable = |source| EngineError::Unreachable {
-            host: host.clone(),
-            source,
-        };
-        let docker = Docker::connect_with_defaults().map_err(unreachable)?;
+        let docker =
+            Docker::connect_with_defaults().map_err(|source| EngineError::Unreachable {
+                host: host.clone(),
+                source,
+            })?;
+        Self::ready(docker, &host).await
+    }
+
+    /// Negotiate the API version and ping, within 10 s.
+    async fn ready(docker: Docker, host: &str) -> Result<Self, EngineError> {
         let secs = 10;
         let docker = tokio::time::timeout(Duration::from_secs(secs), async {
             let docker = docker.negotiate_version().await?;
@@ -157,14 +162,18 @@ impl Engine {
         })
         .await
         .map_err(|_| EngineError::Timeout {
-            host: host.clone(),
+            host: host.to_string(),
             secs,
         })?
-        .map_err(unreachable)?;
+        .map_err(|source| EngineError::Unreachable {
+            host: host.to_string(),
+            source,
+        })?;
         Ok(Self { docker })
     }
 
-    /// Connect to `host` (`unix://…`, `tcp://…`), or as `connect` does when `None`.
+    /// Connect to `host` (`unix://…`, `tcp://…`, `ssh://…`), or as `connect` does
+    /// when `None`.
     pub async fn connect_to(host: Option<&str>) -> Result<Self, EngineError> {
         let Some(host) = host else {
             return Self::connect().await;
@@ -192,19 +201,7 @@ impl Engine {
             return Err(EngineError::Scheme(host.to_string()));
         }
         .map_err(unreachable)?;
-        let secs = 10;
-        let docker = tokio::time::timeout(Duration::from_secs(secs), async {
-            let docker = docker.negotiate_version().await?;
-            docker.ping().await?;
-            Ok::<_, bollard::errors::Error>(docker)
-        })
-        .await
-        .map_err(|_| EngineError::Timeout {
-            host: host.to_string(),
-            secs,
-        })?
-        .map_err(unreachable)?;
-        Ok(Self { docker })
+        Self::ready(docker, host).await
     }
 
     /// The image a container runs.
