@@ -12,9 +12,32 @@ use std::process::Command;
 
 use common::*;
 
+/// The `<name>-prod` compose project, taken down (volumes too) when dropped, also when
+/// a test fails.
+struct Prod {
+    project: String,
+    dir: std::path::PathBuf,
+}
+
+impl std::ops::Deref for Prod {
+    type Target = String;
+    fn deref(&self) -> &String {
+        &self.project
+    }
+}
+
+impl Drop for Prod {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["compose", "-p", &self.project, "down", "--volumes"])
+            .current_dir(&self.dir)
+            .output();
+    }
+}
+
 /// A project whose `prod` environment is the db service under compose project
-/// `<name>-prod`, seeded; returns the project and the prod compose project name.
-fn with_prod(prefix: &str, rows: u32) -> (Scratch, String) {
+/// `<name>-prod`, seeded; returns the project and the prod compose project.
+fn with_prod(prefix: &str, rows: u32) -> (Scratch, Prod) {
     let s = Scratch::new(prefix);
     let prod = format!("{}-prod", s.name);
     let r = run(Command::new("docker")
@@ -23,7 +46,8 @@ fn with_prod(prefix: &str, rows: u32) -> (Scratch, String) {
     assert_eq!(r.code, 0, "{}", r.stderr);
     // Seed through the same helper, aimed at the prod project.
     ProdView(&s, prod.clone()).seed(rows);
-    (s, prod)
+    let dir = s.root();
+    (s, Prod { project: prod, dir })
 }
 
 /// The prod db, for seeding and checks.
@@ -56,13 +80,6 @@ impl ProdView<'_> {
             "CREATE SCHEMA shop; CREATE TABLE shop.items (id serial PRIMARY KEY, name text); INSERT INTO shop.items (name) SELECT 'item ' || g FROM generate_series(1, {rows}) g; CREATE TABLE public.notes (id int PRIMARY KEY, body text); INSERT INTO notes SELECT g, md5(g::text) FROM generate_series(1, 50) g; CREATE VIEW shop.v AS SELECT * FROM shop.items;"
         ));
     }
-}
-
-fn down(s: &Scratch, project: &str) {
-    let _ = Command::new("docker")
-        .args(["compose", "-p", project, "down", "--volumes"])
-        .current_dir(s.root())
-        .output();
 }
 
 fn sha256_of(path: &std::path::Path) -> String {
@@ -144,7 +161,6 @@ fn backup_manifest_verify_round_trip_in_a_directory() {
     s.set_environments("data_from: prod\nenvironments:\n  prod:\n    backups: backups/prod/\n");
     run(s.countable().args(["pull-db", "--backup", &key])).ok();
     assert_eq!(s.sql("SELECT count(*) FROM shop.items"), "1200");
-    down(&s, &prod);
 }
 
 #[test]
@@ -240,12 +256,11 @@ fn verify_catches_damage_and_reports_backups_without_manifest() {
     .ok();
     assert!(r.stderr.contains("has no manifest"), "{}", r.stderr);
     assert_eq!(json(&r)[0]["outcome"], "restored_without_manifest");
-    down(&s, &prod);
 }
 
 #[test]
 fn backup_to_s3_is_uploaded_checked_and_verified() {
-    let (s, prod) = with_prod("bks3", 500);
+    let (s, _prod) = with_prod("bks3", 500);
     let moto = Moto::start(false);
     moto.aws(&["s3", "mb", "s3://countable"]).ok();
     s.set_environments(&format!(
@@ -289,7 +304,6 @@ fn backup_to_s3_is_uploaded_checked_and_verified() {
         "{}",
         r.stderr
     );
-    down(&s, &prod);
 }
 
 #[test]
@@ -488,5 +502,5 @@ fn backup_of_an_environment_reached_over_ssh() {
     let r = run(s.countable().args(["backup", "prod"])).fails();
     assert!(r.stderr.contains("~/.ssh/config"), "{}", r.stderr);
     drop(sshd);
-    down(&s, &prod);
+    drop(prod);
 }
