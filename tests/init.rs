@@ -34,22 +34,9 @@ fn init_adopts_a_startproject_project_and_it_comes_up() {
 
     let name = unique_name("adopt");
     let port = free_port();
-    let r = run(countable(&root).args([
-        "init",
-        "--yes",
-        "--name",
-        &name,
-        "--postgres",
-        "15",
-        "--db-image",
-        DB_IMAGE,
-        "--python-image",
-        PYTHON_IMAGE,
-        "--nginx-image",
-        NGINX_IMAGE,
-        "--port",
-        &port.to_string(),
-    ]))
+    let r = run(countable(&root)
+        .args(["init", "--yes", "--name", &name])
+        .args(image_flags(port)))
     .ok();
     // Added what was missing, kept what was there.
     for added in [

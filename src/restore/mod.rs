@@ -16,6 +16,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::archive::{self, DumpKind, Reader};
 use crate::compose::Compose;
+use crate::engine::StreamedExec;
 use crate::error::Hint;
 use crate::ui::{self, Printer};
 
@@ -562,6 +563,11 @@ async fn restore_custom(
             None::<tokio::io::Empty>,
         )
         .await;
+    restored_by_pg_restore(&run, &toc)
+}
+
+/// pg_restore's exit, as the playbook's outcome.
+fn restored_by_pg_restore(run: &StreamedExec, toc: &custom::Toc) -> anyhow::Result<Restored> {
     if run.code != 0 {
         return Err(RestoreError::Failed {
             tool: "pg_restore",
@@ -662,16 +668,7 @@ async fn restore_directory(
                 None::<tokio::io::Empty>,
             )
             .await?;
-        if run.code != 0 {
-            return Err(RestoreError::Failed {
-                tool: "pg_restore",
-                stderr: tail(&run.stderr),
-            }
-            .into());
-        }
-        Ok(Restored {
-            expected_tables: toc.tables,
-        })
+        restored_by_pg_restore(&run, &toc)
     }
     .await;
     cleanup().await;

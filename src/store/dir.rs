@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{is_side_file, unix, Backup, Opened, StoreError};
+use super::{unix, Backup, Opened, StoreError};
 
 pub struct DirStore {
     path: PathBuf,
@@ -29,7 +29,8 @@ impl DirStore {
         }
     }
 
-    pub async fn list(&self) -> Result<Vec<Backup>, StoreError> {
+    /// Every object at the location, side files included.
+    pub async fn entries(&self) -> Result<Vec<Backup>, StoreError> {
         let mut out = Vec::new();
         let mut dir = tokio::fs::read_dir(&self.path)
             .await
@@ -37,7 +38,7 @@ impl DirStore {
         while let Some(entry) = dir.next_entry().await.map_err(|e| self.io(e))? {
             let meta = entry.metadata().await.map_err(|e| self.io(e))?;
             let key = entry.file_name().to_string_lossy().into_owned();
-            if !meta.is_file() || is_side_file(&key) || key.starts_with('.') {
+            if !meta.is_file() || key.starts_with('.') {
                 continue;
             }
             out.push(Backup {

@@ -158,10 +158,12 @@ impl Store {
 
     /// Every backup, newest first.
     pub async fn list(&self) -> Result<Vec<Backup>, StoreError> {
-        let mut list = match self {
-            Store::Dir(d) => d.list().await?,
-            Store::S3(s) => s.list().await?,
-        };
+        let mut list: Vec<Backup> = self
+            .entries()
+            .await?
+            .into_iter()
+            .filter(|b| !is_side_file(&b.key))
+            .collect();
         sort_newest_first(&mut list);
         Ok(list)
     }
@@ -386,15 +388,24 @@ impl Store {
         }
     }
 
-    /// Which side files each backup has.
-    pub async fn side_files(&self, backups: &[Backup]) -> Result<Vec<SideFiles>, StoreError> {
-        let mut out = Vec::new();
-        for b in backups {
-            out.push(SideFiles {
-                manifest: self.exists(&format!("{}.manifest.json", b.key)).await?,
-                verified: self.exists(&format!("{}.verified.json", b.key)).await?,
-            });
+    /// Every object at the location, side files included (one listing).
+    async fn entries(&self) -> Result<Vec<Backup>, StoreError> {
+        match self {
+            Store::Dir(d) => d.entries().await,
+            Store::S3(s) => s.entries().await,
         }
-        Ok(out)
+    }
+
+    /// Which side files each backup has, from one listing of the location.
+    pub async fn side_files(&self, backups: &[Backup]) -> Result<Vec<SideFiles>, StoreError> {
+        let keys: std::collections::HashSet<String> =
+            self.entries().await?.into_iter().map(|b| b.key).collect();
+        Ok(backups
+            .iter()
+            .map(|b| SideFiles {
+                manifest: keys.contains(&format!("{}.manifest.json", b.key)),
+                verified: keys.contains(&format!("{}.verified.json", b.key)),
+            })
+            .collect())
     }
 }

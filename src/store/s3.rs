@@ -5,7 +5,7 @@
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::Client;
 
-use super::{is_side_file, Backup, Opened, StoreError};
+use super::{Backup, Opened, StoreError};
 use crate::project::Environment;
 
 pub struct S3Store {
@@ -113,7 +113,8 @@ impl S3Store {
         }
     }
 
-    pub async fn list(&self) -> Result<Vec<Backup>, StoreError> {
+    /// Every object at the location, side files included.
+    pub async fn entries(&self) -> Result<Vec<Backup>, StoreError> {
         let mut out = Vec::new();
         let mut pages = self
             .client
@@ -127,7 +128,7 @@ impl S3Store {
             for obj in page.contents() {
                 let Some(full) = obj.key() else { continue };
                 let key = full.strip_prefix(&self.prefix).unwrap_or(full);
-                if key.is_empty() || key.contains('/') || is_side_file(key) {
+                if key.is_empty() || key.contains('/') {
                     continue;
                 }
                 out.push(Backup {

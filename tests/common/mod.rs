@@ -88,6 +88,26 @@ pub fn require_images() {
     }
 }
 
+/// The flags `new` and `init` take to use the stand-in images (as a user would) and
+/// publish nginx on `port`.
+pub fn image_flags(port: u16) -> Vec<String> {
+    [
+        "--postgres",
+        "15",
+        "--db-image",
+        DB_IMAGE,
+        "--python-image",
+        PYTHON_IMAGE,
+        "--nginx-image",
+        NGINX_IMAGE,
+        "--port",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([port.to_string()])
+    .collect()
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -122,21 +142,9 @@ impl Scratch {
         let tmp = tempfile::tempdir().unwrap();
         let name = unique_name(prefix);
         let port = free_port();
-        run(countable(tmp.path()).args([
-            "new",
-            &name,
-            "--yes",
-            "--postgres",
-            "15",
-            "--db-image",
-            DB_IMAGE,
-            "--python-image",
-            PYTHON_IMAGE,
-            "--nginx-image",
-            NGINX_IMAGE,
-            "--port",
-            &port.to_string(),
-        ]))
+        run(countable(tmp.path())
+            .args(["new", &name, "--yes"])
+            .args(image_flags(port)))
         .ok();
         Self { tmp, name, port }
     }
@@ -402,33 +410,31 @@ SELECT nextval('shop.invoice_no') FROM generate_series(1, 7);
 "
         );
         let r = run_with_stdin(
-            Command::new("docker")
-                .args([
-                    "compose",
-                    "-p",
-                    &self.name,
-                    "exec",
-                    "-T",
-                    "db",
-                    "sh",
-                    "-c",
-                    "psql -X -q -v ON_ERROR_STOP=1 -U \"$POSTGRES_USER\" -d \"$1\"",
-                    "sh",
-                    name,
-                ])
-                .current_dir(self.root()),
+            &mut self.db_command(&[
+                "sh",
+                "-c",
+                "psql -X -q -v ON_ERROR_STOP=1 -U \"$POSTGRES_USER\" -d \"$1\"",
+                "sh",
+                name,
+            ]),
             script.as_bytes(),
         );
         assert_eq!(r.code, 0, "seeding failed: {}", r.stderr);
     }
 
+    /// `docker compose exec -T db <args>` on this project, to run and read as needed.
+    pub fn db_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("docker");
+        cmd.args(["compose", "-p", &self.name, "exec", "-T", "db"])
+            .args(args)
+            .current_dir(self.root());
+        cmd
+    }
+
     /// A shell script in the db container whose stdout goes into a host file.
     pub fn exec_to_file(&self, script: &str, to: &Path) {
-        let out = Command::new("docker")
-            .args([
-                "compose", "-p", &self.name, "exec", "-T", "db", "sh", "-c", script,
-            ])
-            .current_dir(self.root())
+        let out = self
+            .db_command(&["sh", "-c", script])
             .stdout(std::fs::File::create(to).unwrap())
             .stderr(Stdio::piped())
             .output()
@@ -442,14 +448,8 @@ SELECT nextval('shop.invoice_no') FROM generate_series(1, 7);
 
     /// `pg_dump <args> <db>` from the db container (the real pg_dump) into a host file.
     pub fn dump(&self, db: &str, args: &[&str], to: &Path) {
-        let out = Command::new("docker")
-            .args([
-                "compose",
-                "-p",
-                &self.name,
-                "exec",
-                "-T",
-                "db",
+        let out = self
+            .db_command(&[
                 "sh",
                 "-c",
                 "db=\"$1\"; shift; pg_dump -U \"$POSTGRES_USER\" \"$@\" \"$db\"",
@@ -457,7 +457,6 @@ SELECT nextval('shop.invoice_no') FROM generate_series(1, 7);
                 db,
             ])
             .args(args)
-            .current_dir(self.root())
             .stdout(std::fs::File::create(to).unwrap())
             .stderr(Stdio::piped())
             .output()
