@@ -21,6 +21,7 @@ pub struct Local {
     pub project: Project,
     pub compose: Compose,
     engine: Option<Engine>,
+    recovered: crate::restore::Recovered,
 }
 
 fn as_refs(v: &[String]) -> Vec<&str> {
@@ -55,6 +56,7 @@ impl Local {
             project,
             compose,
             engine: None,
+            recovered: Default::default(),
         })
     }
 
@@ -190,6 +192,7 @@ impl Local {
         let project = self.project.compose_name().to_string();
         let db_service = self.project.config.services.db.clone();
         let db = self.local_db().await?;
+        self.report_recovered(printer);
         let states = self.engine().await?.project_services(&project).await?;
         Ok(crate::restore::Target {
             db,
@@ -227,13 +230,48 @@ impl Local {
         Ok(db.table_count(&db.name).await? > 0)
     }
 
-    /// The running db container's database, versions and user discovered.
+    /// The running db container's database, versions and user discovered, and what an
+    /// interrupted restore left there put right first (settings, half-made databases).
     async fn local_db(&mut self) -> anyhow::Result<crate::restore::Db> {
         let project = self.project.compose_name().to_string();
         let service = self.project.config.services.db.clone();
         let engine = self.engine().await?.clone();
         let container = engine.service_container(&project, &service).await?;
-        crate::restore::Db::discover(engine, container).await
+        let db = crate::restore::Db::discover(engine, container).await?;
+        self.recovered = crate::restore::recover(&db).await?;
+        Ok(db)
+    }
+
+    /// What the last look at the local db put right after an interrupted restore.
+    pub fn take_recovered(&mut self) -> crate::restore::Recovered {
+        std::mem::take(&mut self.recovered)
+    }
+
+    /// Put right what an interrupted restore left in the local db, if it is running;
+    /// says so through `printer`.
+    pub async fn recover_db(&mut self, printer: &Printer) -> anyhow::Result<()> {
+        let project = self.project.compose_name().to_string();
+        let service = self.project.config.services.db.clone();
+        let running = self
+            .engine()
+            .await?
+            .project_services(&project)
+            .await?
+            .iter()
+            .any(|s| s.service == service && s.state == "running");
+        if running {
+            self.local_db().await?;
+            self.report_recovered(printer);
+        }
+        Ok(())
+    }
+
+    /// Print what recovery did, once.
+    pub fn report_recovered(&mut self, printer: &Printer) {
+        let r = self.take_recovered();
+        if !r.is_empty() {
+            printer.warn(&r.describe());
+        }
     }
 
     /// The seam where `up` fills an empty database from `data_from` (pull-db).
@@ -242,7 +280,9 @@ impl Local {
         printer: &Printer,
         opts: &UpOptions,
     ) -> anyhow::Result<DataOutcome> {
-        if self.db_has_tables().await? {
+        let has_tables = self.db_has_tables().await?;
+        self.report_recovered(printer);
+        if has_tables {
             return Ok(DataOutcome::HasTables);
         }
         let Some(source) = self.project.config.data_from.clone() else {

@@ -16,6 +16,7 @@ pub struct Args {
 
 pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     let mut local = Local::open(&std::env::current_dir()?)?;
+    local.recover_db(printer).await?;
     let states = local.status().await?;
     let url = local.url_from(&states);
     let project = local.project.compose_name().to_string();

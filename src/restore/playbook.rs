@@ -1,0 +1,158 @@
+//! The restore's steps, in order: claim the server, decode, restore beside, verify,
+//! make durable, analyse, swap, release. Any failure before the swap commits undoes
+//! what was made (`undo_partial`); see the module doc of `restore` for the guarantees.
+
+use std::time::Instant;
+
+use super::container;
+use super::db::Db;
+use super::durability::Claim;
+use super::load::restore_into;
+use super::swap::swap;
+use super::{new_name, previous_name, Options, RestoreError, Source, Summary, Target};
+use crate::archive;
+use crate::ui::{self, Printer};
+
+/// Restore `source` into the target's database. See the module doc for the guarantees.
+pub async fn restore(
+    target: &Target,
+    source: Source,
+    opts: &Options,
+    printer: &Printer,
+) -> anyhow::Result<Summary> {
+    let db = &target.db;
+    let new = new_name(&db.name);
+    if db.name.len() + "__countable_prev".len() > 63 {
+        anyhow::bail!(
+            "the database name `{}` is too long to restore beside it (PostgreSQL names have at most 63 bytes)",
+            db.name
+        );
+    }
+    let bar = printer.bytes_bar(source.size, &format!("restoring {}", source.label));
+    let (reader, transferred) = ui::ProgressReader::new(source.reader, bar.clone());
+    let started = Instant::now();
+    let decoded = archive::decode(Box::pin(reader))
+        .await
+        .inspect_err(|_| bar.finish_and_clear())?;
+    let format = decoded.describe();
+    let kind = decoded.kind;
+    bar.set_message(format!("restoring {} ({format})", source.label));
+    let baseline = match opts.template.as_deref() {
+        Some(t) if t != "template0" => db.table_count(t).await?,
+        _ => 0,
+    };
+    // The decoded size is the stored size when nothing was peeled off.
+    let known_size = if decoded.layers.is_empty() {
+        source.size
+    } else {
+        None
+    };
+    let mut claim = Claim::claim(db, &new, opts.fast).await?;
+    // A leftover from a crash: never the user's database, always ours to drop.
+    if let Err(e) = db.drop_database(&new).await {
+        return Err(undo_partial(db, &new, &claim, e).await);
+    }
+    // Everything up to the swap can be interrupted and is undone on failure.
+    let work = async {
+        let restored = restore_into(db, decoded, &new, opts, known_size).await?;
+        let restore_seconds = started.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let got = db.table_count(&new).await?;
+        let expected = restored.expected_tables + baseline;
+        if got != expected {
+            return Err(RestoreError::Verify { expected, got }.into());
+        }
+        let verify_seconds = t.elapsed().as_secs_f64();
+        // Written while fsync was off: durable and flushed before it becomes current.
+        claim.durable(db).await?;
+        let t = Instant::now();
+        db.sql(&new, "ANALYZE").await?;
+        let analyze_seconds = t.elapsed().as_secs_f64();
+        let counts = (got, db.row_count(&new).await?, db.size_bytes(&new).await?);
+        Ok::<_, anyhow::Error>((restore_seconds, verify_seconds, analyze_seconds, counts))
+    };
+    let outcome = tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => Err(RestoreError::Interrupted.into()),
+    };
+    bar.finish_and_clear();
+    let (restore_seconds, verify_seconds, analyze_seconds, (tables, rows, database_bytes)) =
+        match outcome {
+            Ok(v) => v,
+            Err(e) => return Err(undo_partial(db, &new, &claim, e).await),
+        };
+    let t = Instant::now();
+    if let Err(e) = swap(target, &new, printer).await {
+        // The renames are one transaction: current and previous are as they were.
+        return Err(undo_partial(db, &new, &claim, e).await);
+    }
+    if !opts.keep_previous {
+        db.drop_database(&previous_name(&db.name)).await?;
+    }
+    claim.release(db).await?;
+    let swap_seconds = t.elapsed().as_secs_f64();
+    Ok(Summary {
+        source: source.label,
+        format,
+        kind,
+        tables,
+        rows,
+        database_bytes,
+        transferred_bytes: transferred.load(std::sync::atomic::Ordering::Relaxed),
+        restore_seconds,
+        verify_seconds,
+        swap_seconds,
+        analyze_seconds,
+        previous_kept: opts.keep_previous,
+    })
+}
+
+/// After a failure: drop the half-made database, remove our files in the container, put
+/// the server settings back; `e` is returned, with a note if dropping failed.
+async fn undo_partial(db: &Db, new: &str, claim: &Claim, e: anyhow::Error) -> anyhow::Error {
+    let dropped = db.drop_database(new).await;
+    container::remove_all_scratch(db).await;
+    let released = claim.release(db).await;
+    let e = match released {
+        Err(r) => e.context(format!(
+            "(and putting the server's settings back failed: {r}; the next countable command retries)"
+        )),
+        Ok(()) => e,
+    };
+    match dropped {
+        Err(d) => e.context(format!(
+            "(and dropping the half-restored {new} failed: {d})"
+        )),
+        Ok(()) => e,
+    }
+}
+
+/// Restore `source` into a new database `name` on `db`, verified, with no swap and no
+/// previous database: for drills in a disposable container. Returns the format.
+pub async fn restore_fresh(
+    db: &Db,
+    source: Source,
+    name: &str,
+    opts: &Options,
+) -> anyhow::Result<String> {
+    let decoded = archive::decode(source.reader).await?;
+    let format = decoded.describe();
+    let known_size = if decoded.layers.is_empty() {
+        source.size
+    } else {
+        None
+    };
+    db.drop_database(name).await?;
+    // The container is thrown away afterwards: the claim is never released.
+    let _claim = Claim::claim(db, name, opts.fast).await?;
+    let restored = restore_into(db, decoded, name, opts, known_size).await?;
+    let got = db.table_count(name).await?;
+    if got != restored.expected_tables {
+        return Err(RestoreError::Verify {
+            expected: restored.expected_tables,
+            got,
+        }
+        .into());
+    }
+    Ok(format)
+}

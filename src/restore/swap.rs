@@ -1,0 +1,146 @@
+//! The swap: the restored database becomes the current one, the current one becomes
+//! the previous one (for `undo-db`), all renames in one transaction. The previous
+//! previous database is renamed aside in that same transaction and dropped only after
+//! the commit, so a swap that fails at any point leaves current and previous as they
+//! were: there is always an undo point.
+
+use std::time::Duration;
+
+use super::db::{ident, literal, Db};
+use super::{old_name, previous_name, RestoreError, Target};
+use crate::ui::Printer;
+
+/// The renames of a swap of `new` into `db`, given which databases exist now.
+fn swap_sql(db: &str, new: &str, current_exists: bool, previous_exists: bool) -> String {
+    let (cur, prev, old, new) = (
+        ident(db),
+        ident(&previous_name(db)),
+        ident(&old_name(db)),
+        ident(new),
+    );
+    let mut sql = String::from("BEGIN;\n");
+    if current_exists {
+        if previous_exists {
+            sql.push_str(&format!("ALTER DATABASE {prev} RENAME TO {old};\n"));
+        }
+        sql.push_str(&format!("ALTER DATABASE {cur} RENAME TO {prev};\n"));
+    }
+    sql.push_str(&format!("ALTER DATABASE {new} RENAME TO {cur};\nCOMMIT;\n"));
+    sql
+}
+
+/// Stop the app services, swap `new` in, start the services again (also when the swap
+/// failed). After the commit, the former previous database is dropped.
+pub async fn swap(target: &Target, new: &str, printer: &Printer) -> anyhow::Result<()> {
+    let db = &target.db;
+    let prev = previous_name(&db.name);
+    let old = old_name(&db.name);
+    // A leftover of a swap that died after its commit: the previous previous database.
+    db.drop_database(&old).await?;
+    let current_exists = db.exists(&db.name).await?;
+    let previous_exists = db.exists(&prev).await?;
+    let renames = swap_sql(&db.name, new, current_exists, previous_exists);
+    with_apps_stopped(target, printer, async {
+        rename_with_retry(db, &[&db.name, &prev, new], &renames).await
+    })
+    .await?;
+    db.drop_database(&old).await
+}
+
+/// Swap the current database with the previous one (undo the last restore).
+pub async fn undo(target: &Target, printer: &Printer) -> anyhow::Result<()> {
+    let db = &target.db;
+    let prev = previous_name(&db.name);
+    if !db.exists(&prev).await? {
+        return Err(RestoreError::NoPrevious.into());
+    }
+    let tmp = format!("{}__countable_swap", db.name);
+    let renames = format!(
+        "BEGIN;\nALTER DATABASE {cur} RENAME TO {tmp};\nALTER DATABASE {prev} RENAME TO {cur};\nALTER DATABASE {tmp} RENAME TO {prev};\nCOMMIT;\n",
+        cur = ident(&db.name),
+        tmp = ident(&tmp),
+        prev = ident(&prev)
+    );
+    with_apps_stopped(target, printer, async {
+        db.drop_database(&tmp).await?;
+        rename_with_retry(db, &[&db.name, &prev, &tmp], &renames).await
+    })
+    .await
+}
+
+/// `docker compose ARGS…` on a blocking thread, so the runtime (and Ctrl-C) goes on.
+async fn compose(target: &Target, args: Vec<String>) -> anyhow::Result<String> {
+    let compose = target.compose.clone();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        compose.capture(&args)
+    })
+    .await?
+}
+
+async fn with_apps_stopped<F>(target: &Target, printer: &Printer, work: F) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let services = &target.app_services;
+    if !services.is_empty() {
+        printer.status(&format!("stopping {} for the swap", services.join(", ")));
+        let args = std::iter::once("stop".to_string()).chain(services.iter().cloned());
+        compose(target, args.collect()).await?;
+    }
+    let result = work.await;
+    if !services.is_empty() {
+        let args = std::iter::once("start".to_string()).chain(services.iter().cloned());
+        if let Err(e) = compose(target, args.collect()).await {
+            printer.warn(&format!(
+                "starting {} again failed: {e}; run `countable up`",
+                services.join(", ")
+            ));
+        }
+    }
+    result
+}
+
+/// Disconnect everyone from the databases being renamed and rename, retrying while a
+/// client reconnects in between.
+async fn rename_with_retry(db: &Db, names: &[&str], renames: &str) -> anyhow::Result<()> {
+    let listed: Vec<String> = names.iter().map(|n| literal(n)).collect();
+    let terminate = format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN ({}) AND pid <> pg_backend_pid();\n",
+        listed.join(", ")
+    );
+    // Verbose errors carry the SQLSTATE: 55006 is "object in use", in any language.
+    let renames = format!("\\set VERBOSITY verbose\n{renames}");
+    let mut last = None;
+    for _ in 0..20 {
+        db.sql("postgres", &terminate).await?;
+        match db.sql("postgres", &renames).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.to_string().contains("55006") => {
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("renaming the databases failed")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_previous_database_is_set_aside_not_dropped_before_the_commit() {
+        let sql = swap_sql("shop", "shop__countable_new", true, true);
+        assert_eq!(
+            sql,
+            "BEGIN;\nALTER DATABASE \"shop__countable_prev\" RENAME TO \"shop__countable_old\";\nALTER DATABASE \"shop\" RENAME TO \"shop__countable_prev\";\nALTER DATABASE \"shop__countable_new\" RENAME TO \"shop\";\nCOMMIT;\n"
+        );
+        assert!(!sql.contains("DROP"));
+        let first = swap_sql("shop", "shop__countable_new", false, true);
+        assert!(!first.contains("__countable_prev"), "{first}");
+        let fresh = swap_sql("shop", "shop__countable_new", true, false);
+        assert!(!fresh.contains("__countable_old"), "{fresh}");
+    }
+}
