@@ -95,7 +95,17 @@ fn every_format_and_dump_kind_restores_identically() {
     ));
     assert_eq!(cases.len(), 27);
     let name = s.name.clone();
+    // Each case starts from a database that differs from the dump (a marker table), so a
+    // restore that never swapped, or swapped the wrong database in, fails its case.
+    let differ = |case: &str| {
+        s.sql_in(
+            &name,
+            &format!("CREATE TABLE countable_marker (v text); INSERT INTO countable_marker VALUES ('{case}')"),
+        );
+        assert_ne!(s.fingerprint(&name), want, "{case}: the marker makes a difference");
+    };
     for (file, format) in &cases {
+        differ(file);
         let r = import(&s, &fx.path().join(file), &["--json"]).ok();
         let summary: serde_json::Value = serde_json::from_str(&r.stdout).expect("--json summary");
         assert_eq!(summary["format"], format.as_str(), "{file}");
@@ -104,6 +114,7 @@ fn every_format_and_dump_kind_restores_identically() {
         assert_eq!(s.fingerprint(&name), want, "{file} did not round-trip");
     }
     // Parallel restore of a custom archive (spooled into the container's volume).
+    differ("--jobs 2");
     let r = import(
         &s,
         &fx.path().join("custom.backup.zst"),
@@ -115,6 +126,7 @@ fn every_format_and_dump_kind_restores_identically() {
         3
     );
     assert_eq!(s.fingerprint(&name), want, "--jobs 2");
+    differ("dir.tar --jobs 2");
     let r = import(&s, &fx.path().join("dir.tar"), &["--jobs", "2", "--json"]).ok();
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()["format"],
@@ -135,6 +147,7 @@ fn every_format_and_dump_kind_restores_identically() {
         "temp files left in the container"
     );
     // stdin.
+    differ("stdin");
     let plain = std::fs::read(fx.path().join("plain.sql.gz")).unwrap();
     let r = run_with_stdin(s.countable().args(["import-db", "-"]), &plain);
     assert_eq!(r.code, 0, "{}", r.stderr);

@@ -20,6 +20,17 @@ struct Fixture {
     fx: tempfile::TempDir,
     before: String,
     dbs: Vec<String>,
+    settings: String,
+}
+
+/// Every server setting a restore touches, and the file `ALTER SYSTEM` writes.
+fn server_settings(s: &Scratch) -> String {
+    let shown = s.sql_in(
+        "postgres",
+        "SELECT string_agg(name || '=' || setting, ',' ORDER BY name) FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'autovacuum', 'max_wal_size', 'maintenance_work_mem')",
+    );
+    let auto = s.compose(&["exec", "-T", "db", "sh", "-c", "cat \"$PGDATA/postgresql.auto.conf\""]);
+    format!("{shown}\n{}", auto.stdout)
 }
 
 impl Fixture {
@@ -40,9 +51,22 @@ impl Fixture {
             &s.name,
             "CREATE TABLE local_work (v text); INSERT INTO local_work VALUES ('do not lose me')",
         );
+        // A setting of the user's own, which every restore must put back as it was.
+        s.sql_in(
+            "postgres",
+            "ALTER SYSTEM SET max_wal_size = '2GB'; SELECT pg_reload_conf()",
+        );
         let before = s.fingerprint(&s.name);
         let dbs = s.databases();
-        Self { s, fx, before, dbs }
+        let settings = server_settings(&s);
+        assert!(settings.contains("max_wal_size = '2GB'"), "{settings}");
+        Self {
+            s,
+            fx,
+            before,
+            dbs,
+            settings,
+        }
     }
 
     fn path(&self, name: &str) -> std::path::PathBuf {
@@ -62,9 +86,9 @@ impl Fixture {
             "{what}: databases were left behind or lost"
         );
         assert_eq!(
-            self.s.sql_in("postgres", "SHOW fsync"),
-            "on",
-            "{what}: fsync left off"
+            server_settings(&self.s),
+            self.settings,
+            "{what}: server settings not put back"
         );
         let left = self.s.compose(&[
             "exec",
@@ -361,4 +385,90 @@ fn daemon_down_and_ctrl_c_never_touch_the_current_database() {
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert!(stderr.contains("your database is unchanged"), "{stderr}");
     f.assert_untouched("Ctrl-C");
+}
+
+#[test]
+fn kill_9_mid_restore_is_put_right_by_the_next_command() {
+    let f = Fixture::new("kill9", 40000);
+    let plain = std::fs::read(f.path("plain.sql")).unwrap();
+    let mut child =
+        f.s.countable()
+            .args(["import-db", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&plain[..plain.len() * 2 / 3]).unwrap();
+    stdin.flush().unwrap();
+    let new = format!("{}__countable_new", f.s.name);
+    let t = Instant::now();
+    while !f.s.databases().contains(&new) {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the restore never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        f.s.sql_in("postgres", "SHOW fsync"),
+        "off",
+        "the restore runs non-durable (else this test proves nothing)"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stdin);
+    assert_ne!(server_settings(&f.s), f.settings, "kill -9 left settings relaxed");
+    // A second restore meanwhile would be refused only while the owner lives: it is dead.
+    let status = run(f.s.countable().arg("status")).ok();
+    assert!(
+        status.stderr.contains("an earlier countable restore was interrupted"),
+        "{}",
+        status.stderr
+    );
+    assert!(status.stderr.contains("fsync"), "{}", status.stderr);
+    f.assert_untouched("kill -9, then status");
+    // And it is said once: the next command finds nothing to put right.
+    let again = run(f.s.countable().arg("status")).ok();
+    assert!(!again.stderr.contains("interrupted"), "{}", again.stderr);
+}
+
+#[test]
+fn a_second_restore_is_refused_while_one_runs() {
+    let f = Fixture::new("busy", 40000);
+    let plain = std::fs::read(f.path("plain.sql")).unwrap();
+    let mut child =
+        f.s.countable()
+            .args(["import-db", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&plain[..plain.len() / 2]).unwrap();
+    stdin.flush().unwrap();
+    let new = format!("{}__countable_new", f.s.name);
+    let t = Instant::now();
+    while !f.s.databases().contains(&new) {
+        assert!(t.elapsed() < Duration::from_secs(60), "the restore never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let second = run(f.s.countable().arg("import-db").arg(f.path("custom.backup"))).fails();
+    assert!(
+        second.stderr.contains("another countable restore into this database is running"),
+        "{}",
+        second.stderr
+    );
+    // `status` meanwhile leaves the running restore alone.
+    run(f.s.countable().arg("status")).ok();
+    assert!(f.s.databases().contains(&new), "status dropped a live restore's database");
+    stdin.write_all(&plain[plain.len() / 2..]).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(f.s.fingerprint(&f.s.name), f.s.fingerprint("seed"));
+    assert_eq!(server_settings(&f.s), f.settings);
 }
