@@ -52,10 +52,8 @@ impl Fixture {
             "CREATE TABLE local_work (v text); INSERT INTO local_work VALUES ('do not lose me')",
         );
         // A setting of the user's own, which every restore must put back as it was.
-        s.sql_in(
-            "postgres",
-            "ALTER SYSTEM SET max_wal_size = '2GB'; SELECT pg_reload_conf()",
-        );
+        s.sql_in("postgres", "ALTER SYSTEM SET max_wal_size = '2GB'");
+        s.sql_in("postgres", "SELECT pg_reload_conf()");
         let before = s.fingerprint(&s.name);
         let dbs = s.databases();
         let settings = server_settings(&s);
