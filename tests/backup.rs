@@ -504,3 +504,172 @@ fn backup_of_an_environment_reached_over_ssh() {
     drop(sshd);
     drop(prod);
 }
+
+/// A psql session in the prod db that commits a row into `shop.items` about every
+/// millisecond until it is dropped (its backend is then terminated).
+struct Writer<'a> {
+    view: ProdView<'a>,
+    child: std::process::Child,
+}
+
+impl<'a> Writer<'a> {
+    const APP: &'static str = "countable-test-writer";
+
+    fn start(s: &'a Scratch, prod: &str) -> Self {
+        use std::io::Write;
+        let mut child = Command::new("docker")
+            .args(["compose", "-p", prod, "exec", "-T", "-e"])
+            .arg(format!("PGAPPNAME={}", Self::APP))
+            .args([
+                "db",
+                "sh",
+                "-c",
+                "psql -X -q -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\"",
+            ])
+            .current_dir(s.root())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"DO $$ BEGIN LOOP INSERT INTO shop.items (name) VALUES ('live'); COMMIT; PERFORM pg_sleep(0.001); END LOOP; END $$;\n")
+            .unwrap();
+        drop(stdin);
+        Self {
+            view: ProdView(s, prod.to_string()),
+            child,
+        }
+    }
+
+    fn rows(&self) -> u64 {
+        self.view
+            .psql("SELECT count(*) FROM shop.items")
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Writer<'_> {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.view.psql(&format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{}'",
+                Self::APP
+            ))
+        }));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn backup_counts_come_from_the_dumps_own_snapshot_while_rows_are_written() {
+    let (s, prod) = with_prod("bklive", 2000);
+    s.set_environments("environments:\n  prod:\n    backups: backups/\n");
+    let writer = Writer::start(&s, &prod);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while writer.rows() < 2100 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer does not write"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let before = writer.rows();
+    let manifest = json(&run(s.countable().args(["backup", "prod", "--json"])).ok());
+    let after = writer.rows();
+    let counted = manifest["census"]["rows"]["shop.items"].as_u64().unwrap();
+    assert!(
+        before < counted && counted < after,
+        "rows were written before and after the snapshot: {before} < {counted} < {after}"
+    );
+    // The drill restores the dump and finds exactly the manifest's counts.
+    let v = run(s.countable().args(["verify-backup", "prod", "--json"]));
+    assert_eq!(v.code, 0, "{}\n{}", v.stdout, v.stderr);
+    assert_eq!(json(&v)[0]["outcome"], "passed", "{}", v.stdout);
+    drop(writer);
+    drop(prod);
+}
+
+/// The entries of `dir`, as names.
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn lrzip_temporary_file_is_private_and_gone_after_ctrl_c() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let (s, prod) = with_prod("bklrz", 10);
+    // Enough data that pg_dump and lrzip take a few seconds.
+    ProdView(&s, prod.to_string()).psql("CREATE TABLE public.bulk AS SELECT g, md5(g::text) || md5((g * 7)::text) AS t FROM generate_series(1, 400000) g");
+    s.set_environments("environments:\n  prod:\n    backups: backups/\n");
+    let tmp = tempfile::tempdir().unwrap();
+    // In a process group of its own, so a signal to the group is what Ctrl-C in a
+    // terminal does: countable and its lrzip both get SIGINT.
+    let mut child = s
+        .countable()
+        .args(["backup", "prod", "--compress", "lrzip"])
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let (dir, file) = loop {
+        let found = entries(tmp.path()).into_iter().find_map(|d| {
+            let dir = tmp.path().join(d);
+            let file = entries(&dir).into_iter().next()?;
+            Some((dir.clone(), dir.join(file)))
+        });
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before its temporary file was seen"
+        );
+        assert!(std::time::Instant::now() < deadline, "no temporary file");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let dir_mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    let file_mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    let pgid = child.id().to_string();
+    run(Command::new("kill").args(["-INT", "--", &format!("-{pgid}")]));
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        (dir_mode, file_mode),
+        (0o700, 0o600),
+        "{} in {}",
+        file.display(),
+        dir.display()
+    );
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        out.status.code().is_some(),
+        "killed by the signal: {stderr}"
+    );
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(
+        entries(tmp.path()),
+        Vec::<String>::new(),
+        "TMPDIR is left empty"
+    );
+    assert_eq!(
+        entries(&s.root().join("backups")),
+        Vec::<String>::new(),
+        "nothing is stored"
+    );
+    drop(prod);
+}
