@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::digest::HashingWriter;
 use crate::error::Hint;
+use crate::interrupt::Interrupt;
 use crate::process;
 use crate::restore::{Census, Db};
 use crate::store::Upload;
@@ -118,21 +119,6 @@ pub fn key_time(key: &str) -> Option<OffsetDateTime> {
         .map(|t| t.assume_utc())
 }
 
-/// Completes at the first SIGINT (Ctrl-C) or SIGTERM. Listening starts at the call, so
-/// from then on a signal is never left to the default action, which would end the
-/// process with a partial upload or the lrzip temporary file still there.
-pub fn interruption() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
-    Ok(async move {
-        tokio::select! {
-            _ = int.recv() => {},
-            _ = term.recv() => {},
-        }
-    })
-}
-
 /// Dump `db`'s database into `store` and prove the stored object is what was sent. The
 /// manifest's counts are read in the very snapshot pg_dump dumps, so writes going on
 /// meanwhile are in neither or in both. Interrupted (Ctrl-C, SIGTERM) or failed, it
@@ -144,8 +130,7 @@ pub async fn backup(
     compress: Compress,
     printer: &Printer,
 ) -> anyhow::Result<Manifest> {
-    let interrupted = interruption()?;
-    tokio::pin!(interrupted);
+    let interrupt = Interrupt::get()?;
     let now = OffsetDateTime::now_utc();
     let key = new_key(now, compress);
     if store.exists(&key).await? {
@@ -160,7 +145,7 @@ pub async fn backup(
     let mut upload = store.upload(&key).await?;
     let dumped = tokio::select! {
         r = census_and_dump(db, compress, &mut upload) => r,
-        _ = &mut interrupted => Err(BackupError::Interrupted.into()),
+        _ = interrupt.wait() => Err(BackupError::Interrupted.into()),
     };
     spinner.finish_and_clear();
     let (census, sha256, size) = match dumped {
@@ -172,7 +157,7 @@ pub async fn backup(
     };
     let stored = tokio::select! {
         r = commit_and_check(store, &key, upload, size, &sha256) => r,
-        _ = &mut interrupted => Err(BackupError::Interrupted.into()),
+        _ = interrupt.wait() => Err(BackupError::Interrupted.into()),
     };
     if let Err(e) = stored {
         let _ = store.delete(&key).await;

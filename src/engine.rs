@@ -326,10 +326,77 @@ impl Engine {
                 },
             )
             .await?;
-        self.docker
+        // A container that was created but did not start (a missing entrypoint, a bad
+        // option) is removed here: nobody else knows it exists.
+        if let Err(e) = self
+            .docker
             .start_container(&created.id, None::<StartContainerOptions>)
-            .await?;
+            .await
+        {
+            let _ = self.remove(&created.id).await;
+            return Err(e.into());
+        }
         Ok(created.id)
+    }
+
+    /// The ID (`sha256:…`) of the image a container runs.
+    pub async fn image_id_of(&self, container: &str) -> Result<String, EngineError> {
+        let c = self
+            .docker
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await?;
+        Ok(c.image.unwrap_or_default())
+    }
+
+    /// Does this engine hold `image` (a name or an ID)?
+    pub async fn has_image(&self, image: &str) -> Result<bool, EngineError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Copy `image` (a name or an ID) from engine `from` into this one, streamed
+    /// (`docker save | docker load`); the bytes sent. An image copied by ID arrives
+    /// untagged, so no name on this engine is changed.
+    pub async fn copy_image_from(&self, from: &Engine, image: &str) -> Result<u64, EngineError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex};
+        let failed: Arc<Mutex<Option<bollard::errors::Error>>> = Arc::default();
+        let sent = Arc::new(AtomicU64::new(0));
+        let (failed_in, sent_in) = (failed.clone(), sent.clone());
+        let source = from.docker.export_image(image).scan((), move |_, chunk| {
+            futures_util::future::ready(match chunk {
+                Ok(bytes) => {
+                    sent_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    Some(bytes)
+                }
+                Err(e) => {
+                    *failed_in.lock().expect("not poisoned") = Some(e);
+                    None
+                }
+            })
+        });
+        let options = bollard::query_parameters::ImportImageOptions {
+            quiet: true,
+            ..Default::default()
+        };
+        let mut loaded = self.docker.import_image_stream(options, source, None);
+        let mut outcome = Ok(());
+        while let Some(r) = loaded.next().await {
+            if let Err(e) = r {
+                outcome = Err(e);
+                break;
+            }
+        }
+        if let Some(e) = failed.lock().expect("not poisoned").take() {
+            return Err(e.into());
+        }
+        outcome?;
+        Ok(sent.load(Ordering::Relaxed))
     }
 
     /// Remove a container and its anonymous volumes, running or not.

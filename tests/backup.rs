@@ -626,11 +626,14 @@ fn lrzip_temporary_file_is_private_and_gone_after_ctrl_c() {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let (dir, file) = loop {
-        let found = entries(tmp.path()).into_iter().find_map(|d| {
-            let dir = tmp.path().join(d);
-            let file = entries(&dir).into_iter().next()?;
-            Some((dir.clone(), dir.join(file)))
+    // The first file under TMPDIR (in a directory of its own, or not).
+    let file = loop {
+        let found = entries(tmp.path()).into_iter().find_map(|name| {
+            let path = tmp.path().join(name);
+            if path.is_file() {
+                return Some(path);
+            }
+            entries(&path).first().map(|f| path.join(f))
         });
         if let Some(f) = found {
             break f;
@@ -642,19 +645,13 @@ fn lrzip_temporary_file_is_private_and_gone_after_ctrl_c() {
         assert!(std::time::Instant::now() < deadline, "no temporary file");
         std::thread::sleep(std::time::Duration::from_millis(5));
     };
+    let dir = file.parent().unwrap().to_path_buf();
     let dir_mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
     let file_mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     let pgid = child.id().to_string();
     run(Command::new("kill").args(["-INT", "--", &format!("-{pgid}")]));
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        (dir_mode, file_mode),
-        (0o700, 0o600),
-        "{} in {}",
-        file.display(),
-        dir.display()
-    );
     assert_ne!(out.status.code(), Some(0), "{stderr}");
     assert!(
         out.status.code().is_some(),
@@ -671,5 +668,293 @@ fn lrzip_temporary_file_is_private_and_gone_after_ctrl_c() {
         Vec::<String>::new(),
         "nothing is stored"
     );
+    assert_ne!(dir, tmp.path(), "the file is in a directory of its own");
+    assert_eq!(
+        (dir_mode, file_mode),
+        (0o700, 0o600),
+        "{} in {}",
+        file.display(),
+        dir.display()
+    );
     drop(prod);
+}
+
+/// A unix socket forwarding to the machine's Docker engine that records what clients
+/// send: an engine "elsewhere" whose API calls a test can read.
+struct EngineProxy {
+    path: std::path::PathBuf,
+    log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl EngineProxy {
+    fn start() -> Self {
+        use std::io::{Read, Write};
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let log: std::sync::Arc<std::sync::Mutex<Vec<u8>>> = Default::default();
+        let shared = log.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                let log = shared.clone();
+                std::thread::spawn(move || {
+                    let Ok(server) = UnixStream::connect("/var/run/docker.sock") else {
+                        return;
+                    };
+                    let (mut from_client, mut to_server) =
+                        (client.try_clone().unwrap(), server.try_clone().unwrap());
+                    let up = std::thread::spawn(move || {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            match from_client.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    let mut l = log.lock().unwrap();
+                                    if l.len() < 64 << 20 {
+                                        l.extend_from_slice(&buf[..n]);
+                                    }
+                                    drop(l);
+                                    if to_server.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = to_server.shutdown(std::net::Shutdown::Write);
+                    });
+                    let (mut from_server, mut to_client) = (server, client);
+                    let _ = std::io::copy(&mut from_server, &mut to_client);
+                    let _ = to_client.shutdown(std::net::Shutdown::Write);
+                    let _ = up.join();
+                });
+            }
+        });
+        Self {
+            path,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+
+    /// Everything clients sent so far, as text.
+    fn sent(&self) -> String {
+        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
+    }
+}
+
+#[test]
+fn the_drill_runs_on_the_drill_engine_never_on_the_environments() {
+    let (s, prod) = with_prod("bkwhere", 300);
+    let env_engine = EngineProxy::start();
+    let drill_engine = EngineProxy::start();
+    let envs = format!(
+        "environments:\n  prod:\n    backups: backups/\n    docker_host: {}\n",
+        env_engine.url()
+    );
+    s.set_environments(&envs);
+    run(s.countable().args(["backup", "prod"])).ok();
+    assert!(env_engine.sent().contains("/exec"), "the backup used it");
+    // By default the drill runs on the engine countable runs with (the local socket).
+    let before = env_engine.sent().len();
+    let v = run(s.countable().args(["verify-backup", "prod", "--json"])).ok();
+    assert_eq!(json(&v)[0]["outcome"], "passed", "{}", v.stdout);
+    let asked = env_engine.sent()[before..].to_string();
+    assert!(
+        asked.contains("/exec"),
+        "the environment's engine was asked about its db"
+    );
+    assert!(
+        !asked.contains("/containers/create"),
+        "no container was created on the environment's engine"
+    );
+    // With drill_host, there.
+    s.set_environments(&format!("{envs}    drill_host: {}\n", drill_engine.url()));
+    let before = env_engine.sent().len();
+    let v = run(s.countable().args(["verify-backup", "prod", "--json"])).ok();
+    assert_eq!(json(&v)[0]["outcome"], "passed", "{}", v.stdout);
+    assert!(
+        drill_engine
+            .sent()
+            .contains("/containers/create?name=countable-drill-"),
+        "the drill container was created on drill_host"
+    );
+    assert!(!env_engine.sent()[before..].contains("/containers/create"));
+    drop(prod);
+}
+
+/// The full ID of the prod db container.
+fn prod_db_id(s: &Scratch, prod: &str) -> String {
+    run(Command::new("docker")
+        .args(["compose", "-p", prod, "ps", "-q", "--no-trunc", "db"])
+        .current_dir(s.root()))
+    .stdout
+    .trim()
+    .to_string()
+}
+
+/// Containers (running or not) labelled as drills of `db`.
+fn drill_containers(db: &str) -> String {
+    run(Command::new("docker").args([
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=countable.drill.for={db}"),
+    ]))
+    .stdout
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn ctrl_c_during_the_drill_leaves_no_container() {
+    use std::os::unix::process::CommandExt;
+    let (s, prod) = with_prod("bkdrillint", 200);
+    s.set_environments("environments:\n  prod:\n    backups: backups/\n");
+    run(s.countable().args(["backup", "prod"])).ok();
+    let db = prod_db_id(&s, &prod);
+    let child = s
+        .countable()
+        .args(["verify-backup", "prod"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while drill_containers(&db).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no drill container appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    run(Command::new("kill").args(["-INT", "--", &format!("-{}", child.id())]));
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(drill_containers(&db), "", "the drill container is removed");
+    assert!(
+        !s.root().join("backups").read_dir().unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".verified.json")),
+        "an interrupted drill records no verdict"
+    );
+    drop(prod);
+}
+
+/// A db container made by hand with compose's labels, from an image whose own
+/// entrypoint is missing (the container is started with the working one): a drill of
+/// that image is created but cannot start. Removed (with the image) when dropped.
+struct BrokenImageDb {
+    container: String,
+    image: String,
+}
+
+impl BrokenImageDb {
+    fn start(project: &str) -> Self {
+        let image = format!("countable-test/postgres-noentry-{}:15", std::process::id());
+        let built = run_with_stdin(
+            Command::new("docker").args(["build", "-q", "-t", &image, "-"]),
+            format!("FROM {DB_IMAGE}\nENTRYPOINT [\"/countable-test-missing-entrypoint\"]\n")
+                .as_bytes(),
+        );
+        assert_eq!(built.code, 0, "{}", built.stderr);
+        let container = format!("{project}-db-by-hand");
+        let me = Self {
+            container: container.clone(),
+            image: image.clone(),
+        };
+        run(Command::new("docker")
+            .args(["run", "-d", "--name", &container])
+            .args(["--label", &format!("com.docker.compose.project={project}")])
+            .args(["--label", "com.docker.compose.service=db"])
+            .args([
+                "-e",
+                "POSTGRES_USER=app",
+                "-e",
+                "POSTGRES_PASSWORD=app",
+                "-e",
+                "POSTGRES_DB=app",
+            ])
+            .args(["--entrypoint", "docker-entrypoint.sh", &image, "postgres"]))
+        .ok();
+        for _ in 0..300 {
+            let r = run(Command::new("docker").args([
+                "exec",
+                &container,
+                "pg_isready",
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "app",
+                "-d",
+                "app",
+            ]));
+            if r.code == 0 {
+                return me;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        panic!("the hand-made db did not start");
+    }
+
+    fn id(&self) -> String {
+        run(Command::new("docker").args(["inspect", "-f", "{{.Id}}", &self.container]))
+            .stdout
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for BrokenImageDb {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v", &self.container])
+            .output();
+        let _ = Command::new("docker").args(["rmi", &self.image]).output();
+    }
+}
+
+#[test]
+fn a_drill_container_that_fails_to_start_is_removed() {
+    let s = Scratch::new("bkstart");
+    let db = BrokenImageDb::start(&format!("{}-prod", s.name));
+    let r = run_with_stdin(
+        Command::new("docker").args([
+            "exec",
+            "-i",
+            &db.container,
+            "psql",
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            "app",
+            "-d",
+            "app",
+        ]),
+        b"CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 10);",
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    s.set_environments("environments:\n  prod:\n    backups: backups/\n");
+    run(s.countable().args(["backup", "prod"])).ok();
+    let r = run(s.countable().args(["verify-backup", "prod"])).fails();
+    assert!(r.stderr.contains("did not start"), "{}", r.stderr);
+    assert_eq!(
+        drill_containers(&db.id()),
+        "",
+        "the container that did not start is removed"
+    );
 }
