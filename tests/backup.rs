@@ -950,11 +950,12 @@ fn a_drill_container_that_fails_to_start_is_removed() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     s.set_environments("environments:\n  prod:\n    backups: backups/\n");
     run(s.countable().args(["backup", "prod"])).ok();
-    let r = run(s.countable().args(["verify-backup", "prod"])).fails();
-    assert!(r.stderr.contains("did not start"), "{}", r.stderr);
+    let r = run(s.countable().args(["verify-backup", "prod"]));
     assert_eq!(
         drill_containers(&db.id()),
         "",
         "the container that did not start is removed"
     );
+    let r = r.fails();
+    assert!(r.stderr.contains("did not start"), "{}", r.stderr);
 }
