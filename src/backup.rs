@@ -229,16 +229,20 @@ async fn commit_and_check(
 
 /// The arguments of pg_dump for a dump of `db` as of `snapshot`, with compression
 /// `level` (`-Z6`, `-Z0`).
-fn dump_command<'a>(db: &'a Db, level: &'a str, snapshot: &'a str) -> Vec<String> {
+fn dump_command(db: &Db, level: &str, snapshot: &str) -> Vec<String> {
+    dump_command_args(&db.user, &db.name, level, snapshot)
+}
+
+fn dump_command_args(user: &str, database: &str, level: &str, snapshot: &str) -> Vec<String> {
     [
         "pg_dump",
         "-Fc",
         level,
         &format!("--snapshot={snapshot}"),
         "-U",
-        &db.user,
+        user,
         "-d",
-        &db.name,
+        database,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -464,6 +468,36 @@ mod tests {
         assert_eq!(k, "2026-11-30T021507Z.backup.zst");
         assert_eq!(key_time(&k), Some(t));
         assert_eq!(key_time("prod.sql"), None);
+    }
+
+    #[test]
+    fn the_lrzip_directory_is_private_and_removed_when_dropped() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = private_dir().unwrap();
+        let path = dir.path().to_path_buf();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::write(path.join("backup.lrz"), b"x").unwrap();
+        drop(dir);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn pg_dump_dumps_the_exported_snapshot() {
+        let cmd = dump_command_args("app", "shop", "-Z0", "00000003-0000001B-1");
+        assert_eq!(
+            cmd,
+            [
+                "pg_dump",
+                "-Fc",
+                "-Z0",
+                "--snapshot=00000003-0000001B-1",
+                "-U",
+                "app",
+                "-d",
+                "shop"
+            ]
+        );
     }
 
     /// Every day at 02:00 for 400 days, the newest first.
