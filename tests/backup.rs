@@ -959,3 +959,123 @@ fn a_drill_container_that_fails_to_start_is_removed() {
     let r = r.fails();
     assert!(r.stderr.contains("did not start"), "{}", r.stderr);
 }
+
+/// A second Docker engine on this machine: a `dockerd` in a network namespace of its
+/// own, with its own data root and no images, reached at a unix socket. Stopped and
+/// removed when dropped. Root is needed (CI runs as root).
+struct SecondEngine {
+    dir: tempfile::TempDir,
+    netns: String,
+    child: std::process::Child,
+}
+
+impl SecondEngine {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let netns = format!("countable-test-{}", std::process::id());
+        run(Command::new("ip").args(["netns", "add", &netns])).ok();
+        let ns = format!("--net=/var/run/netns/{netns}");
+        run(Command::new("nsenter").args([&ns, "ip", "link", "set", "lo", "up"])).ok();
+        std::fs::write(d.join("empty.json"), "{}").unwrap();
+        // nsenter, not `ip netns exec` (which remounts /sys, and dockerd then dies).
+        let child = Command::new("nsenter")
+            .args([&ns, "dockerd", "--config-file"])
+            .arg(d.join("empty.json"))
+            .args(["--storage-driver", "fuse-overlayfs", "--data-root"])
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("-H")
+            .arg(format!("unix://{}", d.join("docker.sock").display()))
+            .arg("--pidfile")
+            .arg(d.join("pid"))
+            .args(["--bip", "172.31.97.1/24"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(d.join("log")).unwrap())
+            .spawn()
+            .expect("dockerd");
+        let me = Self { dir, netns, child };
+        for _ in 0..120 {
+            if me.docker(&["info"]).code == 0 {
+                return me;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        panic!(
+            "the second dockerd did not start: {}",
+            std::fs::read_to_string(me.dir.path().join("log")).unwrap_or_default()
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("unix://{}", self.dir.path().join("docker.sock").display())
+    }
+
+    fn docker(&self, args: &[&str]) -> Run {
+        run(Command::new("docker").arg("-H").arg(self.url()).args(args))
+    }
+}
+
+impl Drop for SecondEngine {
+    fn drop(&mut self) {
+        // dockerd's own pid (nsenter execs it, so it is the child's).
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+    }
+}
+
+#[test]
+fn a_drill_engine_without_the_image_gets_it_from_the_environments_engine() {
+    let (s, prod) = with_prod("bkship", 150);
+    let second = SecondEngine::start();
+    let db_image_id =
+        run(Command::new("docker").args(["image", "inspect", "-f", "{{.Id}}", DB_IMAGE]))
+            .ok()
+            .stdout
+            .trim()
+            .to_string();
+    assert_ne!(second.docker(&["image", "inspect", &db_image_id]).code, 0);
+    s.set_environments(&format!(
+        "environments:\n  prod:\n    backups: backups/\n    drill_host: {}\n",
+        second.url()
+    ));
+    run(s.countable().args(["backup", "prod"])).ok();
+    let v = run(s.countable().args(["verify-backup", "prod", "--json"])).ok();
+    assert_eq!(json(&v)[0]["outcome"], "passed", "{}", v.stdout);
+    assert_eq!(json(&v)[0]["image"], DB_IMAGE);
+    assert!(v.stderr.contains("copied"), "{}", v.stderr);
+    // The very image, by ID, untagged there; the drill ran there and left nothing.
+    let there = second
+        .docker(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{.Id}} {{len .RepoTags}}",
+            &db_image_id,
+        ])
+        .ok();
+    assert_eq!(there.stdout.trim(), format!("{db_image_id} 0"));
+    let events = second.docker(&["ps", "-aq"]).ok();
+    assert_eq!(
+        events.stdout.trim(),
+        "",
+        "no container left on the drill engine"
+    );
+    let db = prod_db_id(&s, &prod);
+    assert_eq!(
+        drill_containers(&db),
+        "",
+        "none on the environment's engine"
+    );
+    // A second drill finds the image there and copies nothing.
+    let v = run(s.countable().args(["verify-backup", "prod"])).ok();
+    assert!(!v.stderr.contains("copied"), "{}", v.stderr);
+    drop(second);
+    drop(prod);
+}
