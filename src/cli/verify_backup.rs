@@ -9,8 +9,9 @@ use crate::store::Backup;
 use crate::ui::Printer;
 
 /// Prove backups: download (checksum checked), restore into a disposable container of
-/// the environment's db image, compare counts with the manifest, record the result
-/// beside the backup (`<key>.verified.json`). Exits 1 on any mismatch
+/// the environment's db image on this machine's engine (or `drill_host`), never on the
+/// environment's, compare counts with the manifest, record the result beside the
+/// backup (`<key>.verified.json`). Exits 1 on any mismatch
 #[derive(Debug, clap::Args)]
 #[command(
     after_long_help = "Examples:\n  countable verify-backup prod                 the newest backup\n  countable verify-backup prod --backup 2026-11-30T021500Z.backup\n  countable verify-backup prod --since 2026-11-01   a scheduled drill over many"
