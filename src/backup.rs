@@ -15,8 +15,10 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::digest::HashingWriter;
 use crate::error::Hint;
+use crate::interrupt::Interrupt;
 use crate::process;
 use crate::restore::{Census, Db};
+use crate::store::Upload;
 use crate::store::{Backup, Store};
 use crate::ui::{self, Printer};
 
@@ -30,6 +32,8 @@ pub enum BackupError {
     Mismatch(String),
     #[error("no --keep-* option given: pruning would delete every backup")]
     NoRetention,
+    #[error("the backup was interrupted; nothing was stored")]
+    Interrupted,
 }
 
 impl Hint for BackupError {
@@ -38,6 +42,7 @@ impl Hint for BackupError {
             BackupError::Exists(_) => "wait a second and run the backup again (keys carry the time to the second)".into(),
             BackupError::DumpFailed(_) => "check the environment's database: `countable status`, or the db container's log".into(),
             BackupError::Mismatch(_) => "the store changed the object: run the backup again, and check the store".into(),
+            BackupError::Interrupted => "run the backup again when it may finish: `countable backup <env>`".into(),
             BackupError::NoRetention => "say what to keep, e.g. `--keep-last 3 --keep-daily 7 --keep-weekly 4 --keep-monthly 6`".into(),
         })
     }
@@ -114,7 +119,10 @@ pub fn key_time(key: &str) -> Option<OffsetDateTime> {
         .map(|t| t.assume_utc())
 }
 
-/// Dump `db`'s database into `store` and prove the stored object is what was sent.
+/// Dump `db`'s database into `store` and prove the stored object is what was sent. The
+/// manifest's counts are read in the very snapshot pg_dump dumps, so writes going on
+/// meanwhile are in neither or in both. Interrupted (Ctrl-C, SIGTERM) or failed, it
+/// leaves no object and no temporary file behind.
 pub async fn backup(
     db: &Db,
     env: &str,
@@ -122,12 +130,12 @@ pub async fn backup(
     compress: Compress,
     printer: &Printer,
 ) -> anyhow::Result<Manifest> {
+    let interrupt = Interrupt::get()?;
     let now = OffsetDateTime::now_utc();
     let key = new_key(now, compress);
     if store.exists(&key).await? {
         return Err(BackupError::Exists(key).into());
     }
-    let census = db.census(&db.name).await?;
     let spinner = printer.spinner(&format!(
         "dumping {} into {}{key}",
         db.name,
@@ -135,24 +143,27 @@ pub async fn backup(
     ));
     let started = std::time::Instant::now();
     let mut upload = store.upload(&key).await?;
-    let dumped = dump_into(db, compress, &mut upload).await;
+    let dumped = tokio::select! {
+        r = census_and_dump(db, compress, &mut upload) => r,
+        _ = interrupt.wait() => Err(BackupError::Interrupted.into()),
+    };
     spinner.finish_and_clear();
-    let (sha256, size) = match dumped {
+    let (census, sha256, size) = match dumped {
         Ok(v) => v,
         Err(e) => {
             upload.abort().await;
             return Err(e);
         }
     };
-    if let Err(e) = upload.commit().await {
-        let _ = store.delete(&key).await;
-        return Err(e.into());
-    }
-    let dump_seconds = started.elapsed().as_secs_f64();
-    if let Err(e) = check_stored(store, &key, size, &sha256).await {
+    let stored = tokio::select! {
+        r = commit_and_check(store, &key, upload, size, &sha256) => r,
+        _ = interrupt.wait() => Err(BackupError::Interrupted.into()),
+    };
+    if let Err(e) = stored {
         let _ = store.delete(&key).await;
         return Err(e);
     }
+    let dump_seconds = started.elapsed().as_secs_f64();
     let pg_dump_version = db
         .exec(&["pg_dump", "--version"], None::<tokio::io::Empty>)
         .await?
@@ -185,8 +196,67 @@ pub async fn backup(
     Ok(manifest)
 }
 
-/// Stream pg_dump's output through `compress` and a hash into `sink`; (sha256, size).
-async fn dump_into<W>(db: &Db, compress: Compress, sink: &mut W) -> anyhow::Result<(String, u64)>
+/// Open one snapshot, count in it, and dump it into `sink`: (census, sha256, size). The
+/// session that exported the snapshot stays open, idle in its transaction, until
+/// pg_dump has finished.
+async fn census_and_dump<W>(
+    db: &Db,
+    compress: Compress,
+    sink: &mut W,
+) -> anyhow::Result<(Census, String, u64)>
+where
+    W: AsyncWrite + Unpin + Send,
+{
+    let snapshot = db.export_snapshot(&db.name).await?;
+    let census = db.census_at(&db.name, Some(&snapshot.id)).await?;
+    let (sha256, size) = dump_into(db, compress, &snapshot.id, sink).await?;
+    // pg_dump has read all it needs; the read-only transaction only has to end.
+    let _ = snapshot.release().await;
+    Ok((census, sha256, size))
+}
+
+/// Commit the upload and prove the store holds what was sent.
+async fn commit_and_check(
+    store: &Store,
+    key: &str,
+    upload: Upload,
+    size: u64,
+    sha256: &str,
+) -> anyhow::Result<()> {
+    upload.commit().await?;
+    check_stored(store, key, size, sha256).await
+}
+
+/// The arguments of pg_dump for a dump of `db` as of `snapshot`, with compression
+/// `level` (`-Z6`, `-Z0`).
+fn dump_command(db: &Db, level: &str, snapshot: &str) -> Vec<String> {
+    dump_command_args(&db.user, &db.name, level, snapshot)
+}
+
+fn dump_command_args(user: &str, database: &str, level: &str, snapshot: &str) -> Vec<String> {
+    [
+        "pg_dump",
+        "-Fc",
+        level,
+        &format!("--snapshot={snapshot}"),
+        "-U",
+        user,
+        "-d",
+        database,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Stream pg_dump's output (of `snapshot`) through `compress` and a hash into `sink`;
+/// (sha256, size).
+async fn dump_into<W>(
+    db: &Db,
+    compress: Compress,
+    snapshot: &str,
+    sink: &mut W,
+) -> anyhow::Result<(String, u64)>
 where
     W: AsyncWrite + Unpin + Send,
 {
@@ -198,51 +268,17 @@ where
     } else {
         "-Z0"
     };
-    let cmd = ["pg_dump", "-Fc", level, "-U", &db.user, "-d", &db.name];
+    let owned = dump_command(db, level, snapshot);
+    let cmd: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let cmd = &cmd[..];
     let mut hashing = HashingWriter::new(sink);
     let (code, stderr, written) = match compress {
-        Compress::None => db.dump_to(&cmd, &mut hashing).await?,
-        Compress::Gzip => encode(db, &cmd, GzipEncoder::new(&mut hashing)).await?,
-        Compress::Zstd => encode(db, &cmd, ZstdEncoder::new(&mut hashing)).await?,
-        Compress::Xz => encode(db, &cmd, XzEncoder::new(&mut hashing)).await?,
-        Compress::Bzip2 => encode(db, &cmd, BzEncoder::new(&mut hashing)).await?,
-        Compress::Lrzip => {
-            if !process::exists("lrzip") {
-                return Err(crate::archive::ArchiveError::LrzipMissing.into());
-            }
-            // lrzip 0.651 writes corrupt LZMA streams to stdout for small inputs
-            // (its file output is sound), so it writes a temporary file, which is then
-            // streamed into the store and removed.
-            let tmp = std::env::temp_dir().join(format!(
-                "countable-{}-{}.lrz",
-                std::process::id(),
-                time::OffsetDateTime::now_utc().unix_timestamp_nanos()
-            ));
-            let tmp_s = tmp.display().to_string();
-            let (mut into_lrzip, from_dump) = tokio::io::duplex(256 * 1024);
-            let (mut chatter, filter) =
-                process::spawn_filter("lrzip", &["-q", "-f", "-o", &tmp_s], from_dump)?;
-            let dump = async {
-                let r = db.dump_to(&cmd, &mut into_lrzip).await;
-                let _ = into_lrzip.shutdown().await;
-                r
-            };
-            let mut void = tokio::io::sink();
-            let (r, _) = tokio::join!(dump, tokio::io::copy(&mut chatter, &mut void));
-            drop(into_lrzip);
-            let finished = filter.finish().await;
-            let copied = match (&r, &finished) {
-                (Ok(_), Ok(())) => match tokio::fs::File::open(&tmp).await {
-                    Ok(mut f) => tokio::io::copy(&mut f, &mut hashing).await.map(|_| ()),
-                    Err(e) => Err(e),
-                },
-                _ => Ok(()),
-            };
-            let _ = tokio::fs::remove_file(&tmp).await;
-            finished?;
-            copied?;
-            r?
-        }
+        Compress::None => db.dump_to(cmd, &mut hashing).await?,
+        Compress::Gzip => encode(db, cmd, GzipEncoder::new(&mut hashing)).await?,
+        Compress::Zstd => encode(db, cmd, ZstdEncoder::new(&mut hashing)).await?,
+        Compress::Xz => encode(db, cmd, XzEncoder::new(&mut hashing)).await?,
+        Compress::Bzip2 => encode(db, cmd, BzEncoder::new(&mut hashing)).await?,
+        Compress::Lrzip => lrzip_into(db, cmd, &mut hashing).await?,
     };
     if code != 0 {
         return Err(BackupError::DumpFailed(stderr.trim().to_string()).into());
@@ -251,6 +287,70 @@ where
     hashing.shutdown().await?;
     let (sha, size, _) = hashing.finish();
     Ok((sha, size))
+}
+
+/// A private temporary directory (mode 0700) for lrzip's output, under `TMPDIR`. It is
+/// removed when dropped: on success, on failure, and when the backup is interrupted
+/// (the future holding it is dropped).
+fn private_dir() -> std::io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix("countable-lrzip-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+}
+
+/// lrzip 0.651 writes corrupt LZMA streams to stdout for small inputs (its file output
+/// is sound), so it writes a file (mode 0600: umask 077) in a private directory, which
+/// is also its `TMPDIR`; the file is then streamed into `sink`, and the directory
+/// removed.
+async fn lrzip_into<W>(
+    db: &Db,
+    cmd: &[&str],
+    sink: &mut W,
+) -> anyhow::Result<(i64, String, std::io::Result<u64>)>
+where
+    W: AsyncWrite + Unpin + Send,
+{
+    if !process::exists("lrzip") {
+        return Err(crate::archive::ArchiveError::LrzipMissing.into());
+    }
+    let dir = private_dir()?;
+    let dir_s = dir.path().display().to_string();
+    let file = dir.path().join("backup.lrz");
+    let file_s = file.display().to_string();
+    let (mut into_lrzip, from_dump) = tokio::io::duplex(256 * 1024);
+    let (mut chatter, filter) = process::spawn_filter(
+        "sh",
+        &[
+            "-c",
+            "umask 077 && export TMPDIR=\"$2\" && exec lrzip -q -f -o \"$1\"",
+            "sh",
+            &file_s,
+            &dir_s,
+        ],
+        from_dump,
+    )?;
+    let dump = async {
+        let r = db.dump_to(cmd, &mut into_lrzip).await;
+        let _ = into_lrzip.shutdown().await;
+        r
+    };
+    let mut void = tokio::io::sink();
+    let (r, _) = tokio::join!(dump, tokio::io::copy(&mut chatter, &mut void));
+    drop(into_lrzip);
+    let finished = filter.finish().await;
+    let copied = match (&r, &finished) {
+        (Ok(_), Ok(())) => match tokio::fs::File::open(&file).await {
+            Ok(mut f) => tokio::io::copy(&mut f, sink).await.map(|_| ()),
+            Err(e) => Err(e),
+        },
+        _ => Ok(()),
+    };
+    dir.close()?;
+    finished?;
+    copied?;
+    r
 }
 
 async fn encode<E>(
@@ -368,6 +468,36 @@ mod tests {
         assert_eq!(k, "2026-11-30T021507Z.backup.zst");
         assert_eq!(key_time(&k), Some(t));
         assert_eq!(key_time("prod.sql"), None);
+    }
+
+    #[test]
+    fn the_lrzip_directory_is_private_and_removed_when_dropped() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = private_dir().unwrap();
+        let path = dir.path().to_path_buf();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::write(path.join("backup.lrz"), b"x").unwrap();
+        drop(dir);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn pg_dump_dumps_the_exported_snapshot() {
+        let cmd = dump_command_args("app", "shop", "-Z0", "00000003-0000001B-1");
+        assert_eq!(
+            cmd,
+            [
+                "pg_dump",
+                "-Fc",
+                "-Z0",
+                "--snapshot=00000003-0000001B-1",
+                "-U",
+                "app",
+                "-d",
+                "shop"
+            ]
+        );
     }
 
     /// Every day at 02:00 for 400 days, the newest first.

@@ -12,6 +12,8 @@ use crate::backup::{manifest_key, verified_key, Manifest};
 use crate::digest::HashingReader;
 use crate::engine::Engine;
 use crate::envfile;
+use crate::error::Hinted;
+use crate::interrupt::Interrupt;
 use crate::restore::{self, Db, Options, Source};
 use crate::store::{Backup, Store};
 use crate::ui::Printer;
@@ -77,16 +79,82 @@ async fn wait_ready(engine: &Engine, container: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Drill `backup` from `store` in a disposable container of `image` on `engine`,
-/// labelled `countable.drill.for=<of>` (the environment's db container).
+/// The image a drill runs: the environment's db image, by name (for people) and by ID
+/// (what runs).
+#[derive(Debug, Clone)]
+pub struct DrillImage {
+    pub name: String,
+    pub id: String,
+}
+
+fn interrupted(what: &str) -> anyhow::Error {
+    Hinted::new(
+        format!("{what} was interrupted; its disposable container was removed"),
+        "run it again when it may finish: `countable verify-backup <env>`",
+    )
+    .into()
+}
+
+/// The engine drills run on: `drill_host` when set, else the one countable runs with
+/// (`DOCKER_HOST`, else the local socket).
+pub async fn drill_engine(drill_host: Option<&str>) -> anyhow::Result<Engine> {
+    Ok(Engine::connect_to(drill_host).await?)
+}
+
+/// The image of `container` (the environment's db, on `env_engine`), present on
+/// `drill_engine`: copied there from the environment's engine when it lacks it.
+pub async fn image_for_drill(
+    drill_engine: &Engine,
+    env_engine: &Engine,
+    container: &str,
+    printer: &Printer,
+) -> anyhow::Result<DrillImage> {
+    let image = DrillImage {
+        name: env_engine.image_of(container).await?,
+        id: env_engine.image_id_of(container).await?,
+    };
+    if drill_engine.has_image(&image.id).await? {
+        return Ok(image);
+    }
+    let spinner = printer.spinner(&format!(
+        "copying the image {} ({}) from the environment's engine to the drill engine",
+        image.name, image.id
+    ));
+    let interrupt = Interrupt::get()?;
+    let copied = tokio::select! {
+        r = drill_engine.copy_image_from(env_engine, &image.id) => r.map_err(anyhow::Error::from),
+        _ = interrupt.wait() => Err(Hinted::new(
+            "copying the drill image was interrupted",
+            "run it again when it may finish, or copy the image yourself: `docker -H <docker_host> save IMAGE | docker load`",
+        ).into()),
+    };
+    spinner.finish_and_clear();
+    let bytes = copied.map_err(|e| {
+        anyhow::Error::from(Hinted::wrap(
+            e,
+            format!("the drill engine lacks {} and copying it failed", image.name),
+            format!("copy it yourself (`docker -H <docker_host> save {} | docker load`) or set `drill_host` in countable.yml to an engine that has it", image.name),
+        ))
+    })?;
+    printer.note(&format!(
+        "   copied {} ({}) to the drill engine",
+        image.name,
+        crate::ui::human_bytes(bytes)
+    ));
+    Ok(image)
+}
+
+/// Drill `backup` from `store` in a disposable container of `image` on `engine` (the
+/// drill engine), labelled `countable.drill.for=<of>` (the environment's db container).
 pub async fn verify(
     engine: &Engine,
-    image: &str,
+    image: &DrillImage,
     of: &str,
     store: &Store,
     backup: &Backup,
     printer: &Printer,
 ) -> anyhow::Result<Verification> {
+    let interrupt = Interrupt::get()?;
     let started = Instant::now();
     let manifest: Option<Manifest> = match store.get_small(&manifest_key(&backup.key)).await? {
         Some(bytes) => Some(
@@ -104,7 +172,7 @@ pub async fn verify(
     let name = format!(
         "countable-drill-{}-{}",
         std::process::id(),
-        started.elapsed().as_nanos()
+        time::OffsetDateTime::now_utc().unix_timestamp_nanos()
     );
     let env = vec![
         format!("POSTGRES_PASSWORD={}", envfile::random_password(24)),
@@ -112,14 +180,35 @@ pub async fn verify(
         "POSTGRES_DB=drill".to_string(),
     ];
     let spinner = printer.spinner(&format!(
-        "drilling {}: restoring it in a disposable {image} container",
-        backup.key
+        "drilling {}: restoring it in a disposable {} container",
+        backup.key, image.name
     ));
-    let container = engine
-        .run_disposable(&name, image, &env, &[("countable.drill.for", of)])
-        .await?;
-    let drilled = drill(engine, &container, store, backup, manifest.as_ref()).await;
-    let _ = engine.remove(&container).await;
+    let work = async {
+        let container = engine
+            .run_disposable(&name, &image.id, &env, &[("countable.drill.for", of)])
+            .await
+            .map_err(|e| {
+                Hinted::wrap(
+                    e.into(),
+                    format!("the disposable drill container of {} did not start", image.name),
+                    format!("check that the image runs on the drill engine (`docker run --rm {}`), or set `drill_host` in countable.yml to an engine where it does", image.name),
+                )
+            })?;
+        drill(engine, &container, store, backup, manifest.as_ref()).await
+    };
+    let drilled = tokio::select! {
+        r = work => r,
+        _ = interrupt.wait() => Err(interrupted(&format!("the drill of {}", backup.key))),
+    };
+    // Work that ended because of the signal (a decoder that got it too) is no verdict.
+    tokio::task::yield_now().await;
+    let drilled = if interrupt.hit() {
+        Err(interrupted(&format!("the drill of {}", backup.key)))
+    } else {
+        drilled
+    };
+    // By name: it also finds a container whose creation was under way when interrupted.
+    let _ = engine.remove(&name).await;
     spinner.finish_and_clear();
     let (problems, sha256, bytes, format, restore_seconds) = drilled?;
     let outcome = if !problems.is_empty() {
@@ -134,7 +223,7 @@ pub async fn verify(
         verified_at: time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)?,
         countable_version: env!("CARGO_PKG_VERSION").into(),
-        image: image.into(),
+        image: image.name.clone(),
         outcome,
         problems,
         sha256,

@@ -41,6 +41,8 @@ pub enum EngineError {
     Scheme(String),
     #[error("`{0}`: countable cannot take an ssh port in docker_host")]
     SshPort(String),
+    #[error("a program in a container printed a line longer than {0} bytes")]
+    LineTooLong(usize),
 }
 
 impl Hint for EngineError {
@@ -56,7 +58,7 @@ impl Hint for EngineError {
             EngineError::NoContainer { .. } => Some("countable up".into()),
             EngineError::Scheme(_) => Some("set docker_host to unix:///var/run/docker.sock, tcp://host:2375 or ssh://user@host in countable.yml".into()),
             EngineError::SshPort(_) => Some("give the host a name with its port in ~/.ssh/config (`Host prod` / `HostName …` / `Port 2222`) and set `docker_host: ssh://user@prod`".into()),
-            EngineError::Api(_) => None,
+            EngineError::Api(_) | EngineError::LineTooLong(_) => None,
         }
     }
 }
@@ -128,6 +130,86 @@ type ExecOutputStream = std::pin::Pin<
     >,
 >;
 type ExecInput = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+
+/// An exec whose stdin stays open for as long as the caller likes: write to it as you
+/// go, read its stdout line by line, then `finish`. Dropping it closes the connection,
+/// which the program in the container sees as EOF on its stdin.
+pub struct ExecSession {
+    docker: Docker,
+    exec_id: String,
+    output: ExecOutputStream,
+    input: ExecInput,
+    /// Stdout received but not yet returned as a line.
+    pending: Vec<u8>,
+    /// The last 64 KiB of stderr.
+    stderr: Vec<u8>,
+}
+
+impl ExecSession {
+    /// Write `bytes` to the program's stdin (flushed).
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.input.write_all(bytes).await?;
+        self.input.flush().await
+    }
+
+    /// The next line of stdout, without its newline; `None` once the output has ended.
+    /// A line longer than `max` bytes is an error (a bounded buffer, whatever runs).
+    pub async fn read_line(&mut self, max: usize) -> Result<Option<String>, EngineError> {
+        loop {
+            if let Some(at) = self.pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=at).collect();
+                return Ok(Some(
+                    String::from_utf8_lossy(&line[..line.len() - 1]).into_owned(),
+                ));
+            }
+            if self.pending.len() > max {
+                return Err(EngineError::LineTooLong(max));
+            }
+            match self.output.next().await {
+                None => return Ok(None),
+                Some(chunk) => match chunk? {
+                    bollard::container::LogOutput::StdOut { message } => {
+                        self.pending.extend_from_slice(&message)
+                    }
+                    bollard::container::LogOutput::StdErr { message } => {
+                        push_capped(&mut self.stderr, &message, 64 * 1024);
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    /// What the program wrote to stderr so far (the last 64 KiB).
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// Send EOF, drain the rest of the output (the last 64 KiB kept) and read the exit code.
+    pub async fn finish(mut self) -> Result<ExecOutput, EngineError> {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.input.shutdown().await;
+        let mut out = std::mem::take(&mut self.pending);
+        while let Some(chunk) = self.output.next().await {
+            match chunk? {
+                bollard::container::LogOutput::StdOut { message } => {
+                    push_capped(&mut out, &message, 64 * 1024);
+                }
+                bollard::container::LogOutput::StdErr { message } => {
+                    push_capped(&mut self.stderr, &message, 64 * 1024);
+                }
+                _ => {}
+            }
+        }
+        let inspect = self.docker.inspect_exec(&self.exec_id).await?;
+        Ok(ExecOutput {
+            code: inspect.exit_code.unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out).into_owned(),
+            stderr: String::from_utf8_lossy(&self.stderr).into_owned(),
+        })
+    }
+}
 
 /// A connected, version-negotiated Docker client.
 #[derive(Clone)]
@@ -244,10 +326,77 @@ impl Engine {
                 },
             )
             .await?;
-        self.docker
+        // A container that was created but did not start (a missing entrypoint, a bad
+        // option) is removed here: nobody else knows it exists.
+        if let Err(e) = self
+            .docker
             .start_container(&created.id, None::<StartContainerOptions>)
-            .await?;
+            .await
+        {
+            let _ = self.remove(&created.id).await;
+            return Err(e.into());
+        }
         Ok(created.id)
+    }
+
+    /// The ID (`sha256:…`) of the image a container runs.
+    pub async fn image_id_of(&self, container: &str) -> Result<String, EngineError> {
+        let c = self
+            .docker
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await?;
+        Ok(c.image.unwrap_or_default())
+    }
+
+    /// Does this engine hold `image` (a name or an ID)?
+    pub async fn has_image(&self, image: &str) -> Result<bool, EngineError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Copy `image` (a name or an ID) from engine `from` into this one, streamed
+    /// (`docker save | docker load`); the bytes sent. An image copied by ID arrives
+    /// untagged, so no name on this engine is changed.
+    pub async fn copy_image_from(&self, from: &Engine, image: &str) -> Result<u64, EngineError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex};
+        let failed: Arc<Mutex<Option<bollard::errors::Error>>> = Arc::default();
+        let sent = Arc::new(AtomicU64::new(0));
+        let (failed_in, sent_in) = (failed.clone(), sent.clone());
+        let source = from.docker.export_image(image).scan((), move |_, chunk| {
+            futures_util::future::ready(match chunk {
+                Ok(bytes) => {
+                    sent_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    Some(bytes)
+                }
+                Err(e) => {
+                    *failed_in.lock().expect("not poisoned") = Some(e);
+                    None
+                }
+            })
+        });
+        let options = bollard::query_parameters::ImportImageOptions {
+            quiet: true,
+            ..Default::default()
+        };
+        let mut loaded = self.docker.import_image_stream(options, source, None);
+        let mut outcome = Ok(());
+        while let Some(r) = loaded.next().await {
+            if let Err(e) = r {
+                outcome = Err(e);
+                break;
+            }
+        }
+        if let Some(e) = failed.lock().expect("not poisoned").take() {
+            return Err(e.into());
+        }
+        outcome?;
+        Ok(sent.load(Ordering::Relaxed))
     }
 
     /// Remove a container and its anonymous volumes, running or not.
@@ -440,6 +589,24 @@ impl Engine {
                 },
             )),
         }
+    }
+
+    /// Start `cmd` in `container` (no TTY) with its stdin kept open: a conversation.
+    pub async fn exec_session(
+        &self,
+        container: &str,
+        cmd: &[&str],
+        env: &[String],
+    ) -> Result<ExecSession, EngineError> {
+        let (exec_id, output, input) = self.start_attached(container, cmd, env, true).await?;
+        Ok(ExecSession {
+            docker: self.docker.clone(),
+            exec_id,
+            output,
+            input,
+            pending: Vec::new(),
+            stderr: Vec::new(),
+        })
     }
 
     /// Run `cmd` in `container` (no TTY) with `stdin` streamed in while its output is

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod envfile;
 pub mod environment;
 pub mod error;
+pub mod interrupt;
 pub mod names;
 pub mod process;
 pub mod project;

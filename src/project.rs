@@ -99,6 +99,11 @@ pub struct Environment {
     /// The Docker engine that runs it (`ssh://user@host`, `tcp://…`); default: local.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_host: Option<String>,
+    /// The Docker engine `verify-backup` runs its disposable drill containers on;
+    /// default: the one countable runs with (`DOCKER_HOST`, else the local socket),
+    /// never the environment's own engine unless it is that one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill_host: Option<String>,
     /// The compose project name there; default `<project>-<env>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compose_project: Option<String>,
@@ -255,12 +260,17 @@ mod tests {
     #[test]
     fn full_config() {
         let c = parse(
-            "project: shop\nport: 8080\ndata_from: prod\nenvironments:\n  prod:\n    branch: master\n    backups: s3://countable/backups/shop/\n    region: us-east-1\n  staging:\n    branch: develop\n    docker_host: ssh://deploy@staging.example.com\n",
+            "project: shop\nport: 8080\ndata_from: prod\nenvironments:\n  prod:\n    branch: master\n    backups: s3://countable/backups/shop/\n    region: us-east-1\n  staging:\n    branch: develop\n    docker_host: ssh://deploy@staging.example.com\n    drill_host: unix:///var/run/docker.sock\n",
         )
         .unwrap();
         assert_eq!(c.port, 8080);
         assert_eq!(c.data_from.unwrap().as_str(), "prod");
         assert_eq!(c.environments.len(), 2);
+        let staging = &c.environments[&EnvName::parse("staging").unwrap()];
+        assert_eq!(
+            staging.drill_host.as_deref(),
+            Some("unix:///var/run/docker.sock")
+        );
     }
 
     #[test]

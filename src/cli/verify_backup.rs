@@ -9,8 +9,9 @@ use crate::store::Backup;
 use crate::ui::Printer;
 
 /// Prove backups: download (checksum checked), restore into a disposable container of
-/// the environment's db image, compare counts with the manifest, record the result
-/// beside the backup (`<key>.verified.json`). Exits 1 on any mismatch
+/// the environment's db image on this machine's engine (or `drill_host`), never on the
+/// environment's, compare counts with the manifest, record the result beside the
+/// backup (`<key>.verified.json`). Exits 1 on any mismatch
 #[derive(Debug, clap::Args)]
 #[command(
     after_long_help = "Examples:\n  countable verify-backup prod                 the newest backup\n  countable verify-backup prod --backup 2026-11-30T021500Z.backup\n  countable verify-backup prod --since 2026-11-01   a scheduled drill over many"
@@ -36,8 +37,12 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     let local = Local::open(&std::env::current_dir()?)?;
     let env = data::resolve_env(&local, args.env.as_deref())?;
     let store = data::store_of(&local, &env).await?;
-    let (engine, db) = local.env_db(&env).await?;
-    let image = engine.image_of(&db.container).await?;
+    // The environment's engine only says which image its db runs; the drill runs on
+    // the drill engine (`drill_host`, else the local one), never on production.
+    let (env_engine, db) = local.env_db(&env).await?;
+    let drill_host = local.project.config.environments[&env].drill_host.clone();
+    let engine = drill::drill_engine(drill_host.as_deref()).await?;
+    let image = drill::image_for_drill(&engine, &env_engine, &db.container, printer).await?;
     let backups: Vec<Backup> = if args.all || args.since.is_some() {
         let since = match args.since.as_deref() {
             Some(d) => Some(parse_date(d)?),

@@ -7,7 +7,7 @@ use std::io::Cursor;
 use anyhow::Context;
 
 use crate::archive::Reader;
-use crate::engine::{Engine, StreamedExec};
+use crate::engine::{Engine, ExecSession, StreamedExec};
 
 /// The most output `sql` reads.
 const SQL_OUTPUT_MAX: usize = 16 * 1024 * 1024;
@@ -67,6 +67,48 @@ impl Census {
             out.push(format!("table {table}: restored but not in the manifest"));
         }
         out
+    }
+}
+
+/// A `REPEATABLE READ` transaction held open in a psql session of its own, whose
+/// snapshot other sessions import (`SET TRANSACTION SNAPSHOT`, `pg_dump --snapshot`):
+/// what they read is the database as of one instant. The transaction lives until
+/// `release` (or the drop of this value, which ends the session).
+pub struct Snapshot {
+    session: ExecSession,
+    /// What `pg_export_snapshot()` returned, e.g. `00000003-0000001B-1`.
+    pub id: String,
+}
+
+impl Snapshot {
+    /// End the transaction and the session.
+    pub async fn release(mut self) -> anyhow::Result<()> {
+        self.session.send(b"COMMIT;\n").await?;
+        let r = self.session.finish().await?;
+        if r.code != 0 {
+            anyhow::bail!(
+                "the session holding the snapshot failed: {}",
+                r.stderr.trim()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Is `id` the shape `pg_export_snapshot()` returns (hex digits and dashes)? It is
+/// put into SQL and into a command line, so nothing else passes.
+fn is_snapshot_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}
+
+/// `sql` run inside a read-only transaction that sees `snapshot`, when given.
+fn in_snapshot(sql: &str, snapshot: Option<&str>) -> String {
+    match snapshot {
+        None => sql.to_string(),
+        Some(id) => format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSET TRANSACTION SNAPSHOT {};\n{sql};\nCOMMIT;\n",
+            literal(id)
+        ),
     }
 }
 
@@ -244,9 +286,63 @@ impl Db {
         Ok(out.trim().parse()?)
     }
 
+    /// Open a `REPEATABLE READ` transaction in `database` and export its snapshot; the
+    /// session stays open, idle in that transaction, until the snapshot is released.
+    pub async fn export_snapshot(&self, database: &str) -> anyhow::Result<Snapshot> {
+        let mut session = self
+            .engine
+            .exec_session(
+                &self.container,
+                &[
+                    "psql",
+                    "-X",
+                    "-q",
+                    "-A",
+                    "-t",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-U",
+                    &self.user,
+                    "-d",
+                    database,
+                ],
+                &[],
+            )
+            .await?;
+        session
+            .send(
+                b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSELECT pg_export_snapshot();\n",
+            )
+            .await?;
+        match session.read_line(1024).await? {
+            Some(id) if is_snapshot_id(id.trim()) => Ok(Snapshot {
+                id: id.trim().to_string(),
+                session,
+            }),
+            other => {
+                let said = session.finish().await.map(|r| r.stderr).unwrap_or_default();
+                anyhow::bail!(
+                    "psql in the db container could not export a snapshot ({}): {}",
+                    other.unwrap_or_default().trim(),
+                    said.trim()
+                )
+            }
+        }
+    }
+
     /// What a backup's manifest records and a drill compares: object counts and each
     /// user table's exact row count.
     pub async fn census(&self, database: &str) -> anyhow::Result<Census> {
+        self.census_at(database, None).await
+    }
+
+    /// `census`, read in `snapshot` (an id from `export_snapshot`) when given: then the
+    /// counts are those of a dump taken with `pg_dump --snapshot`.
+    pub async fn census_at(
+        &self,
+        database: &str,
+        snapshot: Option<&str>,
+    ) -> anyhow::Result<Census> {
         let not_system = "NOT IN ('pg_catalog', 'information_schema', 'pg_toast')";
         let not_extension = |classid: &str, oid: &str| {
             format!("NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = '{classid}'::regclass AND d.objid = {oid} AND d.deptype = 'e')")
@@ -254,14 +350,14 @@ impl Db {
         let counts = self
             .sql(
                 database,
-                &format!(
+                &in_snapshot(&format!(
                     "SELECT (SELECT count(*) FROM pg_catalog.pg_tables t WHERE {USER_TABLES}), \
                      (SELECT count(*) FROM pg_catalog.pg_indexes WHERE schemaname {not_system}), \
                      (SELECT count(*) FROM pg_catalog.pg_sequences WHERE schemaname {not_system}), \
                      (SELECT count(*) FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname {not_system} AND {}), \
                      (SELECT count(*) FROM pg_catalog.pg_extension)",
                     not_extension("pg_catalog.pg_proc", "p.oid")
-                ),
+                ), snapshot),
             )
             .await?;
         let nums: Vec<u64> = counts
@@ -272,7 +368,7 @@ impl Db {
         let rows = self
             .sql(
                 database,
-                &format!("SELECT format('%s.%s', schemaname, tablename) || '=' || (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', schemaname, tablename), false, true, '')))[1]::text FROM pg_catalog.pg_tables t WHERE {USER_TABLES} ORDER BY 1"),
+                &in_snapshot(&format!("SELECT format('%s.%s', schemaname, tablename) || '=' || (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', schemaname, tablename), false, true, '')))[1]::text FROM pg_catalog.pg_tables t WHERE {USER_TABLES} ORDER BY 1"), snapshot),
             )
             .await?
             .lines()
@@ -359,6 +455,17 @@ mod tests {
                 "table shop.items: expected 10 rows, restored 9"
             ]
         );
+    }
+
+    #[test]
+    fn snapshot_ids_are_checked_and_imported() {
+        assert!(is_snapshot_id("00000003-0000001B-1"));
+        assert!(!is_snapshot_id(""));
+        assert!(!is_snapshot_id("1'; DROP TABLE x; --"));
+        assert_eq!(in_snapshot("SELECT 1", None), "SELECT 1");
+        let sql = in_snapshot("SELECT 1", Some("00000003-0000001B-1"));
+        assert!(sql.starts_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSET TRANSACTION SNAPSHOT '00000003-0000001B-1';\nSELECT 1;"), "{sql}");
+        assert!(sql.ends_with("COMMIT;\n"));
     }
 
     #[test]
