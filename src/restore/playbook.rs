@@ -47,6 +47,9 @@ pub async fn restore(
     } else {
         None
     };
+    // Listening from before the claim: a Ctrl-C (or SIGTERM) from here on is never lost,
+    // and never ends the process before what was made is undone.
+    let interrupt = crate::interrupt::Interrupt::get()?;
     let mut claim = Claim::claim(db, &new, opts.fast).await?;
     // A leftover from a crash: never the user's database, always ours to drop.
     if let Err(e) = db.drop_database(&new).await {
@@ -73,7 +76,7 @@ pub async fn restore(
     };
     let outcome = tokio::select! {
         r = work => r,
-        _ = tokio::signal::ctrl_c() => Err(RestoreError::Interrupted.into()),
+        _ = interrupt.wait() => Err(RestoreError::Interrupted.into()),
     };
     bar.finish_and_clear();
     let (restore_seconds, verify_seconds, analyze_seconds, (tables, rows, database_bytes)) =
