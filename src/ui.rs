@@ -14,6 +14,7 @@ pub struct Printer {
     color: bool,
     fancy: bool,
     interactive: bool,
+    assume_yes: bool,
     quiet: bool,
 }
 
@@ -26,6 +27,7 @@ impl Printer {
             color: err_tty && !no_color,
             fancy: err_tty && !no_color,
             interactive: !assume_yes && std::io::stdin().is_terminal() && err_tty,
+            assume_yes,
             quiet,
         }
     }
@@ -33,6 +35,12 @@ impl Printer {
     /// May we ask the user something?
     pub fn interactive(&self) -> bool {
         self.interactive
+    }
+
+    /// Did the user answer yes beforehand (`--yes`)? Destructive steps that would
+    /// otherwise need a terminal to confirm them go ahead.
+    pub fn assumed_yes(&self) -> bool {
+        self.assume_yes
     }
 
     fn paint(&self, code: &str, text: &str) -> String {

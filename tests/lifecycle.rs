@@ -200,3 +200,33 @@ fn a_failed_migration_fails_up_and_shows_why() {
     let logs = run(s.countable().args(["logs", "web"])).ok();
     assert!(logs.stdout.contains("division by zero"), "{}", logs.stdout);
 }
+
+/// The volumes of compose project `name`.
+fn project_volumes(name: &str) -> String {
+    run(std::process::Command::new("docker").args([
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={name}"),
+    ]))
+    .stdout
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn global_yes_confirms_down_volumes() {
+    let s = Scratch::new("yesdown");
+    // Containers and volumes created, nothing started (quick).
+    let r = s.compose(&["create", "db"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!project_volumes(&s.name).is_empty(), "no volume to remove");
+    run(s.countable().args(["--yes", "down", "--volumes"])).ok();
+    assert_eq!(project_volumes(&s.name), "", "volumes left");
+    // The same flag after the subcommand.
+    let r = s.compose(&["create", "db"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    run(s.countable().args(["down", "--volumes", "-y"])).ok();
+    assert_eq!(project_volumes(&s.name), "", "volumes left");
+}
