@@ -42,6 +42,7 @@ impl Hint for BackupError {
         })
     }
 }
+crate::register_hint!(BackupError);
 
 /// Compression applied over pg_dump's custom format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
