@@ -258,7 +258,10 @@ impl Local {
                     .as_deref()
                     .unwrap_or("this machine's engine");
                 let on = match &config.docker_host {
-                    Some(h) => format!("DOCKER_HOST={} ", crate::compose::shell_line(&[h.clone()])),
+                    Some(h) => format!(
+                        "DOCKER_HOST={} ",
+                        crate::compose::shell_line(std::slice::from_ref(h))
+                    ),
                     None => String::new(),
                 };
                 return Err(Hinted::wrap(
