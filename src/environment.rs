@@ -30,6 +30,12 @@ fn as_refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
+/// [`Compose::run_teed`] on a blocking thread, so the runtime (and Ctrl-C) goes on.
+async fn run_teed(compose: &Compose, args: &[String], echo: bool) -> anyhow::Result<Teed> {
+    let (compose, args) = (compose.clone(), args.to_vec());
+    tokio::task::spawn_blocking(move || compose.run_teed(&as_refs(&args), echo)).await?
+}
+
 /// How `up` should behave.
 #[derive(Debug, Clone, Default)]
 pub struct UpOptions {
@@ -107,11 +113,11 @@ impl Local {
         let project_name = self.project.compose_name().to_string();
         self.engine().await?;
         printer.status(&format!("starting the database ({db})"));
-        let started = compose.run_teed(&as_refs(&db_args), true);
+        let started = run_teed(&compose, &db_args, true).await;
         self.require_healthy(printer, started, Some(&db)).await?;
         let outcome = self.fill_if_empty(printer, opts).await?;
         printer.status(&format!("building and starting {project_name}"));
-        let started = compose.run_teed(&as_refs(&all_args), true);
+        let started = run_teed(&compose, &all_args, true).await;
         self.require_healthy(printer, started, None).await?;
         Ok(outcome)
     }
@@ -209,7 +215,7 @@ impl Local {
         let args = self.up_args(&[&db]);
         let compose = self.compose()?.clone();
         self.engine().await?;
-        let started = compose.run_teed(&as_refs(&args), false);
+        let started = run_teed(&compose, &args, false).await;
         self.require_healthy(printer, started, Some(&db)).await
     }
 
