@@ -53,6 +53,10 @@ impl RestoreArgs {
         retry: &str,
     ) -> anyhow::Result<bool> {
         self.check_no_keep(printer, project, retry)?;
+        if !printer.interactive() {
+            // Nothing to ask on; --no-keep got here only with --yes.
+            return Ok(true);
+        }
         let kept = if self.no_keep {
             "the current one is dropped and cannot be brought back"
         } else {
