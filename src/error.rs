@@ -196,4 +196,24 @@ mod tests {
             assert!(hint_of(&err).is_some(), "{err}");
         }
     }
+
+    /// Errors of another environment (its engine, its db) point there, not at the
+    /// local commands.
+    #[test]
+    fn environment_errors_do_not_suggest_local_commands() {
+        let cases: Vec<anyhow::Error> = vec![
+            crate::backup::BackupError::DumpFailed("pg_dump: error".into()).into(),
+            crate::engine::EngineError::NoContainer {
+                project: "shop-prod".into(),
+                service: "db".into(),
+            }
+            .into(),
+        ];
+        for err in cases {
+            let hint = hint_of(&err).unwrap();
+            for local in ["countable up", "countable status"] {
+                assert!(!hint.contains(local), "{err}: {hint}");
+            }
+        }
+    }
 }
