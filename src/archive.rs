@@ -47,6 +47,7 @@ impl Hint for ArchiveError {
         })
     }
 }
+crate::register_hint!(ArchiveError);
 
 /// A compression layer recognised by its magic bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

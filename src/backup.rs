@@ -40,13 +40,14 @@ impl Hint for BackupError {
     fn hint(&self) -> Option<String> {
         Some(match self {
             BackupError::Exists(_) => "wait a second and run the backup again (keys carry the time to the second)".into(),
-            BackupError::DumpFailed(_) => "check the environment's database: `countable status`, or the db container's log".into(),
+            BackupError::DumpFailed(_) => "check the environment's db container and its log on the engine it runs on (`docker logs <container>` there); pg_dump's words are above".into(),
             BackupError::Mismatch(_) => "the store changed the object: run the backup again, and check the store".into(),
             BackupError::Interrupted => "run the backup again when it may finish: `countable backup <env>`".into(),
             BackupError::NoRetention => "say what to keep, e.g. `--keep-last 3 --keep-daily 7 --keep-weekly 4 --keep-monthly 6`".into(),
         })
     }
 }
+crate::register_hint!(BackupError);
 
 /// Compression applied over pg_dump's custom format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

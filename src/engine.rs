@@ -21,16 +21,32 @@ use crate::error::Hint;
 const PROJECT_LABEL: &str = "com.docker.compose.project";
 const SERVICE_LABEL: &str = "com.docker.compose.service";
 
+/// Where the engine's address came from, so a hint can point at the right setting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HostFrom {
+    /// The local default socket.
+    Default,
+    /// The `DOCKER_HOST` environment variable.
+    Env,
+    /// An environment's `docker_host` in countable.yml.
+    Config,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("cannot reach the Docker engine at {host}")]
     Unreachable {
         host: String,
+        from: HostFrom,
         #[source]
         source: bollard::errors::Error,
     },
     #[error("the Docker engine at {host} did not answer within {secs} s")]
-    Timeout { host: String, secs: u64 },
+    Timeout {
+        host: String,
+        from: HostFrom,
+        secs: u64,
+    },
     #[error("no running `{service}` container in compose project `{project}`")]
     NoContainer { project: String, service: String },
     #[error("Docker API call failed: {0}")]
@@ -48,18 +64,29 @@ pub enum EngineError {
 impl Hint for EngineError {
     fn hint(&self) -> Option<String> {
         match self {
-            EngineError::Unreachable { host, .. } | EngineError::Timeout { host, .. } => {
-                Some(if std::env::var_os("DOCKER_HOST").is_some() {
-                    format!("DOCKER_HOST is set to {host}: check it points at a running engine (`docker info`), or `unset DOCKER_HOST`")
-                } else {
-                    "start the Docker daemon (`sudo systemctl start docker`) and check you may use it (`docker info`)".into()
-                })
+            EngineError::Unreachable { host, from, .. } | EngineError::Timeout { host, from, .. } => {
+                Some(unreachable_hint(host, *from))
             }
-            EngineError::NoContainer { .. } => Some("countable up".into()),
-            EngineError::Scheme(_) => Some("set docker_host to unix:///var/run/docker.sock, tcp://host:2375 or ssh://user@host in countable.yml".into()),
+            EngineError::NoContainer { project, .. } => Some(format!(
+                "see what compose project `{project}` runs on this engine: `docker compose -p {project} ps -a`"
+            )),
+            EngineError::Scheme(_) => Some("set docker_host in countable.yml to ssh://user@host (the engine over ssh, as the docker CLI does) or unix:///path/to/docker.sock".into()),
             EngineError::SshPort(_) => Some("give the host a name with its port in ~/.ssh/config (`Host prod` / `HostName …` / `Port 2222`) and set `docker_host: ssh://user@prod`".into()),
             EngineError::Api(_) | EngineError::LineTooLong(_) => None,
         }
+    }
+}
+crate::register_hint!(EngineError);
+
+/// The fix for an engine that does not answer, by where its address came from.
+fn unreachable_hint(host: &str, from: HostFrom) -> String {
+    match from {
+        HostFrom::Default => "start the Docker daemon (`sudo systemctl start docker`) and check you may use it (`docker info`)".into(),
+        HostFrom::Env => format!("DOCKER_HOST is set to {host}: check it points at a running engine (`docker info`), or `unset DOCKER_HOST`"),
+        HostFrom::Config => match host.strip_prefix("ssh://") {
+            Some(dest) => format!("check that `ssh {dest} docker info` works without a prompt (keys, agent, ~/.ssh/config), or fix `docker_host` of this environment in countable.yml"),
+            None => format!("check that `docker_host` of this environment in countable.yml points at a running engine (`DOCKER_HOST={host} docker info`)"),
+        },
     }
 }
 
@@ -217,25 +244,29 @@ pub struct Engine {
     docker: Docker,
 }
 
-fn host_label() -> String {
-    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+fn host_label() -> (String, HostFrom) {
+    match std::env::var("DOCKER_HOST") {
+        Ok(h) if !h.is_empty() => (h, HostFrom::Env),
+        _ => ("unix:///var/run/docker.sock".into(), HostFrom::Default),
+    }
 }
 
 impl Engine {
     /// Connect (honouring `DOCKER_HOST`), negotiate the API version down to the
     /// engine's, and ping, with a bounded wait.
     pub async fn connect() -> Result<Self, EngineError> {
-        let host = host_label();
+        let (host, from) = host_label();
         let docker =
             Docker::connect_with_defaults().map_err(|source| EngineError::Unreachable {
                 host: host.clone(),
+                from,
                 source,
             })?;
-        Self::ready(docker, &host).await
+        Self::ready(docker, &host, from).await
     }
 
     /// Negotiate the API version and ping, within 10 s.
-    async fn ready(docker: Docker, host: &str) -> Result<Self, EngineError> {
+    async fn ready(docker: Docker, host: &str, from: HostFrom) -> Result<Self, EngineError> {
         let secs = 10;
         let docker = tokio::time::timeout(Duration::from_secs(secs), async {
             let docker = docker.negotiate_version().await?;
@@ -245,10 +276,12 @@ impl Engine {
         .await
         .map_err(|_| EngineError::Timeout {
             host: host.to_string(),
+            from,
             secs,
         })?
         .map_err(|source| EngineError::Unreachable {
             host: host.to_string(),
+            from,
             source,
         })?;
         Ok(Self { docker })
@@ -262,6 +295,7 @@ impl Engine {
         };
         let unreachable = |source| EngineError::Unreachable {
             host: host.to_string(),
+            from: HostFrom::Config,
             source,
         };
         let docker = if host.starts_with("unix://") {
@@ -283,7 +317,7 @@ impl Engine {
             return Err(EngineError::Scheme(host.to_string()));
         }
         .map_err(unreachable)?;
-        Self::ready(docker, host).await
+        Self::ready(docker, host, HostFrom::Config).await
     }
 
     /// The image a container runs.
@@ -687,5 +721,39 @@ impl Engine {
             stdout: r.stdout,
             stderr: r.stderr,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_fit_where_the_host_came_from() {
+        let ssh = unreachable_hint("ssh://deploy@prod", HostFrom::Config);
+        assert!(!ssh.contains("DOCKER_HOST"), "{ssh}");
+        assert!(ssh.contains("ssh deploy@prod docker info"), "{ssh}");
+        let env = unreachable_hint("tcp://10.0.0.5:2376", HostFrom::Env);
+        assert!(env.contains("DOCKER_HOST is set"), "{env}");
+        let local = unreachable_hint("unix:///var/run/docker.sock", HostFrom::Default);
+        assert!(local.contains("systemctl start docker"), "{local}");
+    }
+
+    #[test]
+    fn no_hint_suggests_an_open_engine_port() {
+        let errors = [
+            EngineError::Scheme("ftp://x".into()),
+            EngineError::SshPort("ssh://a@b:2222".into()),
+            EngineError::NoContainer {
+                project: "shop-prod".into(),
+                service: "db".into(),
+            },
+        ];
+        for e in errors {
+            let hint = e.hint().unwrap();
+            assert!(!hint.contains("tcp://"), "{e}: {hint}");
+            assert!(!hint.contains("2375"), "{e}: {hint}");
+            assert!(!hint.contains("countable up"), "{e}: {hint}");
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::compose::{Compose, Output};
+use crate::compose::{Compose, ComposeError, Output, Teed};
 use crate::engine::{Engine, ServiceState};
 use crate::error::Hinted;
 use crate::project::Project;
@@ -16,16 +16,24 @@ use crate::ui::Printer;
 /// Seconds `up` waits for every service to become healthy.
 pub const WAIT_TIMEOUT_SECS: u32 = 300;
 
-/// A project's local environment, with both seams ready.
+/// A project's local environment; each seam is opened on first use, so commands that
+/// never run compose (`backup`, `backups`, `verify-backup` of another environment) do
+/// not need it installed.
 pub struct Local {
     pub project: Project,
-    pub compose: Compose,
+    compose: std::cell::OnceCell<Compose>,
     engine: Option<Engine>,
     recovered: crate::restore::Recovered,
 }
 
 fn as_refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
+}
+
+/// [`Compose::run_teed`] on a blocking thread, so the runtime (and Ctrl-C) goes on.
+async fn run_teed(compose: &Compose, args: &[String], echo: bool) -> anyhow::Result<Teed> {
+    let (compose, args) = (compose.clone(), args.to_vec());
+    tokio::task::spawn_blocking(move || compose.run_teed(&as_refs(&args), echo)).await?
 }
 
 /// How `up` should behave.
@@ -48,16 +56,23 @@ pub enum DataOutcome {
 }
 
 impl Local {
-    /// Find the project above `start`, check Compose v2 and the engine.
+    /// Find the project above `start`.
     pub fn open(start: &Path) -> anyhow::Result<Self> {
-        let project = Project::find(start)?;
-        let compose = Compose::for_project(&project)?;
         Ok(Self {
-            project,
-            compose,
+            project: Project::find(start)?,
+            compose: std::cell::OnceCell::new(),
             engine: None,
             recovered: Default::default(),
         })
+    }
+
+    /// Compose v2 for this project, found on first use.
+    pub fn compose(&self) -> Result<&Compose, ComposeError> {
+        if let Some(c) = self.compose.get() {
+            return Ok(c);
+        }
+        let c = Compose::for_project(&self.project)?;
+        Ok(self.compose.get_or_init(|| c))
     }
 
     /// The engine, connected on first use.
@@ -88,49 +103,67 @@ impl Local {
         let db = self.project.config.services.db.clone();
         let db_args = self.up_args(&[&db]);
         let all_args = self.up_args(&[]);
+        let compose = self.compose()?.clone();
         if opts.dry_run {
-            printer.data(&self.compose.display(&as_refs(&db_args)));
+            printer.data(&compose.display(&as_refs(&db_args)));
             printer.data("# if the database has no tables and data_from is set: fill it");
-            printer.data(&self.compose.display(&as_refs(&all_args)));
+            printer.data(&compose.display(&as_refs(&all_args)));
             return Ok(DataOutcome::HasTables);
         }
         let project_name = self.project.compose_name().to_string();
         self.engine().await?;
         printer.status(&format!("starting the database ({db})"));
-        let started = self.compose.run(&as_refs(&db_args), Output::Status);
+        let started = run_teed(&compose, &db_args, true).await;
         self.require_healthy(printer, started, Some(&db)).await?;
         let outcome = self.fill_if_empty(printer, opts).await?;
         printer.status(&format!("building and starting {project_name}"));
-        let started = self.compose.run(&as_refs(&all_args), Output::Status);
+        let started = run_teed(&compose, &all_args, true).await;
         self.require_healthy(printer, started, None).await?;
         Ok(outcome)
     }
 
-    /// Compose's `--wait` can exit 0 while a container crash-loops, so the engine has
-    /// the last word: every container (or those of `only`) must be good. Failing ones
+    /// What compose said comes first: an image it could not pull, a port in use or a
+    /// failed build is reported as such (compose may exit 0 after them). Then, since
+    /// `--wait` can exit 0 while a container crash-loops, the engine has the last
+    /// word: the containers (or those of `only`) must exist and be good. Failing ones
     /// get their last log lines shown.
     async fn require_healthy(
         &mut self,
         printer: &Printer,
-        started: anyhow::Result<()>,
+        started: anyhow::Result<Teed>,
         only: Option<&str>,
     ) -> anyhow::Result<()> {
         let project = self.project.compose_name().to_string();
+        let started = match started?.result(&project) {
+            Err(e @ ComposeError::Up(_)) => return Err(e.into()),
+            other => other.map_err(anyhow::Error::new),
+        };
         let states = self.engine().await?.project_services(&project).await?;
+        let missing = match only {
+            Some(o) => !states.iter().any(|s| s.service == o),
+            None => states.is_empty(),
+        };
         let bad: Vec<ServiceState> = states
             .into_iter()
             .filter(|s| only.is_none_or(|o| o == s.service))
             .filter(|s| !s.is_good())
             .collect();
-        if started.is_ok() && bad.is_empty() {
+        if started.is_ok() && bad.is_empty() && !missing {
             return Ok(());
         }
         self.show_failing(printer, &bad);
         let names: Vec<&str> = bad.iter().map(|s| s.service.as_str()).collect();
-        let first = names.first().copied().unwrap_or("web");
-        let err = started
-            .err()
-            .unwrap_or_else(|| anyhow::anyhow!("not healthy: {}", names.join(", ")));
+        let first = names.first().copied().or(only).unwrap_or("web");
+        let err = started.err().unwrap_or_else(|| {
+            if missing {
+                anyhow::anyhow!(
+                    "compose created no container{}",
+                    only.map(|o| format!(" for `{o}`")).unwrap_or_default()
+                )
+            } else {
+                anyhow::anyhow!("not healthy: {}", names.join(", "))
+            }
+        });
         Err(Hinted::wrap(
             err,
             format!("`countable up` could not bring {project} up healthy"),
@@ -158,7 +191,10 @@ impl Local {
                     .map(|h| format!(" ({h})"))
                     .unwrap_or_default()
             ));
-            if let Ok(text) = self.compose.capture(&[
+            let Ok(compose) = self.compose() else {
+                continue;
+            };
+            if let Ok(text) = compose.capture(&[
                 "logs",
                 "--no-color",
                 "--no-log-prefix",
@@ -177,8 +213,9 @@ impl Local {
     pub async fn ensure_db(&mut self, printer: &Printer) -> anyhow::Result<()> {
         let db = self.project.config.services.db.clone();
         let args = self.up_args(&[&db]);
+        let compose = self.compose()?.clone();
         self.engine().await?;
-        let started = self.compose.capture(&as_refs(&args)).map(|_| ());
+        let started = run_teed(&compose, &args, false).await;
         self.require_healthy(printer, started, Some(&db)).await
     }
 
@@ -196,7 +233,7 @@ impl Local {
         let states = self.engine().await?.project_services(&project).await?;
         Ok(crate::restore::Target {
             db,
-            compose: self.compose.clone(),
+            compose: self.compose()?.clone(),
             app_services: states
                 .into_iter()
                 .filter(|s| s.service != db_service && s.state == "running")
@@ -219,7 +256,29 @@ impl Local {
             .clone()
             .unwrap_or_else(|| format!("{}-{env}", self.project.compose_name()));
         let service = &self.project.config.services.db;
-        let container = engine.service_container(&compose_project, service).await?;
+        let container = match engine.service_container(&compose_project, service).await {
+            Ok(c) => c,
+            Err(e @ crate::engine::EngineError::NoContainer { .. }) => {
+                let host = config
+                    .docker_host
+                    .as_deref()
+                    .unwrap_or("this machine's engine");
+                let on = match &config.docker_host {
+                    Some(h) => format!(
+                        "DOCKER_HOST={} ",
+                        crate::compose::shell_line(std::slice::from_ref(h))
+                    ),
+                    None => String::new(),
+                };
+                return Err(Hinted::wrap(
+                    e.into(),
+                    format!("environment `{env}` has no running `{service}` container on {host}"),
+                    format!("check what runs there (`{on}docker compose -p {compose_project} ps -a`); if {env} runs under another compose project name, set `compose_project:` of {env} in countable.yml"),
+                )
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let db = crate::restore::Db::discover(engine.clone(), container).await?;
         Ok((engine, db))
     }
@@ -236,7 +295,16 @@ impl Local {
         let project = self.project.compose_name().to_string();
         let service = self.project.config.services.db.clone();
         let engine = self.engine().await?.clone();
-        let container = engine.service_container(&project, &service).await?;
+        let container = engine
+            .service_container(&project, &service)
+            .await
+            .map_err(|e| {
+                Hinted::wrap(
+                    e.into(),
+                    format!("the local database of {project} is not running"),
+                    "countable up",
+                )
+            })?;
         let db = crate::restore::Db::discover(engine, container).await?;
         self.recovered = crate::restore::recover(&db).await?;
         Ok(db)
@@ -319,11 +387,12 @@ impl Local {
         if volumes {
             args.push("--volumes");
         }
+        let compose = self.compose()?;
         if dry_run {
-            printer.data(&self.compose.display(&args));
+            printer.data(&compose.display(&args));
             return Ok(());
         }
-        self.compose.run(&args, Output::Status)
+        compose.run(&args, Output::Status)
     }
 
     /// Every container of the local environment.
@@ -361,7 +430,7 @@ impl Local {
         if let Some(s) = service {
             args.push(s);
         }
-        self.compose.run(&args, Output::Data)
+        self.compose()?.run(&args, Output::Data)
     }
 }
 

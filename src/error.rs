@@ -3,12 +3,42 @@
 //! Domain modules return their own `thiserror` enums and implement [`Hint`]; the edge
 //! (`cli::main`) walks an `anyhow` chain, prints every cause, then the first hint it
 //! finds. Exit codes: 0 ok, 1 the user's input or environment, 2 a bug in countable.
+//!
+//! An `anyhow` chain only hands out `&dyn Error`, so each hinted type registers a
+//! downcast of itself, next to its `impl Hint` ([`register_hint!`]); `hint_of` tries
+//! every registered one. `Hint` requires [`Registered`], which only that macro
+//! implements: a new error type whose hint is not registered does not compile, so no
+//! hint is lost silently, and this module never lists the domain's types.
 
 use std::fmt;
 
-/// A domain error that knows the command that fixes it.
-pub trait Hint {
+/// A domain error that knows the command that fixes it. Register the type with
+/// [`register_hint!`] beside the impl (the compiler asks for it).
+pub trait Hint: Registered {
     fn hint(&self) -> Option<String>;
+}
+
+/// Proof that a [`Hint`] type is registered: implemented by [`register_hint!`] only.
+#[diagnostic::on_unimplemented(
+    message = "the hint of `{Self}` is not registered",
+    note = "add `crate::register_hint!({Self});` beside its `impl Hint`"
+)]
+pub trait Registered {}
+
+/// One registered hinted type: is this error one of them, and what is its hint?
+pub struct HintOf(pub fn(&(dyn std::error::Error + 'static)) -> Option<Option<String>>);
+
+inventory::collect!(HintOf);
+
+/// Register `T`'s [`Hint`] so that [`hint_of`] finds it anywhere in an error chain.
+#[macro_export]
+macro_rules! register_hint {
+    ($t:ty) => {
+        impl $crate::error::Registered for $t {}
+        ::inventory::submit! {
+            $crate::error::HintOf(|e| e.downcast_ref::<$t>().map($crate::error::Hint::hint))
+        }
+    };
 }
 
 /// An ad-hoc user-facing failure with a hint, for the few cases no domain enum owns,
@@ -57,33 +87,20 @@ impl Hint for Hinted {
         Some(self.hint.clone())
     }
 }
+crate::register_hint!(Hinted);
 
 /// Marks an error as countable's own fault (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("internal error: {0}")]
 pub struct Bug(pub String);
 
-/// The first hint anywhere in the chain.
+/// The first hint anywhere in the chain: the outermost error that has one wins.
 pub fn hint_of(err: &anyhow::Error) -> Option<String> {
     err.chain().find_map(|e| {
-        macro_rules! try_hint {
-            ($($t:ty),*) => {$(
-                if let Some(h) = e.downcast_ref::<$t>() { return h.hint(); }
-            )*};
-        }
-        try_hint!(
-            Hinted,
-            crate::names::NameError,
-            crate::project::ProjectError,
-            crate::compose::ComposeError,
-            crate::engine::EngineError,
-            crate::scaffold::ScaffoldError,
-            crate::store::StoreError,
-            crate::archive::ArchiveError,
-            crate::restore::RestoreError,
-            crate::backup::BackupError
-        );
-        None
+        inventory::iter::<HintOf>
+            .into_iter()
+            .find_map(|HintOf(of)| of(e))
+            .flatten()
     })
 }
 
@@ -142,5 +159,61 @@ mod tests {
     fn bugs_exit_2() {
         let err = anyhow::Error::new(Bug("unreachable state".into()));
         assert_eq!(exit_code(&err), 2);
+    }
+
+    /// A type this module has never heard of: its hint is found once it implements
+    /// `Hint` (which makes the compiler demand the registration line beside it).
+    #[derive(Debug, thiserror::Error)]
+    #[error("the flux capacitor is cold")]
+    struct BrandNew;
+
+    impl Hint for BrandNew {
+        fn hint(&self) -> Option<String> {
+            Some("countable warm-up".into())
+        }
+    }
+    crate::register_hint!(BrandNew);
+
+    #[test]
+    fn a_new_error_type_keeps_its_hint() {
+        let err = Err::<(), _>(BrandNew)
+            .context("starting the time machine")
+            .unwrap_err();
+        assert_eq!(
+            render(&err),
+            "error: starting the time machine\n  caused by: the flux capacitor is cold\n\nhint: countable warm-up"
+        );
+    }
+
+    #[test]
+    fn every_domain_error_type_is_found() {
+        let cases: Vec<anyhow::Error> = vec![
+            crate::compose::ComposeError::NotFound.into(),
+            crate::engine::EngineError::Scheme("ftp://x".into()).into(),
+            crate::names::NameError::Env("Prod".into()).into(),
+        ];
+        for err in cases {
+            assert!(hint_of(&err).is_some(), "{err}");
+        }
+    }
+
+    /// Errors of another environment (its engine, its db) point there, not at the
+    /// local commands.
+    #[test]
+    fn environment_errors_do_not_suggest_local_commands() {
+        let cases: Vec<anyhow::Error> = vec![
+            crate::backup::BackupError::DumpFailed("pg_dump: error".into()).into(),
+            crate::engine::EngineError::NoContainer {
+                project: "shop-prod".into(),
+                service: "db".into(),
+            }
+            .into(),
+        ];
+        for err in cases {
+            let hint = hint_of(&err).unwrap();
+            for local in ["countable up", "countable status"] {
+                assert!(!hint.contains(local), "{err}: {hint}");
+            }
+        }
     }
 }

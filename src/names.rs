@@ -27,11 +27,24 @@ impl Hint for NameError {
             NameError::Env(_) => {
                 Some("rename the environment in countable.yml, e.g. `prod`".into())
             }
+            // Not a command: the name may come from `new`, `init --name` or a directory;
+            // the command line adds its own (see `cli::new` and `cli::init`).
             NameError::Empty(n) | NameError::Invalid { name: n, .. } | NameError::Shadows(n) => {
-                Some(format!("countable new {}", suggest(n)))
+                Some(format!("a valid name would be `{}`", suggest(n)))
             }
         }
     }
+}
+crate::register_hint!(NameError);
+
+/// `raw` as a project name, or the error with `fix(suggestion)` as its hint: the command
+/// line that would work where the name came from.
+pub fn parse_project_or(
+    raw: &str,
+    fix: impl FnOnce(&str) -> String,
+) -> Result<ProjectName, crate::error::Hinted> {
+    ProjectName::parse(raw)
+        .map_err(|e| crate::error::Hinted::new(e.to_string(), fix(&suggest(raw))))
 }
 
 /// A lowercase, underscore-separated version of `raw` that passes validation.
@@ -225,11 +238,19 @@ mod tests {
     #[test]
     fn hint_suggests_a_valid_name() {
         let err = ProjectName::parse("My-Shop").unwrap_err();
-        assert_eq!(err.hint().unwrap(), "countable new my_shop");
+        assert_eq!(err.hint().unwrap(), "a valid name would be `my_shop`");
         for raw in ["2shop", "django", "--", "class"] {
             let s = suggest(raw);
             assert!(ProjectName::parse(&s).is_ok(), "{raw} -> {s}");
         }
+    }
+
+    /// The error with the hint that fits the command the name came from.
+    #[test]
+    fn project_name_errors_name_no_command() {
+        let err = ProjectName::parse("My-Shop").unwrap_err();
+        let hint = err.hint().unwrap();
+        assert!(!hint.contains("countable"), "{hint}");
     }
 
     #[test]

@@ -17,14 +17,9 @@ pub fn command(program: &str) -> std::process::Command {
     std::process::Command::new(program)
 }
 
-/// Is `program` on PATH?
+/// Is `program` on PATH (and executable)?
 pub fn exists(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|d| {
-            let p = d.join(program);
-            p.is_file()
-        })
-    })
+    which::which(program).is_ok()
 }
 
 /// A running filter program: bytes go in through `input`'s copy task, its output comes

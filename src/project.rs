@@ -40,6 +40,7 @@ impl Hint for ProjectError {
         }
     }
 }
+crate::register_hint!(ProjectError);
 
 /// Which compose services play which part.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

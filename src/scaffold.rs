@@ -55,6 +55,7 @@ impl Hint for ScaffoldError {
         })
     }
 }
+crate::register_hint!(ScaffoldError);
 
 /// What the user chose (flags, prompts or defaults).
 #[derive(Debug, Clone)]

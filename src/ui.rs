@@ -14,6 +14,7 @@ pub struct Printer {
     color: bool,
     fancy: bool,
     interactive: bool,
+    assume_yes: bool,
     quiet: bool,
 }
 
@@ -26,6 +27,7 @@ impl Printer {
             color: err_tty && !no_color,
             fancy: err_tty && !no_color,
             interactive: !assume_yes && std::io::stdin().is_terminal() && err_tty,
+            assume_yes,
             quiet,
         }
     }
@@ -33,6 +35,12 @@ impl Printer {
     /// May we ask the user something?
     pub fn interactive(&self) -> bool {
         self.interactive
+    }
+
+    /// Did the user answer yes beforehand (`--yes`)? Destructive steps that would
+    /// otherwise need a terminal to confirm them go ahead.
+    pub fn assumed_yes(&self) -> bool {
+        self.assume_yes
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
@@ -168,28 +176,22 @@ impl Printer {
     }
 }
 
-/// An `AsyncRead` that advances a progress bar by the bytes read through it, and counts
-/// them for the summary. At the end of the input the bar turns into a spinner for the
-/// restore phase that follows (index builds, constraints).
-pub struct ProgressReader<R> {
-    inner: R,
-    bar: ProgressBar,
-    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    ended: bool,
-}
+/// An `AsyncRead` that advances a progress bar by the bytes read through it (indicatif's
+/// own reader wrapper), and counts them for the summary. At the end of the input the
+/// bar turns into a spinner for the restore phase that follows (index builds,
+/// constraints).
+pub struct ProgressReader<R>(indicatif::ProgressBarIter<Counted<R>>);
 
-impl<R> ProgressReader<R> {
+impl<R: tokio::io::AsyncRead + Unpin> ProgressReader<R> {
     pub fn new(inner: R, bar: ProgressBar) -> (Self, std::sync::Arc<std::sync::atomic::AtomicU64>) {
         let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        (
-            Self {
-                inner,
-                bar,
-                count: count.clone(),
-                ended: false,
-            },
-            count,
-        )
+        let counted = Counted {
+            inner,
+            bar: bar.clone(),
+            count: count.clone(),
+            ended: false,
+        };
+        (Self(bar.wrap_async_read(counted)), count)
     }
 }
 
@@ -199,11 +201,29 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ProgressReader<R>
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+/// What indicatif's wrapper does not do: count the bytes (the bar is hidden without a
+/// terminal, and finishing it moves its position) and notice the end of the input.
+pub struct Counted<R> {
+    inner: R,
+    bar: ProgressBar,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ended: bool,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let poll = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = (buf.filled().len() - before) as u64;
         if n > 0 {
-            self.bar.inc(n);
             self.count
                 .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         } else if matches!(poll, std::task::Poll::Ready(Ok(())))
@@ -238,5 +258,23 @@ pub fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn progress_reader_moves_the_bar_and_counts() {
+        let data = vec![7u8; 100_000];
+        let bar = ProgressBar::hidden();
+        let (mut reader, count) = ProgressReader::new(&data[..], bar.clone());
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, data);
+        assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), 100_000);
+        assert_eq!(bar.position(), 100_000);
     }
 }

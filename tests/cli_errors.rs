@@ -244,3 +244,119 @@ fn dry_run_prints_the_exact_commands() {
         r.stdout
     );
 }
+
+/// A project made by `countable new` in `tmp` whose `prod` environment is `env_yaml`,
+/// with a directory store holding one backup.
+fn project_with_prod(tmp: &Path, env_yaml: &str) -> std::path::PathBuf {
+    run(countable(tmp).args(["new", "shop", "--yes"])).ok();
+    let root = tmp.join("shop");
+    std::fs::create_dir(root.join("backups")).unwrap();
+    std::fs::write(root.join("backups/2026-11-30T020000Z.backup"), b"PGDMP").unwrap();
+    let path = root.join("countable.yml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let head = &text[..text.find("environments:").unwrap()];
+    std::fs::write(
+        &path,
+        format!("{head}environments:\n  prod:\n    backups: backups/\n{env_yaml}"),
+    )
+    .unwrap();
+    root
+}
+
+#[test]
+fn a_remote_environment_without_its_db_does_not_suggest_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = project_with_prod(
+        tmp.path(),
+        "    docker_host: unix:///var/run/docker.sock\n    compose_project: nothing-runs-as-this\n",
+    );
+    let r = run(countable(&root).args(["backup", "prod"])).fails();
+    assert!(
+        r.stderr
+            .contains("environment `prod` has no running `db` container"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("compose_project"), "{}", r.stderr);
+    assert!(!r.stderr.contains("countable up"), "{}", r.stderr);
+}
+
+#[test]
+fn an_ssh_docker_host_failure_does_not_blame_docker_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Nothing listens for ssh on loopback here: the connection is refused at once.
+    let root = project_with_prod(tmp.path(), "    docker_host: ssh://nobody@127.0.0.1\n");
+    let t = std::time::Instant::now();
+    let r = run(countable(&root)
+        .args(["backup", "prod"])
+        .env("DOCKER_HOST", "unix:///var/run/docker.sock"))
+    .fails();
+    assert!(t.elapsed().as_secs() < 30, "took {:?}", t.elapsed());
+    assert!(r.stderr.contains("ssh://nobody@127.0.0.1"), "{}", r.stderr);
+    let hint = &r.stderr[r.stderr.find("\n\nhint: ").unwrap()..];
+    assert!(!hint.contains("DOCKER_HOST"), "{}", r.stderr);
+    assert!(
+        hint.contains("ssh nobody@127.0.0.1 docker info"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn backups_of_an_environment_need_no_compose() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = project_with_prod(tmp.path(), "");
+    // No compose plugin (an empty docker config) and only Debian's Compose v1 on PATH.
+    let empty = tempfile::tempdir().unwrap();
+    let without = |cmd: &mut std::process::Command| {
+        cmd.env("DOCKER_CONFIG", empty.path())
+            .env("PATH", "/usr/bin:/bin");
+    };
+    let mut up = countable(&root);
+    up.arg("up");
+    without(&mut up);
+    let r = run(&mut up).fails();
+    assert!(
+        r.stderr.contains("Compose"),
+        "compose is really missing: {}",
+        r.stderr
+    );
+    let mut list = countable(&root);
+    list.args(["backups", "prod"]);
+    without(&mut list);
+    let r = run(&mut list).ok();
+    assert!(
+        r.stdout.contains("2026-11-30T020000Z.backup"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn import_db_no_keep_without_a_terminal_needs_yes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = project_with_prod(tmp.path(), "");
+    let dump = root.join("backups/2026-11-30T020000Z.backup");
+    let r = run(countable(&root)
+        .arg("import-db")
+        .arg(&dump)
+        .arg("--no-keep"))
+    .fails();
+    assert!(
+        r.stderr.contains("no terminal is here to confirm it"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("--no-keep --yes"), "{}", r.stderr);
+    // Nothing was started: no container of the project exists.
+    let ps = run(std::process::Command::new("docker").args([
+        "ps",
+        "-aq",
+        "--filter",
+        "label=com.docker.compose.project=shop",
+    ]));
+    assert_eq!(ps.stdout.trim(), "", "a container was made");
+    // The same from stdin.
+    let r = run(countable(&root).args(["import-db", "-", "--no-keep"])).fails();
+    assert!(r.stderr.contains("--no-keep --yes"), "{}", r.stderr);
+}

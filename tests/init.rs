@@ -146,3 +146,30 @@ fn init_refuses_a_directory_without_django() {
     assert!(r.stderr.contains("has no manage.py"), "{}", r.stderr);
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn init_with_a_bad_name_suggests_init_not_new() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("manage.py"),
+        "import os\nos.environ.setdefault(\"DJANGO_SETTINGS_MODULE\", \"mysite.settings\")\n",
+    )
+    .unwrap();
+    let r = run(countable(tmp.path()).args(["init", "--yes", "--name", "My-Shop"])).fails();
+    assert!(
+        r.stderr.contains("not a valid project name"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("hint: countable init --name my_shop"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("countable new"), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        1,
+        "wrote nothing"
+    );
+}

@@ -200,3 +200,92 @@ fn a_failed_migration_fails_up_and_shows_why() {
     let logs = run(s.countable().args(["logs", "web"])).ok();
     assert!(logs.stdout.contains("division by zero"), "{}", logs.stdout);
 }
+
+/// The volumes of compose project `name`.
+fn project_volumes(name: &str) -> String {
+    run(std::process::Command::new("docker").args([
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={name}"),
+    ]))
+    .stdout
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn global_yes_confirms_down_volumes() {
+    let s = Scratch::new("yesdown");
+    // Containers and volumes created, nothing started (quick).
+    let r = s.compose(&["create", "db"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!project_volumes(&s.name).is_empty(), "no volume to remove");
+    run(s.countable().args(["--yes", "down", "--volumes"])).ok();
+    assert_eq!(project_volumes(&s.name), "", "volumes left");
+    // The same flag after the subcommand.
+    let r = s.compose(&["create", "db"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    run(s.countable().args(["down", "--volumes", "-y"])).ok();
+    assert_eq!(project_volumes(&s.name), "", "volumes left");
+}
+
+/// A project made by `countable new` with the stand-in images, except the db image
+/// `db_image` when given; removed like any scratch project.
+fn scratch_with(prefix: &str, port: u16, db_image: Option<&str>) -> Scratch {
+    require_images();
+    let tmp = tempfile::tempdir().unwrap();
+    let name = unique_name(prefix);
+    let mut flags = image_flags(port);
+    if let Some(image) = db_image {
+        let at = flags.iter().position(|f| f == "--db-image").unwrap();
+        flags[at + 1] = image.to_string();
+    }
+    run(countable(tmp.path())
+        .args(["new", &name, "--yes"])
+        .args(flags))
+    .ok();
+    Scratch { tmp, name, port }
+}
+
+#[test]
+fn up_reports_an_image_that_cannot_be_pulled() {
+    // Nothing can be pulled on this machine: a missing image is exactly that case.
+    let s = scratch_with(
+        "nopull",
+        free_port(),
+        Some("countable-test/no-such-image:1"),
+    );
+    let r = run(s.countable().arg("up")).fails();
+    assert!(
+        r.stderr
+            .contains("error: compose could not pull the image of `db`"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("no running"), "{}", r.stderr);
+    let hint = &r.stderr[r.stderr.find("\n\nhint: ").unwrap()..];
+    assert!(hint.contains("--db-image"), "{}", r.stderr);
+    assert!(hint.contains("docker login"), "{}", r.stderr);
+    assert!(!hint.contains("countable up"), "{}", r.stderr);
+}
+
+#[test]
+fn up_reports_a_port_in_use() {
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let s = scratch_with("portbusy", port, None);
+    let r = run(s.countable().arg("up")).fails();
+    assert!(
+        r.stderr.contains(&format!(
+            "error: compose could not start `nginx`: port {port} is already in use"
+        )),
+        "{}",
+        r.stderr
+    );
+    let hint = &r.stderr[r.stderr.find("\n\nhint: ").unwrap()..];
+    assert!(hint.contains(&format!("port {port}")), "{}", r.stderr);
+    assert!(hint.contains("`port:` in countable.yml"), "{}", r.stderr);
+    drop(listener);
+}

@@ -303,7 +303,7 @@ fn undo_swaps_back_and_no_keep_drops_the_previous() {
         s.fingerprint("seed"),
         "undo again redoes"
     );
-    import(&s, &fx.path().join("plain.sql"), &["--no-keep"]).ok();
+    import(&s, &fx.path().join("plain.sql"), &["--no-keep", "--yes"]).ok();
     assert!(
         !s.databases().contains(&prev),
         "--no-keep dropped the previous database"

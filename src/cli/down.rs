@@ -5,7 +5,7 @@ use crate::error::Hinted;
 use crate::ui::Printer;
 
 /// Stop and remove the project's containers. Volumes (the database!) are kept unless
-/// --volumes.
+/// --volumes (confirmed on a terminal, or beforehand with the global --yes).
 #[derive(Debug, clap::Args)]
 #[command(
     after_long_help = "Examples:\n  countable down\n  countable down --volumes --yes   also delete the database and media volumes"
@@ -17,15 +17,12 @@ pub struct Args {
     /// Print the command instead of running it
     #[arg(long)]
     pub dry_run: bool,
-    /// Confirm --volumes without a prompt
-    #[arg(long, short = 'y')]
-    pub yes: bool,
 }
 
 pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     let local = Local::open(&std::env::current_dir()?)?;
     let name = local.project.compose_name().to_string();
-    if args.volumes && !args.dry_run && !args.yes {
+    if args.volumes && !args.dry_run && !printer.assumed_yes() {
         if !printer.interactive() {
             return Err(Hinted::new(
                 format!("`down --volumes` deletes the database of {name} and no terminal is here to confirm it"),

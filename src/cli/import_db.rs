@@ -30,7 +30,12 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    if args.file.as_os_str() != "-" && !data::confirm_replace(&local, printer, &label)? {
+    let project = local.project.compose_name().to_string();
+    let retry = format!("countable import-db {label}");
+    if args.file.as_os_str() == "-" {
+        // stdin is the dump: nothing to ask on, only the --no-keep rule.
+        args.restore.check_no_keep(printer, &project, &retry)?;
+    } else if !args.restore.confirm(printer, &project, &label, &retry)? {
         printer.note("nothing changed");
         return Ok(());
     }

@@ -1,7 +1,7 @@
 //! `countable init`: adopt the Django project in the current directory.
 
 use crate::adopt;
-use crate::names::{self, ProjectName};
+use crate::names;
 use crate::scaffold::{self, Secrets};
 use crate::ui::Printer;
 
@@ -33,7 +33,7 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
         Some(n) => n.clone(),
         None => names::suggest(&root.file_name().unwrap_or_default().to_string_lossy()),
     };
-    let name = ProjectName::parse(&raw)?;
+    let name = names::parse_project_or(&raw, |ok| format!("countable init --name {ok}"))?;
     let choices = args.choices.resolve(name.clone(), printer)?;
     let files = scaffold::plan(&choices, &layout, &Secrets::random(), false)?;
     let report = scaffold::write_missing(&root, &files)?;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::names::ProjectName;
+use crate::names;
 use crate::scaffold::{self, DjangoLayout, Secrets};
 use crate::ui::Printer;
 
@@ -26,7 +26,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
-    let name = ProjectName::parse(&args.name)?;
+    let name = names::parse_project_or(&args.name, |ok| format!("countable new {ok}"))?;
     let target = PathBuf::from(name.as_str());
     if !args.force
         && target.exists()

@@ -36,7 +36,10 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    if !data::confirm_replace(&local, printer, &format!("{env}'s backup {}", backup.key))? {
+    let project = local.project.compose_name().to_string();
+    let what = format!("{env}'s backup {}", backup.key);
+    let retry = format!("countable pull-db {env} --backup {}", backup.key);
+    if !args.restore.confirm(printer, &project, &what, &retry)? {
         printer.note("nothing changed");
         return Ok(());
     }

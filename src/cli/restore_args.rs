@@ -1,6 +1,8 @@
 //! Options `pull-db` and `import-db` share.
 
+use crate::error::Hinted;
 use crate::restore::Options;
+use crate::ui::Printer;
 
 #[derive(Debug, clap::Args)]
 pub struct RestoreArgs {
@@ -23,6 +25,49 @@ pub struct RestoreArgs {
 }
 
 impl RestoreArgs {
+    /// `--no-keep` drops the replaced database for good: without a terminal to confirm
+    /// it on, it needs `--yes`. `retry` is the command line to repeat with it.
+    pub fn check_no_keep(
+        &self,
+        printer: &Printer,
+        project: &str,
+        retry: &str,
+    ) -> anyhow::Result<()> {
+        if self.no_keep && !printer.interactive() && !printer.assumed_yes() {
+            return Err(Hinted::new(
+                format!("--no-keep drops the current local database of {project} for good, and no terminal is here to confirm it"),
+                format!("{retry} --no-keep --yes, or leave out --no-keep to keep it for `countable undo-db`"),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Ask before replacing `project`'s local database with `what`, saying truthfully what
+    /// is kept (see [`Self::check_no_keep`]).
+    pub fn confirm(
+        &self,
+        printer: &Printer,
+        project: &str,
+        what: &str,
+        retry: &str,
+    ) -> anyhow::Result<bool> {
+        self.check_no_keep(printer, project, retry)?;
+        if !printer.interactive() {
+            // Nothing to ask on; --no-keep got here only with --yes.
+            return Ok(true);
+        }
+        let kept = if self.no_keep {
+            "the current one is dropped and cannot be brought back"
+        } else {
+            "the current one is kept for `countable undo-db`, replacing any kept before"
+        };
+        printer.confirm(
+            &format!("Replace the local database of {project} with {what}? ({kept})"),
+            !self.no_keep,
+        )
+    }
+
     pub fn options(&self) -> Options {
         Options {
             keep_previous: !self.no_keep,

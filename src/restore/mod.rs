@@ -79,6 +79,7 @@ impl Hint for RestoreError {
         })
     }
 }
+crate::register_hint!(RestoreError);
 
 /// Where the bytes come from.
 pub struct Source {

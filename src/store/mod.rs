@@ -61,6 +61,7 @@ impl Hint for StoreError {
         })
     }
 }
+crate::register_hint!(StoreError);
 
 /// One stored backup.
 #[derive(Debug, Clone, Serialize, PartialEq)]
