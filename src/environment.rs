@@ -194,14 +194,15 @@ impl Local {
             let Ok(compose) = self.compose() else {
                 continue;
             };
-            if let Ok(text) = compose.capture(&[
+            // Off the runtime's worker, so the interrupt listener goes on meanwhile.
+            if let Ok(text) = tokio::task::block_in_place(|| compose.capture(&[
                 "logs",
                 "--no-color",
                 "--no-log-prefix",
                 "--tail",
                 "300",
                 &s.service,
-            ]) {
+            ])) {
                 for line in summarize_log(&text, 15) {
                     printer.note(&format!("    {line}"));
                 }

@@ -82,10 +82,11 @@ impl RestoreArgs {
         let mut v = vec![
             format!("read {source}, decode by content (gzip, zstd, xz, bzip2, lrzip, tar)"),
             format!("inspect the dump against the `{db_service}` container: pg_restore version, extensions"),
+            "claim the server: write $PGDATA/countable-durability (this process, the settings as they were); refused while another restore's owner lives".into(),
             "CREATE DATABASE \"<db>__countable_new\" TEMPLATE template0 (or countable.yml's db_template)".into(),
         ];
         if !self.durable {
-            v.push("ALTER SYSTEM SET fsync/synchronous_commit/full_page_writes/autovacuum = off (reset afterwards)".into());
+            v.push("ALTER SYSTEM SET fsync/synchronous_commit/full_page_writes/autovacuum = off".into());
         }
         if self.jobs > 1 {
             v.push(format!("custom format: spool into $PGDATA, pg_restore -j {} --no-owner --no-acl --exit-on-error -L <filtered list>", self.jobs));
@@ -94,11 +95,15 @@ impl RestoreArgs {
         }
         v.push("plain SQL: psql -X -q -v ON_ERROR_STOP=1 --single-transaction (streamed, owner/grant lines filtered, trailer checked)".into());
         v.push("verify: table count of the new database = table count of the dump".into());
-        v.push("stop the app services; terminate connections; BEGIN; ALTER DATABASE <db> RENAME TO <db>__countable_prev; ALTER DATABASE <db>__countable_new RENAME TO <db>; COMMIT; start the app services".into());
+        if !self.durable {
+            v.push("put the settings back, CHECKPOINT, sync (the container's file systems)".into());
+        }
+        v.push("ANALYZE the new database".into());
+        v.push("stop the app services; terminate connections; BEGIN; ALTER DATABASE <db>__countable_prev RENAME TO <db>__countable_old; ALTER DATABASE <db> RENAME TO <db>__countable_prev; ALTER DATABASE <db>__countable_new RENAME TO <db>; COMMIT; start the app services; DROP DATABASE <db>__countable_old".into());
         if self.no_keep {
             v.push("DROP DATABASE <db>__countable_prev".into());
         }
-        v.push("ANALYZE".into());
+        v.push("remove $PGDATA/countable-durability".into());
         v
     }
 }
