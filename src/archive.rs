@@ -293,31 +293,18 @@ fn describe_bytes(head: &[u8]) -> String {
 /// How far into a tar stream `pg_dump_tar_kind` looks for the first file.
 const TAR_PEEK: usize = 64 * 1024;
 
-/// The name of the first regular file in the tar headers within `head`.
+/// The name of the first regular file in the tar headers within `head` (the `tar`
+/// crate reads them: ustar prefixes, GNU long names, pax `path` records). `None` when
+/// the headers go beyond `head` or are not valid tar.
 pub fn first_tar_file_name(head: &[u8]) -> Option<String> {
-    let mut off = 0;
-    while off + 512 <= head.len() {
-        let h = &head[off..off + 512];
-        if h.iter().all(|b| *b == 0) {
-            return None;
-        }
-        let field = |a: usize, b: usize| {
-            let f = &h[a..b];
-            let end = f.iter().position(|c| *c == 0).unwrap_or(f.len());
-            String::from_utf8_lossy(&f[..end]).into_owned()
-        };
-        let size = u64::from_str_radix(field(124, 136).trim(), 8).unwrap_or(0);
-        let prefix = field(345, 500);
-        let name = field(0, 100);
-        let name = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        if matches!(h[156], b'0' | 0) {
+    let mut archive = tar::Archive::new(head);
+    for entry in archive.entries().ok()? {
+        let entry = entry.ok()?;
+        if entry.header().entry_type().is_file() {
+            let path = entry.path().ok()?;
+            let name = path.to_string_lossy();
             return Some(name.trim_start_matches("./").to_string());
         }
-        off += 512 + (size.div_ceil(512) * 512) as usize;
     }
     None
 }
@@ -427,6 +414,10 @@ mod tests {
         h[124..136].copy_from_slice(sz.as_bytes());
         h[156] = typ;
         h[257..262].copy_from_slice(b"ustar");
+        // The checksum: the header's byte sum, counting its own field as spaces.
+        h[148..156].fill(b' ');
+        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
         h
     }
 
@@ -441,6 +432,45 @@ mod tests {
         assert_eq!(pg_dump_tar_kind(&d), Some(DumpKind::Directory));
         let p = tar_header("db.sql", b'0', 100);
         assert_eq!(pg_dump_tar_kind(&p), None);
+    }
+
+    /// A regular file entry whose name is in the header's 100 bytes, cut if longer.
+    fn cut_header(name: &str, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_ustar();
+        let cut = &name.as_bytes()[..name.len().min(100)];
+        h.as_old_mut().name[..cut.len()].copy_from_slice(cut);
+        h.set_size(size);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_cksum();
+        h
+    }
+
+    #[test]
+    fn long_names_in_gnu_and_pax_headers() {
+        // `pg_dump -Fd` into a deep directory, tarred: names longer than 100 bytes.
+        let dir = format!("backups/{}/dump", "d".repeat(120));
+        // GNU tar: a `././@LongLink` entry carries the whole name.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        b.append_data(&mut h, format!("{dir}/toc.dat"), &b"toc"[..])
+            .unwrap();
+        let gnu = b.into_inner().unwrap();
+        assert!(is_tar(&gnu));
+        assert_eq!(first_tar_file_name(&gnu), Some(format!("{dir}/toc.dat")));
+        assert_eq!(pg_dump_tar_kind(&gnu), Some(DumpKind::Directory));
+        // POSIX (pax): an `x` entry's `path` record overrides the header's cut name.
+        let name = format!("{dir}/3001.dat.gz");
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([("path", name.as_bytes())])
+            .unwrap();
+        b.append(&cut_header(&name, 3), &b"dat"[..]).unwrap();
+        let pax = b.into_inner().unwrap();
+        assert!(is_tar(&pax));
+        assert_eq!(first_tar_file_name(&pax), Some(name));
+        assert_eq!(pg_dump_tar_kind(&pax), Some(DumpKind::Directory));
     }
 
     #[tokio::test]
