@@ -8,61 +8,49 @@
 //! longest line (see `filter`).
 
 mod filter;
+mod header;
 mod quotes;
 
-pub use filter::{filter, filter_bytes, Filter, FilterOptions, Stats, HOLD};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-pub const TRAILER: &str = "-- PostgreSQL database dump complete";
+use crate::archive::Reader;
 
-/// What the first part of a plain dump says.
-#[derive(Debug, Default, PartialEq)]
-pub struct Header {
-    /// `-- Dumped by pg_dump version 17.2` → (17, 2)
-    pub pg_dump: Option<(u32, u32)>,
-    pub extensions: Vec<String>,
-    pub restrict: bool,
-}
+pub use filter::{filter_bytes, Filter, FilterOptions, Stats, HOLD, TRAILER};
+pub use header::{inspect, psql_knows_restrict, Header};
 
-/// Read the header facts from the first bytes of a plain dump.
-pub fn inspect(head: &[u8]) -> Header {
-    let text = String::from_utf8_lossy(head);
-    let mut h = Header::default();
-    for line in text.lines() {
-        if let Some(v) = line.strip_prefix("-- Dumped by pg_dump version ") {
-            let mut parts = v.split(|c: char| !c.is_ascii_digit());
-            let major = parts.next().and_then(|m| m.parse().ok());
-            let minor = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
-            h.pg_dump = major.map(|m| (m, minor));
+/// How much of the input is read at a time.
+const CHUNK: usize = 256 * 1024;
+
+/// Copy `input` to `output`, filtered, in bounded pieces; returns what went through.
+/// The output is shut down at the end so the reader sees EOF.
+pub async fn filter<W>(
+    mut input: Reader,
+    mut output: W,
+    opts: FilterOptions,
+) -> std::io::Result<Stats>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; CHUNK];
+    let mut out = Vec::with_capacity(CHUNK + HOLD);
+    let mut f = Filter::new(opts);
+    loop {
+        let n = input.read(&mut buf).await?;
+        if n == 0 {
+            break;
         }
-        if line.starts_with("\\restrict ") {
-            h.restrict = true;
-        }
-        if let Some(rest) = line
-            .strip_prefix("CREATE EXTENSION IF NOT EXISTS ")
-            .or_else(|| line.strip_prefix("CREATE EXTENSION "))
-        {
-            if let Some(name) = rest.split_whitespace().next() {
-                let name = name.trim_matches('"').trim_end_matches(';').to_string();
-                if !h.extensions.contains(&name) {
-                    h.extensions.push(name);
-                }
-            }
+        let go_on = f.feed(&buf[..n], &mut out);
+        output.write_all(&out).await?;
+        out.clear();
+        if !go_on {
+            break;
         }
     }
-    h
-}
-
-/// Does psql `(major, minor)` know `\restrict` (added in the August 2025 minors)?
-pub fn psql_knows_restrict((major, minor): (u32, u32)) -> bool {
-    match major {
-        0..=12 => false,
-        13 => minor >= 22,
-        14 => minor >= 19,
-        15 => minor >= 14,
-        16 => minor >= 10,
-        17 => minor >= 6,
-        _ => true,
-    }
+    let stats = f.finish(&mut out);
+    output.write_all(&out).await?;
+    output.flush().await?;
+    output.shutdown().await?;
+    Ok(stats)
 }
 
 #[cfg(test)]

@@ -4,20 +4,18 @@
 //! Only the start of a line is held, up to [`HOLD`] bytes, to classify it: a line that
 //! ends within it is judged whole, as it always was; a longer one is judged by its start
 //! and its last bytes while the rest passes through. COPY data passes through once a
-//! row cannot be the `\.` end marker. It must never hold a whole line.
-
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+//! row cannot be the `\.` end marker. It must never hold a whole line. Plain std and
+//! no I/O (`fuzz/` builds this file on its own).
 
 use super::quotes::Quotes;
-use super::TRAILER;
-use crate::archive::Reader;
+
+/// The last line of a complete plain dump.
+pub const TRAILER: &str = "-- PostgreSQL database dump complete";
 
 /// How much of a line's start is held to classify it. Every line the filter drops
 /// (ownership, grants) is far shorter: pg_dump's longest, `ALTER FUNCTION f(<100
 /// arguments>) OWNER TO …`, stays under 32 KiB.
 pub const HOLD: usize = 64 * 1024;
-
-const CHUNK: usize = 256 * 1024;
 
 /// How the filter treats the stream.
 #[derive(Debug, Clone, Copy, Default)]
@@ -364,38 +362,6 @@ pub fn filter_bytes(input: &[u8], opts: FilterOptions) -> (Vec<u8>, Stats) {
     (out, stats)
 }
 
-/// Copy `input` to `output`, filtered, in bounded pieces; returns what went through.
-/// The output is shut down at the end so the reader sees EOF.
-pub async fn filter<W>(
-    mut input: Reader,
-    mut output: W,
-    opts: FilterOptions,
-) -> std::io::Result<Stats>
-where
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; CHUNK];
-    let mut out = Vec::with_capacity(CHUNK + HOLD);
-    let mut f = Filter::new(opts);
-    loop {
-        let n = input.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        let go_on = f.feed(&buf[..n], &mut out);
-        output.write_all(&out).await?;
-        out.clear();
-        if !go_on {
-            break;
-        }
-    }
-    let stats = f.finish(&mut out);
-    output.write_all(&out).await?;
-    output.flush().await?;
-    output.shutdown().await?;
-    Ok(stats)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,7 +452,7 @@ mod tests {
             format!("COPY t (x) FROM stdin;\n{}\n\\.\n", "f".repeat(8 << 20)),
             format!("INSERT INTO t VALUES ('{}');\n", "f".repeat(8 << 20)),
         ] {
-            let (out, stats, most_held) = in_pieces(dump.as_bytes(), CHUNK);
+            let (out, stats, most_held) = in_pieces(dump.as_bytes(), 256 * 1024);
             assert!(most_held <= HOLD, "held {most_held} bytes");
             assert_eq!(out.len(), dump.len());
             assert_eq!(stats.dropped_lines, 0);
