@@ -12,7 +12,7 @@ pub mod plain {
     #[path = "quotes.rs"]
     mod quotes;
 
-    pub use filter::{filter_bytes, Filter, FilterOptions, Stats, HOLD, TRAILER};
+    pub use filter::{filter_bytes, Filter, FilterOptions, Stats, HOLD, MIN_HOLD, TRAILER};
     pub use header::{inspect, psql_knows_restrict, Header};
 }
 

@@ -1,6 +1,8 @@
 //! The fuzzers' oracle: the plain-SQL filter as it was before it streamed, one whole
-//! line at a time (`read_until` per line). The streaming filter must give the same
-//! output and the same stats for every input whose lines fit in `plain::HOLD`.
+//! line at a time (`read_until` per line), plus the one rule streaming adds: a line as
+//! long as the hold or longer is dropped (`ALTER … OWNER TO`) only if its held start
+//! shows it, and a refused one is quoted by its start. The streaming filter must give
+//! the same output and the same stats for every input.
 
 use crate::plain::{FilterOptions, Stats, TRAILER};
 
@@ -79,8 +81,8 @@ fn drop_line(line: &[u8], opts: FilterOptions) -> bool {
     false
 }
 
-/// The old filter over a whole input in memory.
-pub fn reference_filter(input: &[u8], opts: FilterOptions) -> (Vec<u8>, Stats) {
+/// The old filter over a whole input in memory, for a filter holding `hold` bytes.
+pub fn reference_filter(input: &[u8], opts: FilterOptions, hold: usize) -> (Vec<u8>, Stats) {
     let mut w = Vec::new();
     let mut stats = Stats::default();
     let mut in_copy = false;
@@ -100,14 +102,21 @@ pub fn reference_filter(input: &[u8], opts: FilterOptions) -> (Vec<u8>, Stats) {
         if trimmed == TRAILER.as_bytes() {
             stats.trailer = true;
         }
+        let long = line.strip_suffix(b"\n").unwrap_or(line).len() >= hold;
+        let judged = if long { &line[..hold] } else { line };
         if statement_start {
-            if drop_line(line, opts) {
+            if drop_line(judged, opts) {
                 stats.dropped_lines += 1;
                 continue;
             }
             if starts(line, "\\") && !starts(line, "\\restrict ") && !starts(line, "\\unrestrict ")
             {
-                stats.rejected = Some(String::from_utf8_lossy(trimmed).into_owned());
+                stats.rejected = Some(if long {
+                    let shown = String::from_utf8_lossy(&line[..200.min(hold)]);
+                    format!("{}…", shown.trim_end())
+                } else {
+                    String::from_utf8_lossy(trimmed).into_owned()
+                });
                 break;
             }
             if starts(line, "COPY ") && trimmed.ends_with(b"FROM stdin;") {

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::archive::Reader;
 
-pub use filter::{filter_bytes, Filter, FilterOptions, Stats, HOLD, TRAILER};
+pub use filter::{filter_bytes, Filter, FilterOptions, Stats, HOLD, MIN_HOLD, TRAILER};
 pub use header::{inspect, psql_knows_restrict, Header};
 
 /// How much of the input is read at a time.

@@ -1,4 +1,4 @@
-@CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $body$
+@CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $body$
 BEGIN
   PERFORM 1;
 GRANT stays inside;

@@ -1,4 +1,4 @@
-COPY public.t (id, note) FROM stdin;
+COPY public.t (id, note) FROM stdin;
 1	\\x00
 \.x
 \.

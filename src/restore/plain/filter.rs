@@ -17,6 +17,10 @@ pub const TRAILER: &str = "-- PostgreSQL database dump complete";
 /// arguments>) OWNER TO …`, stays under 32 KiB.
 pub const HOLD: usize = 64 * 1024;
 
+/// The smallest hold [`Filter::with_hold`] takes: longer than every prefix a line is
+/// judged by (the trailer, `CREATE EXTENSION IF NOT EXISTS plpgsql `).
+pub const MIN_HOLD: usize = 64;
+
 /// How the filter treats the stream.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FilterOptions {
@@ -109,7 +113,7 @@ impl Tail {
     }
 }
 
-/// What is known about a line longer than [`HOLD`] while its rest goes by.
+/// What is known about a line longer than the hold while its rest goes by.
 #[derive(Debug)]
 struct Long {
     copy: bool,
@@ -142,18 +146,26 @@ pub struct Filter {
     statement_start: bool,
     quotes: Quotes,
     held: Vec<u8>,
+    hold: usize,
     line: Line,
     stopped: bool,
 }
 
 impl Filter {
     pub fn new(opts: FilterOptions) -> Self {
+        Self::with_hold(opts, HOLD)
+    }
+
+    /// A filter that holds `hold` bytes of a line's start instead of [`HOLD`] (at least
+    /// [`MIN_HOLD`]), so tests and fuzzing reach long lines with short inputs.
+    pub fn with_hold(opts: FilterOptions, hold: usize) -> Self {
         Self {
             opts,
             stats: Stats::default(),
             statement_start: true,
             quotes: Quotes::default(),
-            held: Vec::with_capacity(4096),
+            held: Vec::with_capacity(4096.min(hold)),
+            hold: hold.max(MIN_HOLD),
             line: Line::Start,
             stopped: false,
         }
@@ -166,7 +178,7 @@ impl Filter {
             let end = input.iter().position(|b| *b == b'\n');
             match &mut self.line {
                 Line::Start => {
-                    let room = HOLD - self.held.len();
+                    let room = self.hold - self.held.len();
                     match end.filter(|at| *at < room) {
                         Some(at) => {
                             self.held.extend_from_slice(&input[..=at]);
@@ -177,7 +189,7 @@ impl Filter {
                             let take = room.min(input.len());
                             self.held.extend_from_slice(&input[..take]);
                             input = &input[take..];
-                            if self.held.len() == HOLD {
+                            if self.held.len() == self.hold {
                                 self.long_line(out);
                             }
                         }
@@ -236,7 +248,7 @@ impl Filter {
         self.stats
     }
 
-    /// A line outside COPY data that fits in [`HOLD`], judged whole.
+    /// A line outside COPY data that fits in the hold, judged whole.
     fn whole_line(&mut self, out: &mut Vec<u8>) {
         let line = std::mem::take(&mut self.held);
         let trimmed = line.trim_ascii_end();
@@ -269,7 +281,7 @@ impl Filter {
         self.reuse(line);
     }
 
-    /// The first [`HOLD`] bytes of a longer line: judge it by them, then pass its rest.
+    /// The held start of a longer line: judge the line by it, then pass its rest.
     fn long_line(&mut self, out: &mut Vec<u8>) {
         let head = std::mem::take(&mut self.held);
         let mut copy = false;
@@ -346,7 +358,7 @@ impl Filter {
         }
     }
 
-    /// Keep the held buffer's allocation (it is at most [`HOLD`]).
+    /// Keep the held buffer's allocation (it is at most the hold).
     fn reuse(&mut self, mut buf: Vec<u8>) {
         buf.clear();
         self.held = buf;
