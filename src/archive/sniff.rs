@@ -219,4 +219,19 @@ mod tests {
         assert_eq!(first_tar_file_name(&pax), Some(name));
         assert_eq!(pg_dump_tar_kind(&pax), Some(DumpKind::Directory));
     }
+
+    #[test]
+    fn long_names_from_the_real_tar() {
+        // GNU tar 1.34, `--format=gnu` and `--format=posix`, of a directory dump under a
+        // 120-byte directory name (the fuzzer's seeds).
+        let dir = format!("{}/dump/", "d".repeat(120));
+        for head in [
+            &include_bytes!("../../fuzz/seeds/sniff/gnu-long.tar")[..],
+            &include_bytes!("../../fuzz/seeds/sniff/pax-long.tar")[..],
+        ] {
+            let name = first_tar_file_name(head).unwrap();
+            assert!(name.starts_with(&dir), "{name}");
+            assert_eq!(pg_dump_tar_kind(head), Some(DumpKind::Directory));
+        }
+    }
 }
