@@ -15,6 +15,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 use crate::error::Hint;
 use crate::process;
 
+mod sniff;
+
+pub use sniff::{
+    first_tar_file_name, is_tar, is_zip, pg_dump_tar_kind, sniff_dump, Compression, DumpKind,
+    TAR_PEEK,
+};
+
 pub type Reader = Pin<Box<dyn AsyncRead + Send>>;
 
 const BUF: usize = 256 * 1024;
@@ -48,92 +55,6 @@ impl Hint for ArchiveError {
     }
 }
 crate::register_hint!(ArchiveError);
-
-/// A compression layer recognised by its magic bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    Gzip,
-    Zstd,
-    Xz,
-    Bzip2,
-    Lrzip,
-}
-
-impl Compression {
-    pub fn sniff(head: &[u8]) -> Option<Self> {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Some(Self::Gzip)
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Some(Self::Zstd)
-        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-            Some(Self::Xz)
-        } else if head.starts_with(b"BZh") {
-            Some(Self::Bzip2)
-        } else if head.starts_with(b"LRZI") {
-            Some(Self::Lrzip)
-        } else {
-            None
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Gzip => "gzip",
-            Self::Zstd => "zstd",
-            Self::Xz => "xz",
-            Self::Bzip2 => "bzip2",
-            Self::Lrzip => "lrzip",
-        }
-    }
-}
-
-/// What kind of dump the decoded bytes are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DumpKind {
-    /// `pg_dump` plain SQL, restored with psql.
-    Plain,
-    /// `pg_dump -Fc`, restored with pg_restore.
-    Custom,
-    /// `pg_dump -Ft`: a tar whose first member is `toc.dat`, streamed to pg_restore.
-    Tar,
-    /// `pg_dump -Fd` in a tar: extracted in the db container, then pg_restore.
-    Directory,
-}
-
-pub fn is_tar(head: &[u8]) -> bool {
-    head.len() >= 262 && &head[257..262] == b"ustar"
-}
-
-pub fn is_zip(head: &[u8]) -> bool {
-    head.starts_with(b"PK\x03\x04")
-}
-
-/// Plain SQL or custom format, from the first bytes of the decoded stream.
-pub fn sniff_dump(head: &[u8]) -> Option<DumpKind> {
-    if head.starts_with(b"PGDMP") {
-        return Some(DumpKind::Custom);
-    }
-    let text = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
-    let text = String::from_utf8_lossy(&text[..text.len().min(2048)]);
-    let first = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("");
-    let sql_start = [
-        "--",
-        "SET ",
-        "\\restrict",
-        "\\connect",
-        "CREATE ",
-        "BEGIN",
-        "SELECT ",
-        "/*",
-    ];
-    (sql_start.iter().any(|s| first.starts_with(s)) && !text.contains('\0'))
-        .then_some(DumpKind::Plain)
-}
 
 /// Read up to `n` bytes without losing them: returns them and a reader that yields
 /// them again followed by the rest.
@@ -291,56 +212,6 @@ fn describe_bytes(head: &[u8]) -> String {
     )
 }
 
-/// How far into a tar stream `pg_dump_tar_kind` looks for the first file.
-const TAR_PEEK: usize = 64 * 1024;
-
-/// The name of the first regular file in the tar headers within `head`.
-pub fn first_tar_file_name(head: &[u8]) -> Option<String> {
-    let mut off = 0;
-    while off + 512 <= head.len() {
-        let h = &head[off..off + 512];
-        if h.iter().all(|b| *b == 0) {
-            return None;
-        }
-        let field = |a: usize, b: usize| {
-            let f = &h[a..b];
-            let end = f.iter().position(|c| *c == 0).unwrap_or(f.len());
-            String::from_utf8_lossy(&f[..end]).into_owned()
-        };
-        let size = u64::from_str_radix(field(124, 136).trim(), 8).unwrap_or(0);
-        let prefix = field(345, 500);
-        let name = field(0, 100);
-        let name = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        if matches!(h[156], b'0' | 0) {
-            return Some(name.trim_start_matches("./").to_string());
-        }
-        off += 512 + (size.div_ceil(512) * 512) as usize;
-    }
-    None
-}
-
-/// A tar that is itself a pg_dump archive: `-Ft` (toc.dat first, at the root) or a
-/// directory-format dump tarred up (`dump/toc.dat`, `dump/3001.dat.gz`, …).
-pub fn pg_dump_tar_kind(head: &[u8]) -> Option<DumpKind> {
-    let name = first_tar_file_name(head)?;
-    if name == "toc.dat" {
-        return Some(DumpKind::Tar);
-    }
-    let base = name.rsplit('/').next().unwrap_or(&name);
-    let numbered = base
-        .split('.')
-        .next()
-        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
-    if base == "toc.dat" || (numbered && base.contains(".dat")) || base == "blobs.toc" {
-        return Some(DumpKind::Directory);
-    }
-    None
-}
-
 /// The first regular file of a tar stream, as a reader.
 async fn first_file(reader: Reader) -> Result<(String, Reader), ArchiveError> {
     let mut archive = tokio_tar::Archive::new(reader);
@@ -366,28 +237,6 @@ async fn first_file(reader: Reader) -> Result<(String, Reader), ArchiveError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sniffs_compressions_and_dumps() {
-        assert_eq!(
-            Compression::sniff(&[0x1f, 0x8b, 8]),
-            Some(Compression::Gzip)
-        );
-        assert_eq!(
-            Compression::sniff(b"LRZI\x00\x06"),
-            Some(Compression::Lrzip)
-        );
-        assert_eq!(Compression::sniff(b"BZh91AY"), Some(Compression::Bzip2));
-        assert_eq!(Compression::sniff(b"--\n"), None);
-        assert_eq!(sniff_dump(b"PGDMP\x01\x0e\x00"), Some(DumpKind::Custom));
-        assert_eq!(
-            sniff_dump(b"--\n-- PostgreSQL database dump\n--\n"),
-            Some(DumpKind::Plain)
-        );
-        assert_eq!(sniff_dump(b"\\restrict abc\n--\n"), Some(DumpKind::Plain));
-        assert_eq!(sniff_dump(b"\x89PNG\r\n"), None);
-        assert_eq!(sniff_dump(b"hello world"), None);
-    }
 
     fn reader(bytes: Vec<u8>) -> Reader {
         Box::pin(Cursor::new(bytes))
@@ -419,29 +268,6 @@ mod tests {
         enc.write_all(data).await.unwrap();
         enc.shutdown().await.unwrap();
         enc.into_inner()
-    }
-
-    fn tar_header(name: &str, typ: u8, size: u64) -> Vec<u8> {
-        let mut h = vec![0u8; 512];
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        let sz = format!("{size:011o}\0");
-        h[124..136].copy_from_slice(sz.as_bytes());
-        h[156] = typ;
-        h[257..262].copy_from_slice(b"ustar");
-        h
-    }
-
-    #[test]
-    fn recognises_pg_dump_tars() {
-        let mut t = tar_header("toc.dat", b'0', 10);
-        t.extend(vec![0u8; 512]);
-        assert_eq!(pg_dump_tar_kind(&t), Some(DumpKind::Tar));
-        let mut d = tar_header("dump/", b'5', 0);
-        d.extend(tar_header("dump/3001.dat.gz", b'0', 700));
-        assert_eq!(first_tar_file_name(&d).as_deref(), Some("dump/3001.dat.gz"));
-        assert_eq!(pg_dump_tar_kind(&d), Some(DumpKind::Directory));
-        let p = tar_header("db.sql", b'0', 100);
-        assert_eq!(pg_dump_tar_kind(&p), None);
     }
 
     #[tokio::test]
