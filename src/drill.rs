@@ -183,17 +183,24 @@ pub async fn verify(
         "drilling {}: restoring it in a disposable {} container",
         backup.key, image.name
     ));
+    // Creating and starting is not raced against the signal: a create request dropped
+    // half-way may still make a container after we looked for it. The listener keeps a
+    // signal that comes meanwhile, so it is seen right after.
+    let created = engine
+        .run_disposable(&name, &image.id, &env, &[("countable.drill.for", of)])
+        .await
+        .map_err(|e| {
+            anyhow::Error::from(Hinted::wrap(
+                e.into(),
+                format!("the disposable drill container of {} did not start", image.name),
+                format!("check that the image runs on the drill engine (`docker run --rm {}`), or set `drill_host` in countable.yml to an engine where it does", image.name),
+            ))
+        });
     let work = async {
-        let container = engine
-            .run_disposable(&name, &image.id, &env, &[("countable.drill.for", of)])
-            .await
-            .map_err(|e| {
-                Hinted::wrap(
-                    e.into(),
-                    format!("the disposable drill container of {} did not start", image.name),
-                    format!("check that the image runs on the drill engine (`docker run --rm {}`), or set `drill_host` in countable.yml to an engine where it does", image.name),
-                )
-            })?;
+        let container = created?;
+        if interrupt.hit() {
+            return Err(interrupted(&format!("the drill of {}", backup.key)));
+        }
         drill(engine, &container, store, backup, manifest.as_ref()).await
     };
     let drilled = tokio::select! {
