@@ -4,6 +4,7 @@
 //! A store only moves bytes; it never decodes or restores them.
 
 mod dir;
+pub mod parts;
 mod s3;
 
 use std::path::{Path, PathBuf};
