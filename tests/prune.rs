@@ -117,9 +117,13 @@ fn prune_in_a_directory_deletes_only_backups() {
     }
     let r = run(s.countable().args(["pull-db", "prod", "--dry-run"])).fails();
     assert!(r.stderr.contains("--backup "), "{}", r.stderr);
-    let r = run(s
-        .countable()
-        .args(["pull-db", "prod", "--dry-run", "--backup", "old-dump.sql.gz"]))
+    let r = run(s.countable().args([
+        "pull-db",
+        "prod",
+        "--dry-run",
+        "--backup",
+        "old-dump.sql.gz",
+    ]))
     .ok();
     assert!(r.stdout.contains("old-dump.sql.gz"), "{}", r.stdout);
 }

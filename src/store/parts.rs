@@ -83,6 +83,10 @@ where
     let mut sent = Vec::new();
     let mut n: u32 = 0;
     loop {
+        // A part that failed meanwhile stops the upload now, not parts later.
+        while let Some(done) = running.try_join_next() {
+            sent.push(joined(Some(done))?);
+        }
         n += 1;
         let size = part_size(n);
         let mut buf = Vec::with_capacity(size);

@@ -292,8 +292,6 @@ impl S3Store {
                 StoreError::S3 { message, .. } => fail(message),
                 other => other,
             });
-            // Stop the writer at once when the upload failed (it sees a broken pipe).
-            drop(rx);
             let (result, parts) = match sent {
                 Ok(sent) => (
                     Ok(()),
