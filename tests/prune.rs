@@ -119,7 +119,11 @@ fn prune_in_a_directory_deletes_only_backups() {
         std::fs::remove_file(store.join(key)).unwrap();
     }
     let r = run(s.countable().args(["pull-db", "prod", "--dry-run"])).fails();
-    assert!(r.stderr.contains("--backup "), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--backup old-dump.sql.gz"),
+        "the hint names the object that looks like a dump: {}",
+        r.stderr
+    );
     let r = run(s.countable().args([
         "pull-db",
         "prod",

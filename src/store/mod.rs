@@ -27,7 +27,7 @@ pub enum StoreError {
     NoLocation(String),
     #[error("no backups in {0}")]
     NoBackups(String),
-    #[error("no backups in {location}, only objects without a time in their name: {}", keys.join(", "))]
+    #[error("no backups in {location}, only objects without a time in their name: {}{}", keys.iter().take(5).cloned().collect::<Vec<_>>().join(", "), if keys.len() > 5 { ", …" } else { "" })]
     OnlyUndated { location: String, keys: Vec<String> },
     #[error("no backup `{key}` in {location}")]
     NoSuchKey { key: String, location: String },
@@ -57,7 +57,9 @@ impl Hint for StoreError {
             StoreError::NoBackups(_) => "make one with `countable backup <env>`, or check the `backups:` location in countable.yml".into(),
             StoreError::OnlyUndated { keys, .. } => format!(
                 "name one: `--backup {}`; countable picks the newest only among keys with a time, like 2026-11-30T021500Z.backup or prod-20261130-0215.sql.gz",
-                keys[0]
+                keys.iter()
+                    .find(|k| crate::retention::looks_like_dump(k))
+                    .unwrap_or(&keys[0])
             ),
             StoreError::NoSuchKey { .. } => "list what there is with `countable backups <env>`".into(),
             StoreError::NoSuchBucket(_) => "check the bucket name in `backups:` (countable.yml) and the region/endpoint".into(),
