@@ -143,6 +143,28 @@ async fn multipart_uploads_round_trip_abort_and_fail_cleanly() {
         "the multipart upload was aborted"
     );
 
+    // Another writer stores the same key while the upload runs: the upload does not
+    // replace it, fails, and leaves no open upload behind.
+    let mut upload = store.upload("raced.backup").await.unwrap();
+    feed(&mut upload, &data[..2 * first + 5]).await.unwrap();
+    let theirs = tmp.path().join("theirs");
+    std::fs::write(&theirs, b"someone else's backup").unwrap();
+    moto.aws(&[
+        "s3",
+        "cp",
+        theirs.to_str().unwrap(),
+        "s3://countable/backups/shop/raced.backup",
+    ])
+    .ok();
+    let err = upload.commit().await.unwrap_err();
+    assert!(err.to_string().contains("exists already"), "{err}");
+    assert_eq!(store.size_of("raced.backup").await.unwrap(), Some(21));
+    assert_eq!(
+        pending_uploads(&moto),
+        "None",
+        "the failed upload was aborted"
+    );
+
     // The server drops the upload midway (a lifecycle rule, an operator): the writer
     // gets an error soon, committing fails, and nothing is stored.
     let mut upload = store.upload("refused.backup").await.unwrap();

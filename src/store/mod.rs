@@ -29,6 +29,8 @@ pub enum StoreError {
     NoBackups(String),
     #[error("no backups in {location}, only objects without a time in their name: {}{}", keys.iter().take(5).cloned().collect::<Vec<_>>().join(", "), if keys.len() > 5 { ", …" } else { "" })]
     OnlyUndated { location: String, keys: Vec<String> },
+    #[error("{key} exists already in {location}; countable never writes over an object")]
+    Exists { key: String, location: String },
     #[error("no backup `{key}` in {location}")]
     NoSuchKey { key: String, location: String },
     #[error("bucket `{0}` does not exist")]
@@ -61,6 +63,7 @@ impl Hint for StoreError {
                     .find(|k| crate::retention::looks_like_dump(k))
                     .unwrap_or(&keys[0])
             ),
+            StoreError::Exists { .. } => "run it again in a second (keys carry the time to the second), and check who else writes to this location".into(),
             StoreError::NoSuchKey { .. } => "list what there is with `countable backups <env>`".into(),
             StoreError::NoSuchBucket(_) => "check the bucket name in `backups:` (countable.yml) and the region/endpoint".into(),
             StoreError::Credentials { .. } | StoreError::NoCredentials(_) => "check your AWS credentials: `aws sts get-caller-identity` (or set aws_profile in countable.yml, or AWS_PROFILE / AWS_ACCESS_KEY_ID)".into(),

@@ -260,6 +260,7 @@ impl S3Store {
         let client = self.client.clone();
         let bucket = self.bucket.clone();
         let location = self.location();
+        let name = key.to_string();
         let task = tokio::spawn(async move {
             let fail = {
                 let location = location.clone();
@@ -307,12 +308,14 @@ impl S3Store {
                 Err(e) => (Err(e), Vec::new()),
             };
             let commit = result.is_ok() && decision.await.unwrap_or(false);
-            if commit {
+            let result = if commit {
                 let completed = client
                     .complete_multipart_upload()
                     .bucket(&bucket)
                     .key(&full)
                     .upload_id(&upload_id)
+                    // Never over an existing key, even one that appeared during the upload.
+                    .if_none_match("*")
                     .multipart_upload(
                         aws_sdk_s3::types::CompletedMultipartUpload::builder()
                             .set_parts(Some(parts))
@@ -321,26 +324,36 @@ impl S3Store {
                     .send()
                     .await;
                 match completed {
-                    Ok(_) => Ok(()),
+                    Ok(_) => return Ok(()),
                     // Some S3-compatible servers (moto, for one) answer 200 with a body the
                     // SDK cannot parse. The server accepted the upload; the size and
                     // SHA-256 check that follows every backup proves the object.
-                    Err(SdkError::ServiceError(e)) if e.raw().status().is_success() => Ok(()),
+                    Err(SdkError::ServiceError(e)) if e.raw().status().is_success() => {
+                        return Ok(())
+                    }
+                    Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(412) => {
+                        Err(StoreError::Exists {
+                            key: name,
+                            location: location.clone(),
+                        })
+                    }
                     Err(e) => Err(fail(format!(
                         "completing the upload: {}",
                         aws_sdk_s3::error::DisplayErrorContext(&e)
                     ))),
                 }
             } else {
-                let _ = client
-                    .abort_multipart_upload()
-                    .bucket(&bucket)
-                    .key(&full)
-                    .upload_id(&upload_id)
-                    .send()
-                    .await;
                 result.and(Err(fail("the upload was abandoned".into())))
-            }
+            };
+            // Not completed: abort, so that no parts stay stored (and billed).
+            let _ = client
+                .abort_multipart_upload()
+                .bucket(&bucket)
+                .key(&full)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            result
         });
         Ok(S3Upload { pipe, decide, task })
     }
