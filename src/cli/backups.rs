@@ -112,7 +112,7 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     for r in &rows {
         let Some(taken) = &r.taken_at else {
             printer.data(&format!(
-                "{:<36} {:>10}  {}  not a backup (no time in its name; restore it with --backup)",
+                "{:<36} {:>10}  {}  not a backup (no time countable reads in its name; pick it with --backup)",
                 r.backup.key,
                 ui::human_bytes(r.backup.size),
                 r.backup.modified_rfc3339(),
