@@ -135,10 +135,7 @@ pub async fn backup(
         }
     };
     if let Err(e) = upload.commit().await {
-        // A key that appeared meanwhile is someone else's object: leave it be.
-        if !matches!(e, crate::store::StoreError::Exists { .. }) {
-            let _ = store.delete(&key).await;
-        }
+        let _ = store.delete(&key).await;
         return Err(e.into());
     }
     let dump_seconds = started.elapsed().as_secs_f64();
