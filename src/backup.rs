@@ -2,11 +2,9 @@
 //! pg_dump inside its db container (custom format, version-matched), streamed through
 //! optional compression and SHA-256 into the environment's store under a new UTC
 //! timestamped key, then checked against what the store holds, with a manifest beside
-//! it. `plan_prune`: restic-style retention. The drill (`verify-backup`) is in `drill`.
+//! it. Retention is in `retention`, the drill (`verify-backup`) is in `drill`.
 //!
 //! Nothing here overwrites a stored backup; a failed backup leaves no object behind.
-
-use std::collections::BTreeSet;
 
 use async_compression::tokio::write::{BzEncoder, GzipEncoder, XzEncoder, ZstdEncoder};
 use serde::{Deserialize, Serialize};
@@ -112,14 +110,6 @@ pub fn new_key(now: OffsetDateTime, compress: Compress) -> String {
     format!("{stamp}.backup{}", compress.suffix())
 }
 
-/// The time in a key made by `new_key` (or by hand in the same shape), if any.
-pub fn key_time(key: &str) -> Option<OffsetDateTime> {
-    let stamp = key.get(..18)?;
-    time::PrimitiveDateTime::parse(stamp, STAMP)
-        .ok()
-        .map(|t| t.assume_utc())
-}
-
 /// Dump `db`'s database into `store` and prove the stored object is what was sent. The
 /// manifest's counts are read in the very snapshot pg_dump dumps, so writes going on
 /// meanwhile are in neither or in both. Interrupted (Ctrl-C, SIGTERM) or failed, it
@@ -161,7 +151,14 @@ pub async fn backup(
         _ = interrupt.wait() => Err(BackupError::Interrupted.into()),
     };
     if let Err(e) = stored {
-        let _ = store.delete(&key).await;
+        // A key that appeared during the upload is someone else's object: never ours to delete.
+        let theirs = matches!(
+            e.downcast_ref::<crate::store::StoreError>(),
+            Some(crate::store::StoreError::Exists { .. })
+        );
+        if !theirs {
+            let _ = store.delete(&key).await;
+        }
         return Err(e);
     }
     let dump_seconds = started.elapsed().as_secs_f64();
@@ -389,87 +386,9 @@ async fn check_stored(store: &Store, key: &str, size: u64, sha256: &str) -> anyh
     Ok(())
 }
 
-/// How many backups to keep, restic/borg style.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Retention {
-    pub last: usize,
-    pub daily: usize,
-    pub weekly: usize,
-    pub monthly: usize,
-}
-
-/// One backup as retention sees it.
-#[derive(Debug, Clone)]
-pub struct Dated {
-    pub key: String,
-    pub time: OffsetDateTime,
-    pub verified: bool,
-}
-
-/// Which keys to keep and which to delete. The newest `last` are kept; then, walking
-/// from the newest, the newest backup of each of the `daily` most recent days that
-/// have one (likewise ISO weeks and months). The newest verified backup is always kept.
-pub fn plan_prune(
-    backups: &[Dated],
-    keep: Retention,
-) -> Result<(Vec<String>, Vec<String>), BackupError> {
-    if keep.last + keep.daily + keep.weekly + keep.monthly == 0 {
-        return Err(BackupError::NoRetention);
-    }
-    let mut sorted: Vec<&Dated> = backups.iter().collect();
-    sorted.sort_by(|a, b| b.time.cmp(&a.time).then(b.key.cmp(&a.key)));
-    let mut kept: BTreeSet<&str> = BTreeSet::new();
-    for b in sorted.iter().take(keep.last) {
-        kept.insert(&b.key);
-    }
-    let mut bucketed = |n: usize, bucket: &dyn Fn(OffsetDateTime) -> (i32, u32)| {
-        let mut seen = Vec::new();
-        for b in &sorted {
-            let k = bucket(b.time);
-            if seen.len() >= n {
-                break;
-            }
-            if !seen.contains(&k) {
-                seen.push(k);
-                kept.insert(&b.key);
-            }
-        }
-    };
-    bucketed(keep.daily, &|t| (t.year(), t.ordinal() as u32));
-    bucketed(keep.weekly, &|t| {
-        let (y, w, _) = t.to_iso_week_date();
-        (y, w as u32)
-    });
-    bucketed(keep.monthly, &|t| (t.year(), t.month() as u32));
-    if let Some(v) = sorted.iter().find(|b| b.verified) {
-        kept.insert(&v.key);
-    }
-    let keep_list: Vec<String> = sorted
-        .iter()
-        .filter(|b| kept.contains(b.key.as_str()))
-        .map(|b| b.key.clone())
-        .collect();
-    let drop_list: Vec<String> = sorted
-        .iter()
-        .filter(|b| !kept.contains(b.key.as_str()))
-        .map(|b| b.key.clone())
-        .collect();
-    Ok((keep_list, drop_list))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
-
-    #[test]
-    fn keys_carry_their_time() {
-        let t = datetime!(2026-11-30 02:15:07 UTC);
-        let k = new_key(t, Compress::Zstd);
-        assert_eq!(k, "2026-11-30T021507Z.backup.zst");
-        assert_eq!(key_time(&k), Some(t));
-        assert_eq!(key_time("prod.sql"), None);
-    }
 
     #[test]
     fn the_lrzip_directory_is_private_and_removed_when_dropped() {
@@ -499,88 +418,5 @@ mod tests {
                 "shop"
             ]
         );
-    }
-
-    /// Every day at 02:00 for 400 days, the newest first.
-    fn calendar() -> Vec<Dated> {
-        let start = datetime!(2025-10-27 02:00 UTC);
-        (0..400)
-            .map(|d| {
-                let t = start + time::Duration::days(d);
-                Dated {
-                    key: new_key(t, Compress::None),
-                    time: t,
-                    verified: false,
-                }
-            })
-            .collect()
-    }
-
-    #[test]
-    fn retention_on_a_calendar() {
-        let all = calendar();
-        let (keep, drop) = plan_prune(
-            &all,
-            Retention {
-                last: 2,
-                daily: 7,
-                weekly: 4,
-                monthly: 6,
-            },
-        )
-        .unwrap();
-        assert_eq!(keep.len() + drop.len(), 400);
-        // 2026-11-30 is a Monday. The newest 7 days (the last 2 among them); the newest
-        // of 4 ISO weeks (W49: Nov 30, W48: Nov 29, W47: Nov 22, W46: Nov 15, so 2 more);
-        // the newest of 6 months (Nov 30, then Oct 31 … Jun 30, so 5 more).
-        assert_eq!(keep[0], "2026-11-30T020000Z.backup");
-        assert_eq!(
-            &keep[..7],
-            &all.iter()
-                .rev()
-                .take(7)
-                .map(|d| d.key.clone())
-                .collect::<Vec<_>>()[..]
-        );
-        assert!(
-            keep.contains(&"2026-11-22T020000Z.backup".to_string()),
-            "Sunday of the previous ISO week"
-        );
-        assert!(
-            keep.contains(&"2026-10-31T020000Z.backup".to_string()),
-            "newest of October"
-        );
-        assert!(
-            keep.contains(&"2026-06-30T020000Z.backup".to_string()),
-            "newest of June (6th month back)"
-        );
-        assert!(
-            !keep.contains(&"2026-05-31T020000Z.backup".to_string()),
-            "May is beyond 6 months"
-        );
-        assert!(keep.contains(&"2026-11-15T020000Z.backup".to_string()));
-        assert_eq!(keep.len(), 7 + 2 + 5, "{keep:?}");
-    }
-
-    #[test]
-    fn the_newest_verified_backup_is_never_deleted() {
-        let mut all = calendar();
-        all[10].verified = true;
-        let old = all[10].key.clone();
-        let (keep, drop) = plan_prune(
-            &all,
-            Retention {
-                last: 1,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(keep.len(), 2);
-        assert!(keep.contains(&old));
-        assert!(!drop.contains(&old));
-        assert!(matches!(
-            plan_prune(&all, Retention::default()),
-            Err(BackupError::NoRetention)
-        ));
     }
 }

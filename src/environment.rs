@@ -151,7 +151,7 @@ impl Local {
         if started.is_ok() && bad.is_empty() && !missing {
             return Ok(());
         }
-        self.show_failing(printer, &bad);
+        self.show_failing(printer, &bad).await;
         let names: Vec<&str> = bad.iter().map(|s| s.service.as_str()).collect();
         let first = names.first().copied().or(only).unwrap_or("web");
         let err = started.err().unwrap_or_else(|| {
@@ -173,7 +173,7 @@ impl Local {
     }
 
     /// Print the last log lines of each failing service.
-    fn show_failing(&self, printer: &Printer, bad: &[ServiceState]) {
+    async fn show_failing(&self, printer: &Printer, bad: &[ServiceState]) {
         for s in bad {
             if s.state == "created" {
                 printer.warn(&format!(
@@ -194,15 +194,19 @@ impl Local {
             let Ok(compose) = self.compose() else {
                 continue;
             };
-            // Off the runtime's worker, so the interrupt listener goes on meanwhile.
-            if let Ok(text) = tokio::task::block_in_place(|| compose.capture(&[
+            // On a blocking thread, so the runtime (and the interrupt listener) goes on.
+            let args = [
                 "logs",
                 "--no-color",
                 "--no-log-prefix",
                 "--tail",
                 "300",
                 &s.service,
-            ])) {
+            ]
+            .map(String::from);
+            let compose = compose.clone();
+            let text = tokio::task::spawn_blocking(move || compose.capture(&as_refs(&args))).await;
+            if let Ok(Ok(text)) = text {
                 for line in summarize_log(&text, 15) {
                     printer.note(&format!("    {line}"));
                 }

@@ -21,6 +21,7 @@ pub mod names;
 pub mod process;
 pub mod project;
 pub mod restore;
+pub mod retention;
 pub mod scaffold;
 pub mod store;
 pub mod ui;

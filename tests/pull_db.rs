@@ -102,7 +102,11 @@ fn every_format_and_dump_kind_restores_identically() {
             &name,
             &format!("CREATE TABLE countable_marker (v text); INSERT INTO countable_marker VALUES ('{case}')"),
         );
-        assert_ne!(s.fingerprint(&name), want, "{case}: the marker makes a difference");
+        assert_ne!(
+            s.fingerprint(&name),
+            want,
+            "{case}: the marker makes a difference"
+        );
     };
     for (file, format) in &cases {
         differ(file);

@@ -29,7 +29,14 @@ fn server_settings(s: &Scratch) -> String {
         "postgres",
         "SELECT string_agg(name || '=' || setting, ',' ORDER BY name) FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'autovacuum', 'max_wal_size', 'maintenance_work_mem')",
     );
-    let auto = s.compose(&["exec", "-T", "db", "sh", "-c", "cat \"$PGDATA/postgresql.auto.conf\""]);
+    let auto = s.compose(&[
+        "exec",
+        "-T",
+        "db",
+        "sh",
+        "-c",
+        "cat \"$PGDATA/postgresql.auto.conf\"",
+    ]);
     format!("{shown}\n{}", auto.stdout)
 }
 
@@ -418,11 +425,17 @@ fn kill_9_mid_restore_is_put_right_by_the_next_command() {
     child.kill().unwrap();
     child.wait().unwrap();
     drop(stdin);
-    assert_ne!(server_settings(&f.s), f.settings, "kill -9 left settings relaxed");
+    assert_ne!(
+        server_settings(&f.s),
+        f.settings,
+        "kill -9 left settings relaxed"
+    );
     // A second restore meanwhile would be refused only while the owner lives: it is dead.
     let status = run(f.s.countable().arg("status")).ok();
     assert!(
-        status.stderr.contains("an earlier countable restore was interrupted"),
+        status
+            .stderr
+            .contains("an earlier countable restore was interrupted"),
         "{}",
         status.stderr
     );
@@ -451,22 +464,39 @@ fn a_second_restore_is_refused_while_one_runs() {
     let new = format!("{}__countable_new", f.s.name);
     let t = Instant::now();
     while !f.s.databases().contains(&new) {
-        assert!(t.elapsed() < Duration::from_secs(60), "the restore never started");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the restore never started"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let second = run(f.s.countable().arg("import-db").arg(f.path("custom.backup"))).fails();
+    let second = run(f
+        .s
+        .countable()
+        .arg("import-db")
+        .arg(f.path("custom.backup")))
+    .fails();
     assert!(
-        second.stderr.contains("another countable restore into this database is running"),
+        second
+            .stderr
+            .contains("another countable restore into this database is running"),
         "{}",
         second.stderr
     );
     // `status` meanwhile leaves the running restore alone.
     run(f.s.countable().arg("status")).ok();
-    assert!(f.s.databases().contains(&new), "status dropped a live restore's database");
+    assert!(
+        f.s.databases().contains(&new),
+        "status dropped a live restore's database"
+    );
     stdin.write_all(&plain[plain.len() / 2..]).unwrap();
     drop(stdin);
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(f.s.fingerprint(&f.s.name), f.s.fingerprint("seed"));
     assert_eq!(server_settings(&f.s), f.settings);
 }

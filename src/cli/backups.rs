@@ -1,11 +1,13 @@
 //! `countable backups [<env>]`: the backups an environment has, newest first, with
 //! their manifest and drill state; `countable backups prune <env>`: retention.
 
-use crate::backup::{self, Dated, Retention};
+use crate::backup;
 use crate::data;
 use crate::drill::Verification;
 use crate::environment::Local;
+use crate::retention::{self, Dated, Retention};
 use crate::ui::{self, Printer};
+use time::format_description::well_known::Rfc3339;
 
 /// List an environment's backups: key, size, time, manifest and drill state; newest first
 #[derive(Debug, clap::Args)]
@@ -29,7 +31,10 @@ pub enum Action {
 }
 
 /// Delete old backups by retention rules (restic/borg semantics). Without --apply it
-/// only lists what would go. The newest verified backup is never deleted
+/// only lists what would go. The newest verified backup is never deleted. A backup is
+/// an object whose key carries its time and ends like a dump (`2026-11-30T021500Z.backup`,
+/// `prod-20261130-0215.sql.gz`, `2026-11-30_02-15.tar.lrz`); anything else is listed as
+/// "kept: not a backup" and never deleted
 #[derive(Debug, clap::Args)]
 pub struct PruneArgs {
     /// The environment (default: `data_from`)
@@ -55,6 +60,8 @@ pub struct PruneArgs {
 struct Row<'a> {
     #[serde(flatten)]
     backup: &'a crate::store::Backup,
+    /// When it was taken (from its key, RFC 3339); `null`: not a backup.
+    taken_at: Option<String>,
     manifest: bool,
     verification: Option<String>,
 }
@@ -88,6 +95,7 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
         };
         rows.push(Row {
             backup: b,
+            taken_at: b.taken_at().and_then(|t| t.format(&Rfc3339).ok()),
             manifest: side.manifest,
             verification,
         });
@@ -102,11 +110,20 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     }
     printer.note(&format!("backups of {env} in {}", store.location()));
     for r in &rows {
+        let Some(taken) = &r.taken_at else {
+            printer.data(&format!(
+                "{:<36} {:>10}  {}  not a backup (no time countable reads in its name; pick it with --backup)",
+                r.backup.key,
+                ui::human_bytes(r.backup.size),
+                r.backup.modified_rfc3339(),
+            ));
+            continue;
+        };
         printer.data(&format!(
             "{:<36} {:>10}  {}  {}  {}",
             r.backup.key,
             ui::human_bytes(r.backup.size),
-            r.backup.modified_rfc3339(),
+            taken,
             if r.manifest {
                 "manifest"
             } else {
@@ -125,7 +142,12 @@ async fn prune(args: PruneArgs, printer: &Printer) -> anyhow::Result<()> {
     let list = store.list().await?;
     let sides = store.side_files(&list).await?;
     let mut dated = Vec::new();
+    let mut not_backups = Vec::new();
     for (b, side) in list.iter().zip(&sides) {
+        let Some(time) = b.taken_at() else {
+            not_backups.push(b.key.as_str());
+            continue;
+        };
         let passed = if side.verified {
             store
                 .get_small(&backup::verified_key(&b.key))
@@ -135,10 +157,6 @@ async fn prune(args: PruneArgs, printer: &Printer) -> anyhow::Result<()> {
         } else {
             false
         };
-        let time = backup::key_time(&b.key).unwrap_or_else(|| {
-            time::OffsetDateTime::from_unix_timestamp(b.modified)
-                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-        });
         dated.push(Dated {
             key: b.key.clone(),
             time,
@@ -151,16 +169,23 @@ async fn prune(args: PruneArgs, printer: &Printer) -> anyhow::Result<()> {
         weekly: args.keep_weekly,
         monthly: args.keep_monthly,
     };
-    let (kept, dropped) = backup::plan_prune(&dated, keep)?;
+    let (kept, dropped) = retention::plan_prune(&dated, keep)?;
     for k in &kept {
         printer.data(&format!("keep   {k}"));
     }
     for k in &dropped {
         printer.data(&format!("delete {k}"));
     }
+    for k in &not_backups {
+        printer.data(&format!("kept: not a backup  {k}"));
+    }
+    let others = match not_backups.len() {
+        0 => String::new(),
+        n => format!(", {n} not a backup (kept)"),
+    };
     if !args.apply {
         printer.note(&format!(
-            "dry run: {} would be deleted, {} kept; add --apply to delete",
+            "dry run: {} would be deleted, {} kept{others}; add --apply to delete",
             dropped.len(),
             kept.len()
         ));
@@ -172,7 +197,7 @@ async fn prune(args: PruneArgs, printer: &Printer) -> anyhow::Result<()> {
         store.delete(&backup::verified_key(k)).await?;
     }
     printer.success(&format!(
-        "deleted {} backups, kept {}",
+        "deleted {} backups, kept {}{others}",
         dropped.len(),
         kept.len()
     ));

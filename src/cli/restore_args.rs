@@ -86,7 +86,10 @@ impl RestoreArgs {
             "CREATE DATABASE \"<db>__countable_new\" TEMPLATE template0 (or countable.yml's db_template)".into(),
         ];
         if !self.durable {
-            v.push("ALTER SYSTEM SET fsync/synchronous_commit/full_page_writes/autovacuum = off".into());
+            v.push(
+                "ALTER SYSTEM SET fsync/synchronous_commit/full_page_writes/autovacuum = off"
+                    .into(),
+            );
         }
         if self.jobs > 1 {
             v.push(format!("custom format: spool into $PGDATA, pg_restore -j {} --no-owner --no-acl --exit-on-error -L <filtered list>", self.jobs));

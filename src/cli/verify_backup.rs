@@ -22,10 +22,12 @@ pub struct Args {
     /// One backup (default: the newest)
     #[arg(long, value_name = "KEY", conflicts_with_all = ["all", "since"])]
     pub backup: Option<String>,
-    /// Every backup
+    /// Every backup (objects without a time in their key are not backups: name them
+    /// with --backup)
     #[arg(long)]
     pub all: bool,
-    /// Every backup from this UTC date on (YYYY-MM-DD)
+    /// Every backup from this UTC date on (YYYY-MM-DD), by the time in its key;
+    /// objects without one are left out (name them with --backup)
     #[arg(long, value_name = "DATE")]
     pub since: Option<String>,
     /// Print the results as JSON on stdout
@@ -52,7 +54,7 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
             .list()
             .await?
             .into_iter()
-            .filter(|b| since.is_none_or(|s| backup_time(b) >= s))
+            .filter(|b| b.taken_at().is_some() && since.is_none_or(|s| taken_since(b, s)))
             .collect()
     } else {
         vec![store.pick(args.backup.as_deref()).await?]
@@ -116,9 +118,8 @@ fn parse_date(d: &str) -> anyhow::Result<i64> {
     Ok(date.midnight().assume_utc().unix_timestamp())
 }
 
-/// When a backup was made: the time in its key, else its stored time.
-fn backup_time(b: &Backup) -> i64 {
-    crate::backup::key_time(&b.key)
-        .map(|t| t.unix_timestamp())
-        .unwrap_or(b.modified)
+/// Whether `b` is a backup taken at or after `since` (Unix seconds): the time in its
+/// key, as for `pull-db` and `backups prune`; objects that are not backups have none.
+fn taken_since(b: &Backup, since: i64) -> bool {
+    b.taken_at().is_some_and(|t| t.unix_timestamp() >= since)
 }

@@ -71,6 +71,8 @@ pub struct DirUpload {
     pub(super) file: tokio::fs::File,
     tmp: PathBuf,
     dest: PathBuf,
+    key: String,
+    location: String,
 }
 
 impl DirUpload {
@@ -83,9 +85,13 @@ impl DirUpload {
         self.file.flush().await.map_err(io(&self.tmp))?;
         self.file.sync_all().await.map_err(io(&self.tmp))?;
         // A hard link fails when the name exists: a backup is never overwritten.
-        let linked = tokio::fs::hard_link(&self.tmp, &self.dest)
-            .await
-            .map_err(io(&self.dest));
+        let linked = match tokio::fs::hard_link(&self.tmp, &self.dest).await {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(StoreError::Exists {
+                key: self.key.clone(),
+                location: self.location.clone(),
+            }),
+            other => other.map_err(io(&self.dest)),
+        };
         let _ = tokio::fs::remove_file(&self.tmp).await;
         linked
     }
@@ -116,7 +122,13 @@ impl DirStore {
         let file = tokio::fs::File::create(&tmp)
             .await
             .map_err(|e| self.io(e))?;
-        Ok(DirUpload { file, tmp, dest })
+        Ok(DirUpload {
+            file,
+            tmp,
+            dest,
+            key: key.to_string(),
+            location: self.location(),
+        })
     }
 
     pub async fn put_small(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
@@ -134,5 +146,28 @@ impl DirStore {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.io(e)),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn a_commit_never_replaces_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path().to_path_buf());
+        let mut upload = store.upload("x.backup").await.unwrap();
+        upload.file.write_all(b"ours").await.unwrap();
+        std::fs::write(dir.path().join("x.backup"), b"theirs").unwrap();
+        let err = upload.commit().await.unwrap_err();
+        assert!(matches!(err, StoreError::Exists { .. }), "{err}");
+        assert_eq!(
+            std::fs::read(dir.path().join("x.backup")).unwrap(),
+            b"theirs"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no partial file is left");
     }
 }

@@ -4,6 +4,7 @@
 //! A store only moves bytes; it never decodes or restores them.
 
 mod dir;
+pub mod parts;
 mod s3;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,10 @@ pub enum StoreError {
     NoLocation(String),
     #[error("no backups in {0}")]
     NoBackups(String),
+    #[error("no backups in {location}, only objects without a time in their name: {}{}", keys.iter().take(5).cloned().collect::<Vec<_>>().join(", "), if keys.len() > 5 { ", …" } else { "" })]
+    OnlyUndated { location: String, keys: Vec<String> },
+    #[error("{key} exists already in {location}; countable never writes over an object")]
+    Exists { key: String, location: String },
     #[error("no backup `{key}` in {location}")]
     NoSuchKey { key: String, location: String },
     #[error("bucket `{0}` does not exist")]
@@ -52,6 +57,13 @@ impl Hint for StoreError {
             StoreError::BadLocation(_) => "set `backups:` to e.g. s3://countable/backups/<project>/ or backups/ in countable.yml".into(),
             StoreError::NoLocation(env) => format!("add `backups: s3://<bucket>/backups/<project>/` (or a directory) under environments.{env} in countable.yml"),
             StoreError::NoBackups(_) => "make one with `countable backup <env>`, or check the `backups:` location in countable.yml".into(),
+            StoreError::OnlyUndated { keys, .. } => format!(
+                "name one: `--backup {}`; countable picks the newest only among keys with a time, like 2026-11-30T021500Z.backup or prod-20261130-0215.sql.gz",
+                keys.iter()
+                    .find(|k| crate::retention::looks_like_dump(k))
+                    .unwrap_or(&keys[0])
+            ),
+            StoreError::Exists { .. } => "run it again in a second (keys carry the time to the second), and check who else writes to this location".into(),
             StoreError::NoSuchKey { .. } => "list what there is with `countable backups <env>`".into(),
             StoreError::NoSuchBucket(_) => "check the bucket name in `backups:` (countable.yml) and the region/endpoint".into(),
             StoreError::Credentials { .. } | StoreError::NoCredentials(_) => "check your AWS credentials: `aws sts get-caller-identity` (or set aws_profile in countable.yml, or AWS_PROFILE / AWS_ACCESS_KEY_ID)".into(),
@@ -74,6 +86,11 @@ pub struct Backup {
 }
 
 impl Backup {
+    /// When this backup was taken, from its key; `None`: not a backup (see `retention`).
+    pub fn taken_at(&self) -> Option<time::OffsetDateTime> {
+        crate::retention::backup_time(&self.key)
+    }
+
     pub fn modified_rfc3339(&self) -> String {
         time::OffsetDateTime::from_unix_timestamp(self.modified)
             .ok()
@@ -96,9 +113,18 @@ pub(crate) fn unix(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-/// Newest first: by time, then by key (timestamped keys sort by age too).
+/// Newest first, as `crate::retention` defines it: backups by the time in their key
+/// (then by key); after them, objects that are not backups, by their stored time.
 pub fn sort_newest_first(list: &mut [Backup]) {
-    list.sort_by(|a, b| b.modified.cmp(&a.modified).then(b.key.cmp(&a.key)));
+    list.sort_by_cached_key(|b| {
+        let taken = b.taken_at().map(|t| t.unix_timestamp_nanos());
+        (
+            std::cmp::Reverse(taken.is_some()),
+            std::cmp::Reverse(taken),
+            std::cmp::Reverse(b.modified),
+            std::cmp::Reverse(b.key.clone()),
+        )
+    });
 }
 
 /// An opened backup: its bytes and their total size, when known.
@@ -157,7 +183,8 @@ impl Store {
         }
     }
 
-    /// Every backup, newest first.
+    /// Every object but side files, newest first: the backups by the time in their
+    /// key, then objects that are not backups (`Backup::taken_at` is `None`).
     pub async fn list(&self) -> Result<Vec<Backup>, StoreError> {
         let mut list: Vec<Backup> = self
             .entries()
@@ -169,14 +196,19 @@ impl Store {
         Ok(list)
     }
 
-    /// `key`, or the newest backup.
+    /// `key` (any object, backup or not), or the newest backup. An object that is not
+    /// a backup is never picked as the newest: it has no time countable trusts.
     pub async fn pick(&self, key: Option<&str>) -> Result<Backup, StoreError> {
         let list = self.list().await?;
         match key {
-            None => list
-                .into_iter()
-                .next()
-                .ok_or_else(|| StoreError::NoBackups(self.location())),
+            None => match list.iter().position(|b| b.taken_at().is_some()) {
+                Some(i) => Ok(list.into_iter().nth(i).expect("an index from position")),
+                None if list.is_empty() => Err(StoreError::NoBackups(self.location())),
+                None => Err(StoreError::OnlyUndated {
+                    location: self.location(),
+                    keys: list.into_iter().map(|b| b.key).collect(),
+                }),
+            },
             Some(k) => {
                 let k = self.relative(k);
                 list.into_iter()
@@ -257,6 +289,26 @@ mod tests {
         assert_eq!(
             v.iter().map(|b| b.key.as_str()).collect::<Vec<_>>(),
             ["c", "b", "a"]
+        );
+        // A backup's age is the time in its key, whatever the store says; objects
+        // that are not backups come after every backup, however new.
+        let mut v = vec![
+            b("2026-11-29T020000Z.backup", 50),
+            b("README.txt", 100),
+            b("prod-20261130-0200.sql.gz", 10),
+            b("2026-11-28T020000Z.backup", 100),
+            b("old-dump.sql.gz", 90),
+        ];
+        sort_newest_first(&mut v);
+        assert_eq!(
+            v.iter().map(|b| b.key.as_str()).collect::<Vec<_>>(),
+            [
+                "prod-20261130-0200.sql.gz",
+                "2026-11-29T020000Z.backup",
+                "2026-11-28T020000Z.backup",
+                "README.txt",
+                "old-dump.sql.gz"
+            ]
         );
         assert!(is_side_file("x.backup.manifest.json"));
         assert!(!is_side_file("x.tar.lrz"));

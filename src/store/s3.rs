@@ -171,9 +171,6 @@ fn shorten(s: &str) -> String {
     }
 }
 
-/// Parts of a multipart upload: 8 MiB each (S3's minimum is 5 MiB but for the last).
-const PART: usize = 8 * 1024 * 1024;
-
 /// A multipart upload fed through a pipe; `finish(true)` completes it, `finish(false)`
 /// (or any error) aborts it, so a failed backup leaves no object.
 pub struct S3Upload {
@@ -246,8 +243,8 @@ impl S3Store {
         Ok(())
     }
 
+    /// Start a multipart upload of `key`; parts as `super::parts` sizes and sends them.
     pub async fn upload(&self, key: &str) -> Result<S3Upload, StoreError> {
-        use tokio::io::AsyncReadExt;
         let full = self.full(key);
         let created = self
             .client
@@ -263,60 +260,62 @@ impl S3Store {
         let client = self.client.clone();
         let bucket = self.bucket.clone();
         let location = self.location();
+        let name = key.to_string();
         let task = tokio::spawn(async move {
-            let fail = |message: String| StoreError::S3 {
-                location: location.clone(),
-                message,
-            };
-            let mut parts = Vec::new();
-            let result: Result<(), StoreError> = async {
-                loop {
-                    let mut buf = Vec::with_capacity(PART);
-                    (&mut rx)
-                        .take(PART as u64)
-                        .read_to_end(&mut buf)
-                        .await
-                        .map_err(|e| fail(e.to_string()))?;
-                    if buf.is_empty() && !parts.is_empty() {
-                        break;
-                    }
-                    let n = parts.len() as i32 + 1;
-                    let last = buf.len() < PART;
-                    let part = client
-                        .upload_part()
-                        .bucket(&bucket)
-                        .key(&full)
-                        .upload_id(&upload_id)
-                        .part_number(n)
-                        .body(buf.into())
-                        .send()
-                        .await
-                        .map_err(|e| {
-                            fail(format!(
-                                "uploading part {n}: {}",
-                                aws_sdk_s3::error::DisplayErrorContext(&e)
-                            ))
-                        })?;
-                    parts.push(
-                        aws_sdk_s3::types::CompletedPart::builder()
-                            .part_number(n)
-                            .set_e_tag(part.e_tag().map(String::from))
-                            .build(),
-                    );
-                    if last {
-                        break;
-                    }
+            let fail = {
+                let location = location.clone();
+                move |message: String| StoreError::S3 {
+                    location: location.clone(),
+                    message,
                 }
-                Ok(())
-            }
-            .await;
+            };
+            let sent = super::parts::send_parts(&mut rx, |n, bytes| {
+                let request = client
+                    .upload_part()
+                    .bucket(&bucket)
+                    .key(&full)
+                    .upload_id(&upload_id)
+                    .part_number(n)
+                    .body(bytes.into());
+                let fail = fail.clone();
+                async move {
+                    let part = request.send().await.map_err(|e| {
+                        fail(format!(
+                            "uploading part {n}: {}",
+                            aws_sdk_s3::error::DisplayErrorContext(&e)
+                        ))
+                    })?;
+                    Ok(part.e_tag().map(String::from))
+                }
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::S3 { message, .. } => fail(message),
+                other => other,
+            });
+            let (result, parts) = match sent {
+                Ok(sent) => (
+                    Ok(()),
+                    sent.into_iter()
+                        .map(|(n, etag)| {
+                            aws_sdk_s3::types::CompletedPart::builder()
+                                .part_number(n)
+                                .set_e_tag(etag)
+                                .build()
+                        })
+                        .collect(),
+                ),
+                Err(e) => (Err(e), Vec::new()),
+            };
             let commit = result.is_ok() && decision.await.unwrap_or(false);
-            if commit {
+            let result = if commit {
                 let completed = client
                     .complete_multipart_upload()
                     .bucket(&bucket)
                     .key(&full)
                     .upload_id(&upload_id)
+                    // Never over an existing key, even one that appeared during the upload.
+                    .if_none_match("*")
                     .multipart_upload(
                         aws_sdk_s3::types::CompletedMultipartUpload::builder()
                             .set_parts(Some(parts))
@@ -325,26 +324,36 @@ impl S3Store {
                     .send()
                     .await;
                 match completed {
-                    Ok(_) => Ok(()),
+                    Ok(_) => return Ok(()),
                     // Some S3-compatible servers (moto, for one) answer 200 with a body the
                     // SDK cannot parse. The server accepted the upload; the size and
                     // SHA-256 check that follows every backup proves the object.
-                    Err(SdkError::ServiceError(e)) if e.raw().status().is_success() => Ok(()),
+                    Err(SdkError::ServiceError(e)) if e.raw().status().is_success() => {
+                        return Ok(())
+                    }
+                    Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(412) => {
+                        Err(StoreError::Exists {
+                            key: name,
+                            location: location.clone(),
+                        })
+                    }
                     Err(e) => Err(fail(format!(
                         "completing the upload: {}",
                         aws_sdk_s3::error::DisplayErrorContext(&e)
                     ))),
                 }
             } else {
-                let _ = client
-                    .abort_multipart_upload()
-                    .bucket(&bucket)
-                    .key(&full)
-                    .upload_id(&upload_id)
-                    .send()
-                    .await;
                 result.and(Err(fail("the upload was abandoned".into())))
-            }
+            };
+            // Not completed: abort, so that no parts stay stored (and billed).
+            let _ = client
+                .abort_multipart_upload()
+                .bucket(&bucket)
+                .key(&full)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            result
         });
         Ok(S3Upload { pipe, decide, task })
     }
