@@ -110,6 +110,37 @@ impl Fixture {
         );
     }
 
+    /// `import-db -` fed the first `len` bytes of `dump`, once its new database exists;
+    /// stdin stays open, so the restore waits for more.
+    fn import_part_of(
+        &self,
+        dump: &[u8],
+        len: usize,
+    ) -> (std::process::Child, std::process::ChildStdin) {
+        let mut child = self
+            .s
+            .countable()
+            .args(["import-db", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&dump[..len]).unwrap();
+        stdin.flush().unwrap();
+        let new = format!("{}__countable_new", self.s.name);
+        let t = Instant::now();
+        while !self.s.databases().contains(&new) {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "the restore never started"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (child, stdin)
+    }
+
     fn import_fails(&self, file: &str, want: &str) {
         let r = run(self.s.countable().arg("import-db").arg(self.path(file))).fails();
         assert!(
@@ -356,26 +387,7 @@ fn daemon_down_and_ctrl_c_never_touch_the_current_database() {
         "fixture too small: {}",
         plain.len()
     );
-    let mut child =
-        f.s.countable()
-            .args(["import-db", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&plain[..plain.len() * 2 / 3]).unwrap();
-    stdin.flush().unwrap();
-    let new = format!("{}__countable_new", f.s.name);
-    let t = Instant::now();
-    while !f.s.databases().contains(&new) {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the restore never started"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (child, stdin) = f.import_part_of(&plain, plain.len() * 2 / 3);
     std::thread::sleep(Duration::from_millis(300));
     let pid = child.id().to_string();
     assert!(Command::new("kill")
@@ -396,26 +408,7 @@ fn daemon_down_and_ctrl_c_never_touch_the_current_database() {
 fn kill_9_mid_restore_is_put_right_by_the_next_command() {
     let f = Fixture::new("kill9", 40000);
     let plain = std::fs::read(f.path("plain.sql")).unwrap();
-    let mut child =
-        f.s.countable()
-            .args(["import-db", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&plain[..plain.len() * 2 / 3]).unwrap();
-    stdin.flush().unwrap();
-    let new = format!("{}__countable_new", f.s.name);
-    let t = Instant::now();
-    while !f.s.databases().contains(&new) {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the restore never started"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (mut child, stdin) = f.import_part_of(&plain, plain.len() * 2 / 3);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         f.s.sql_in("postgres", "SHOW fsync"),
@@ -450,26 +443,8 @@ fn kill_9_mid_restore_is_put_right_by_the_next_command() {
 fn a_second_restore_is_refused_while_one_runs() {
     let f = Fixture::new("busy", 40000);
     let plain = std::fs::read(f.path("plain.sql")).unwrap();
-    let mut child =
-        f.s.countable()
-            .args(["import-db", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&plain[..plain.len() / 2]).unwrap();
-    stdin.flush().unwrap();
+    let (child, mut stdin) = f.import_part_of(&plain, plain.len() / 2);
     let new = format!("{}__countable_new", f.s.name);
-    let t = Instant::now();
-    while !f.s.databases().contains(&new) {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the restore never started"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let second = run(f
         .s
         .countable()

@@ -216,28 +216,29 @@ impl Db {
             .await?)
     }
 
+    /// psql, quiet and unaligned, tuples only, stopping at the first error, in `database`.
+    fn psql_args<'a>(&'a self, database: &'a str) -> [&'a str; 11] {
+        [
+            "psql",
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            &self.user,
+            "-d",
+            database,
+        ]
+    }
+
     /// Run `sql` (statements on psql's stdin, stopping at the first error) in `database`
     /// and return what it printed (unaligned, tuples only).
     pub async fn sql(&self, database: &str, sql: &str) -> anyhow::Result<String> {
         let input: Reader = Box::pin(Cursor::new(sql.as_bytes().to_vec()));
         let r = self
-            .exec_capped(
-                &[
-                    "psql",
-                    "-X",
-                    "-q",
-                    "-A",
-                    "-t",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-U",
-                    &self.user,
-                    "-d",
-                    database,
-                ],
-                Some(input),
-                SQL_OUTPUT_MAX,
-            )
+            .exec_capped(&self.psql_args(database), Some(input), SQL_OUTPUT_MAX)
             .await?;
         if r.code != 0 {
             anyhow::bail!("psql in the db container failed: {}", r.stderr.trim());
@@ -291,23 +292,7 @@ impl Db {
     pub async fn export_snapshot(&self, database: &str) -> anyhow::Result<Snapshot> {
         let mut session = self
             .engine
-            .exec_session(
-                &self.container,
-                &[
-                    "psql",
-                    "-X",
-                    "-q",
-                    "-A",
-                    "-t",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-U",
-                    &self.user,
-                    "-d",
-                    database,
-                ],
-                &[],
-            )
+            .exec_session(&self.container, &self.psql_args(database), &[])
             .await?;
         session
             .send(
