@@ -23,7 +23,6 @@ pub struct Local {
     pub project: Project,
     compose: std::cell::OnceCell<Compose>,
     engine: Option<Engine>,
-    recovered: crate::restore::Recovered,
 }
 
 fn as_refs(v: &[String]) -> Vec<&str> {
@@ -62,7 +61,6 @@ impl Local {
             project: Project::find(start)?,
             compose: std::cell::OnceCell::new(),
             engine: None,
-            recovered: Default::default(),
         })
     }
 
@@ -233,8 +231,7 @@ impl Local {
         self.ensure_db(printer).await?;
         let project = self.project.compose_name().to_string();
         let db_service = self.project.config.services.db.clone();
-        let db = self.local_db().await?;
-        self.report_recovered(printer);
+        let db = self.local_db(printer).await?;
         let states = self.engine().await?.project_services(&project).await?;
         Ok(crate::restore::Target {
             db,
@@ -289,14 +286,14 @@ impl Local {
     }
 
     /// Does the local database have any table outside the system schemas?
-    pub async fn db_has_tables(&mut self) -> anyhow::Result<bool> {
-        let db = self.local_db().await?;
+    pub async fn db_has_tables(&mut self, printer: &Printer) -> anyhow::Result<bool> {
+        let db = self.local_db(printer).await?;
         Ok(db.table_count(&db.name).await? > 0)
     }
 
     /// The running db container's database, versions and user discovered, and what an
     /// interrupted restore left there put right first (settings, half-made databases).
-    async fn local_db(&mut self) -> anyhow::Result<crate::restore::Db> {
+    async fn local_db(&mut self, printer: &Printer) -> anyhow::Result<crate::restore::Db> {
         let project = self.project.compose_name().to_string();
         let service = self.project.config.services.db.clone();
         let engine = self.engine().await?.clone();
@@ -311,13 +308,11 @@ impl Local {
                 )
             })?;
         let db = crate::restore::Db::discover(engine, container).await?;
-        self.recovered = crate::restore::recover(&db).await?;
+        let recovered = crate::restore::recover(&db).await?;
+        if !recovered.is_empty() {
+            printer.warn(&recovered.describe());
+        }
         Ok(db)
-    }
-
-    /// What the last look at the local db put right after an interrupted restore.
-    pub fn take_recovered(&mut self) -> crate::restore::Recovered {
-        std::mem::take(&mut self.recovered)
     }
 
     /// Put right what an interrupted restore left in the local db, if it is running;
@@ -333,18 +328,9 @@ impl Local {
             .iter()
             .any(|s| s.service == service && s.state == "running");
         if running {
-            self.local_db().await?;
-            self.report_recovered(printer);
+            self.local_db(printer).await?;
         }
         Ok(())
-    }
-
-    /// Print what recovery did, once.
-    pub fn report_recovered(&mut self, printer: &Printer) {
-        let r = self.take_recovered();
-        if !r.is_empty() {
-            printer.warn(&r.describe());
-        }
     }
 
     /// The seam where `up` fills an empty database from `data_from` (pull-db).
@@ -353,9 +339,7 @@ impl Local {
         printer: &Printer,
         opts: &UpOptions,
     ) -> anyhow::Result<DataOutcome> {
-        let has_tables = self.db_has_tables().await?;
-        self.report_recovered(printer);
-        if has_tables {
+        if self.db_has_tables(printer).await? {
             return Ok(DataOutcome::HasTables);
         }
         let Some(source) = self.project.config.data_from.clone() else {

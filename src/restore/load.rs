@@ -54,15 +54,17 @@ fn check_extensions(needed: &[String], available: &[String]) -> Result<(), Resto
     }
 }
 
-/// Restore the decoded dump into the new database `new`; `known_size` is the dump's
-/// size when the store knows it (nothing peeled off), for the `--jobs` space check.
+/// Restore the decoded dump into the new database `new`; `stored_size` is the size of
+/// the bytes as stored, the dump's own size when nothing was peeled off (for the
+/// `--jobs` space check).
 pub(super) async fn restore_into(
     db: &Db,
     decoded: archive::Decoded,
     new: &str,
     opts: &Options,
-    known_size: Option<u64>,
+    stored_size: Option<u64>,
 ) -> anyhow::Result<Restored> {
+    let known_size = stored_size.filter(|_| decoded.layers.is_empty());
     let archive::Decoded {
         reader,
         kind,

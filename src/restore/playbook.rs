@@ -41,12 +41,6 @@ pub async fn restore(
         Some(t) if t != "template0" => db.table_count(t).await?,
         _ => 0,
     };
-    // The decoded size is the stored size when nothing was peeled off.
-    let known_size = if decoded.layers.is_empty() {
-        source.size
-    } else {
-        None
-    };
     // Listening from before the claim: a Ctrl-C (or SIGTERM) from here on is never lost,
     // and never ends the process before what was made is undone.
     let interrupt = crate::interrupt::Interrupt::get()?;
@@ -57,7 +51,7 @@ pub async fn restore(
     }
     // Everything up to the swap can be interrupted and is undone on failure.
     let work = async {
-        let restored = restore_into(db, decoded, &new, opts, known_size).await?;
+        let restored = restore_into(db, decoded, &new, opts, source.size).await?;
         let restore_seconds = started.elapsed().as_secs_f64();
         let t = Instant::now();
         let got = db.table_count(&new).await?;
@@ -140,15 +134,10 @@ pub async fn restore_fresh(
 ) -> anyhow::Result<String> {
     let decoded = archive::decode(source.reader).await?;
     let format = decoded.describe();
-    let known_size = if decoded.layers.is_empty() {
-        source.size
-    } else {
-        None
-    };
     db.drop_database(name).await?;
     // The container is thrown away afterwards: the claim is never released.
     let _claim = Claim::claim(db, name, opts.fast).await?;
-    let restored = restore_into(db, decoded, name, opts, known_size).await?;
+    let restored = restore_into(db, decoded, name, opts, source.size).await?;
     let got = db.table_count(name).await?;
     if got != restored.expected_tables {
         return Err(RestoreError::Verify {
