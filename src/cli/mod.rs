@@ -21,6 +21,7 @@ mod new;
 mod pull_db;
 mod releases;
 mod restore_args;
+mod rollback;
 mod status;
 mod undo_db;
 mod up;
@@ -61,6 +62,7 @@ pub enum Command {
     VerifyBackup(verify_backup::Args),
     Deploy(deploy::Args),
     Releases(releases::Args),
+    Rollback(rollback::Args),
     Completions(completions::Args),
 }
 
@@ -80,6 +82,7 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
         Command::VerifyBackup(a) => verify_backup::run(a, printer).await,
         Command::Deploy(a) => deploy::run(a, printer).await,
         Command::Releases(a) => releases::run(a, printer).await,
+        Command::Rollback(a) => rollback::run(a, printer).await,
         Command::Completions(a) => completions::run(a),
     }
 }

@@ -38,7 +38,7 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     let live = ledger.live().map(|r| r.release);
     printer.data(&format!(
         "{:<4} {:<9} {:<9} {:<12} {:<20} {:<16} {}",
-        "", "RELEASE", "OUTCOME", "COMMIT", "STARTED", "BY", "MIGRATIONS APPLIED"
+        "", "RELEASE", "OUTCOME", "COMMIT", "STARTED", "BY", "MIGRATIONS"
     ));
     for r in list {
         let mark = if Some(r.release) == live { "*" } else { "" };
@@ -48,7 +48,11 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
             }
             crate::deploy::ledger::Kind::Deploy => String::new(),
         };
-        let applied = r.applied();
+        let applied: Vec<String> = r
+            .applied()
+            .into_iter()
+            .chain(r.reversed().into_iter().map(|m| format!("reversed {m}")))
+            .collect();
         printer.data(&format!(
             "{:<4} {:<9} {:<9} {:<12} {:<20} {:<16} {}{kind}",
             mark,

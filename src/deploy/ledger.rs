@@ -78,6 +78,17 @@ impl Record {
     }
 }
 
+impl Record {
+    /// Migrations this release reversed (before − after).
+    pub fn reversed(&self) -> Vec<String> {
+        self.migrations_before
+            .iter()
+            .filter(|m| !self.migrations_after.contains(m))
+            .cloned()
+            .collect()
+    }
+}
+
 /// Every record, oldest first.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Ledger {

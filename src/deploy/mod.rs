@@ -17,6 +17,8 @@ pub mod ledger;
 pub mod lock;
 pub mod model;
 pub mod prune;
+pub mod restore_db;
+pub mod rollback;
 pub mod run;
 pub mod settings;
 pub mod target;

@@ -19,7 +19,7 @@ use crate::store::Store;
 use crate::ui::{self, Printer};
 
 /// The secrets of `env` as (key, value) pairs, decrypted in memory.
-fn secrets(project: &Project, env: &EnvName) -> anyhow::Result<Vec<(String, String)>> {
+pub(super) fn secrets(project: &Project, env: &EnvName) -> anyhow::Result<Vec<(String, String)>> {
     match crate::secrets::load(&project.root, env)? {
         Some(s) => Ok(s.entries().to_vec()),
         None => Err(Hinted::new(
@@ -31,15 +31,15 @@ fn secrets(project: &Project, env: &EnvName) -> anyhow::Result<Vec<(String, Stri
 }
 
 /// Everything one deploy knows once preflight has passed.
-struct Plan {
-    settings: Settings,
-    sha: String,
-    git_ref: String,
-    by: String,
+pub(super) struct Plan {
+    pub(super) settings: Settings,
+    pub(super) sha: String,
+    pub(super) git_ref: String,
+    pub(super) by: String,
     /// The tree the image is built from (the working tree, or a checkout of --ref).
-    tree: PathBuf,
-    secrets: Vec<(String, String)>,
-    shape: model::Shape,
+    pub(super) tree: PathBuf,
+    pub(super) secrets: Vec<(String, String)>,
+    pub(super) shape: model::Shape,
 }
 
 /// Deploy `env`; the completed ledger record (none for `--dry-run`).
@@ -79,7 +79,7 @@ pub async fn deploy(
     run(project, &plan, opts, printer).await.map(Some)
 }
 
-fn read_files(tree: &Path, files: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+pub(super) fn read_files(tree: &Path, files: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     files
         .iter()
         .map(|f| {
@@ -126,7 +126,11 @@ fn preflight(repo: &Repo, s: &Settings, sha: &str, opts: &Options) -> anyhow::Re
 
 /// The compose program for the environment's host, acting on `files` (local paths)
 /// with the project directory `current` on the host.
-fn remote_compose(plan: &Plan, files: Vec<String>, scratch: &Path) -> anyhow::Result<Compose> {
+pub(super) fn remote_compose(
+    plan: &Plan,
+    files: Vec<String>,
+    scratch: &Path,
+) -> anyhow::Result<Compose> {
     let s = &plan.settings;
     Ok(Compose::new(
         compose::detect()?,
@@ -140,7 +144,7 @@ fn remote_compose(plan: &Plan, files: Vec<String>, scratch: &Path) -> anyhow::Re
 
 /// [`Compose::run_teed`] on a blocking thread (the runtime is single-threaded), with
 /// compose's reported failures turned into errors.
-async fn compose_up(c: &Compose, args: &[&str], project: &str) -> anyhow::Result<()> {
+pub(super) async fn compose_up(c: &Compose, args: &[&str], project: &str) -> anyhow::Result<()> {
     let (c2, args2): (Compose, Vec<String>) =
         (c.clone(), args.iter().map(|s| s.to_string()).collect());
     let teed = tokio::task::spawn_blocking(move || {
@@ -152,7 +156,7 @@ async fn compose_up(c: &Compose, args: &[&str], project: &str) -> anyhow::Result
     Ok(())
 }
 
-async fn capture(c: &Compose, args: &[&str]) -> anyhow::Result<String> {
+pub(super) async fn capture(c: &Compose, args: &[&str]) -> anyhow::Result<String> {
     let (c2, args2): (Compose, Vec<String>) =
         (c.clone(), args.iter().map(|s| s.to_string()).collect());
     tokio::task::spawn_blocking(move || {
@@ -190,7 +194,7 @@ fn dry_run(plan: &Plan, printer: &Printer) -> anyhow::Result<()> {
 }
 
 /// The migrations recorded in django_migrations (none before the first migrate).
-async fn migrations(db: &Db) -> Vec<String> {
+pub(super) async fn migrations(db: &Db) -> Vec<String> {
     db.sql(
         &db.name,
         "SELECT app || '.' || name FROM django_migrations ORDER BY id",
@@ -205,7 +209,7 @@ async fn migrations(db: &Db) -> Vec<String> {
     .unwrap_or_default()
 }
 
-fn now() -> String {
+pub(super) fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
@@ -446,7 +450,7 @@ fn release_of<'a>(
     }
 }
 
-fn keys(plan: &Plan) -> Vec<String> {
+pub(super) fn keys(plan: &Plan) -> Vec<String> {
     plan.secrets.iter().map(|(k, _)| k.clone()).collect()
 }
 
@@ -534,6 +538,25 @@ async fn release(
         }
     }
 
+    roll_out(plan, host, base_files, scratch, record, steps, printer, &[]).await
+}
+
+/// Write the release directory, point `current` at it, start, gate and switch; then
+/// prune images and release directories beyond `keep_releases`, never the live one,
+/// the one before it, or `protect`. A failure puts `current` back.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn roll_out(
+    plan: &Plan,
+    host: &Engine,
+    base_files: &[String],
+    scratch: &Path,
+    record: &mut Record,
+    steps: &mut Steps,
+    printer: &Printer,
+    protect: &[u32],
+) -> anyhow::Result<()> {
+    let s = &plan.settings;
+    let number = record.release;
     steps.begin("release files");
     let keys = keys(plan);
     let none = std::collections::BTreeMap::new();
@@ -589,6 +612,7 @@ async fn release(
     } else {
         let mut keep: Vec<u32> = vec![number];
         keep.extend(previous);
+        keep.extend(protect);
         steps.begin("prune");
         let (bytes, removed) = prune::prune(host, s, &keep).await.unwrap_or_default();
         let live_images: Vec<u32> = (number.saturating_sub(s.keep_releases)..=number).collect();
