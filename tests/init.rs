@@ -49,6 +49,7 @@ fn init_adopts_a_startproject_project_and_it_comes_up() {
         ".env",
         ".env.example",
         "mysite/health.py",
+        "gunicorn.conf.py",
     ] {
         assert!(root.join(added).is_file(), "{added} was not added");
         assert!(
