@@ -46,6 +46,13 @@ fn new_then_up_serves_django_through_nginx() {
         .parse()
         .unwrap();
     assert!(migrations > 10, "django_migrations has {migrations} rows");
+    let logs = run(s.countable().args(["logs", "web"])).ok();
+    assert!(
+        logs.stdout
+            .contains("Applying contenttypes.0001_initial... OK"),
+        "Django's own migrate lines are in the log: {}",
+        logs.stdout
+    );
 
     // The db publishes no port; nginx is the only published one.
     let status = run(s.countable().args(["status", "--json"])).ok();
@@ -133,7 +140,6 @@ fn new_then_up_serves_django_through_nginx() {
     let logs = run(s.countable().args(["logs", "web", "--tail", "200"])).ok();
     for line in [
         "entrypoint: migrate (holding the lock countable:migrate)",
-        "Applying contenttypes.0001_initial... OK",
         "entrypoint: collectstatic",
     ] {
         assert!(logs.stdout.contains(line), "{line}: {}", logs.stdout);
@@ -383,35 +389,66 @@ fn production_contract_user_headers_lock_and_healthz() {
     );
 
     // Two containers never migrate at once: while another session holds the lock, a
-    // new web container's entrypoint waits for it.
+    // new web container's entrypoint waits for it; when that session dies (killed, as
+    // a crashed container's would), the lock goes with it and the entrypoint goes on.
     let mut holder = std::process::Command::new("docker")
         .args(["compose", "-p", &s.name, "exec", "-T", "db", "sh", "-c"])
-        .arg("psql -X -qAt -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\" -c \"SELECT pg_advisory_lock(hashtext('countable:migrate')), pg_sleep(6)\"")
+        .arg("psql -X -qAt -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\" -c \"SELECT pg_advisory_lock(hashtext('countable:migrate')), pg_sleep(300)\"")
         .current_dir(s.root())
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + std::time::Duration::from_secs(20);
-    while s.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted") != "1" {
-        assert!(
-            Instant::now() < deadline,
-            "the test session never got the lock"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let t = Instant::now();
-    let second = s.compose(&["run", "--rm", "-T", "web", "true"]);
-    let waited = t.elapsed();
-    assert_eq!(second.code, 0, "{}", second.stderr);
-    assert!(holder.wait().unwrap().success());
-    assert!(
-        second
-            .stdout
-            .contains("entrypoint: waiting for the lock countable:migrate"),
-        "{}",
-        second.stdout
+    let advisory = |granted: bool| {
+        s.sql(&format!(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted = {granted}"
+        ))
+    };
+    let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + std::time::Duration::from_secs(120);
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what} never happened");
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    };
+    wait_for("the test session taking the lock", &|| {
+        advisory(true) == "1"
+    });
+    let second = std::process::Command::new("docker")
+        .args(["compose", "-p", &s.name, "run", "--rm", "-T", "web", "true"])
+        .current_dir(s.root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the entrypoint waiting for the lock", &|| {
+        advisory(false) == "1"
+    });
+    assert_eq!(
+        s.sql("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND NOT l.granted AND a.query LIKE '%pg_advisory_lock%'"),
+        "1",
+        "the waiter is the entrypoint's pg_advisory_lock"
     );
-    assert!(waited.as_secs() >= 3, "it did not wait: {waited:?}");
+    s.sql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted");
+    let second = second.wait_with_output().unwrap();
+    let _ = holder.wait();
+    let out = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        second.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(
+        out.contains(
+            "entrypoint: waiting for the lock countable:migrate (another container is migrating)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("entrypoint: migrate (holding the lock countable:migrate)"),
+        "{out}"
+    );
+    assert_eq!(advisory(true), "0", "the entrypoint released the lock");
 
     // New code with a migration, started without migrating: /healthz says 503 and
     // why; after migrate, 200. An echo view shows what Django got from nginx.
