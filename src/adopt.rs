@@ -83,7 +83,7 @@ pub fn settings_advice(root: &Path, layout: &DjangoLayout) -> Vec<String> {
     }
     if !text.contains("POSTGRES_") && !text.contains("DATABASE_URL") {
         lines.push(
-            "DATABASES = {\"default\": {\"ENGINE\": \"django.db.backends.postgresql\", \"NAME\": os.environ[\"POSTGRES_DB\"], \"USER\": os.environ[\"POSTGRES_USER\"], \"PASSWORD\": os.environ[\"POSTGRES_PASSWORD\"], \"HOST\": os.environ.get(\"POSTGRES_HOST\", \"db\"), \"PORT\": os.environ.get(\"POSTGRES_PORT\", \"5432\")}}".into(),
+            "DATABASES = {\"default\": {\"ENGINE\": \"django.db.backends.postgresql\", \"NAME\": os.environ[\"POSTGRES_DB\"], \"USER\": os.environ[\"POSTGRES_USER\"], \"PASSWORD\": os.environ[\"POSTGRES_PASSWORD\"], \"HOST\": os.environ.get(\"POSTGRES_HOST\", \"db\"), \"PORT\": os.environ.get(\"POSTGRES_PORT\", \"5432\"), \"CONN_MAX_AGE\": int(os.environ.get(\"DJANGO_CONN_MAX_AGE\") or 60), \"CONN_HEALTH_CHECKS\": True}}".into(),
         );
     }
     if !text.contains("DJANGO_STATIC_ROOT") {
@@ -104,6 +104,30 @@ pub fn settings_advice(root: &Path, layout: &DjangoLayout) -> Vec<String> {
                 .into(),
         );
     }
+    if !text.contains("SECURE_REDIRECT_EXEMPT") {
+        lines.push(
+            "SECURE_REDIRECT_EXEMPT = [r\"^healthz$\"]  # the healthcheck calls /healthz over plain HTTP"
+                .into(),
+        );
+    }
+    if !text.contains("SECURE_HSTS_SECONDS") {
+        lines.push(
+            "SECURE_HSTS_SECONDS = int(os.environ.get(\"DJANGO_SECURE_HSTS_SECONDS\") or (31536000 if globals().get(\"SECURE_SSL_REDIRECT\") else 0))"
+                .into(),
+        );
+    }
+    if !text.contains("DJANGO_CSRF_TRUSTED_ORIGINS") {
+        lines.push(
+            "CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get(\"DJANGO_CSRF_TRUSTED_ORIGINS\", \"\").split(\",\") if o]"
+                .into(),
+        );
+    }
+    if !text.contains("STORAGES") && !text.contains("STATICFILES_STORAGE") {
+        lines.push(
+            "STORAGES = {\"default\": {\"BACKEND\": \"django.core.files.storage.FileSystemStorage\"}, \"staticfiles\": {\"BACKEND\": \"django.contrib.staticfiles.storage.ManifestStaticFilesStorage\"}}  # hashed names: nginx caches them for a year"
+                .into(),
+        );
+    }
     let health = format!("{}.health.HealthCheckMiddleware", layout.package);
     if !text.contains(&health) {
         lines.push(format!(
@@ -111,6 +135,28 @@ pub fn settings_advice(root: &Path, layout: &DjangoLayout) -> Vec<String> {
         ));
     }
     lines
+}
+
+/// What the project's own files (kept by `init`) lack for the contract `countable deploy`
+/// relies on: the entrypoint that migrates under the lock, the nginx include that
+/// switches releases, `/healthz`. One sentence per gap; empty when none.
+pub fn contract_gaps(root: &Path, layout: &DjangoLayout) -> Vec<String> {
+    let read = |rel: &str| std::fs::read_to_string(root.join(rel)).unwrap_or_default();
+    let mut gaps = Vec::new();
+    if !read("Dockerfile").contains("entrypoint.sh") {
+        gaps.push("Dockerfile does not run entrypoint.sh: migrations would not run at start under the lock `countable deploy` relies on".to_string());
+    }
+    if !read("compose.yaml").contains("/etc/nginx/countable") {
+        gaps.push("compose.yaml mounts no `nginx-live` volume at /etc/nginx/countable: `countable deploy` could not switch releases without downtime".into());
+    }
+    if !read("nginx/default.conf").contains("include /etc/nginx/countable/*.conf;") {
+        gaps.push("nginx/default.conf lacks `include /etc/nginx/countable/*.conf;` after `set $app ...;`: `countable deploy` could not switch releases without downtime".into());
+    }
+    let health = format!("{}/health.py", layout.package.replace('.', "/"));
+    if !read(&health).contains("unapplied_migrations") {
+        gaps.push(format!("{health} is not countable's: /healthz must answer 503 while a migration is unapplied, or a deploy's health gate passes too early"));
+    }
+    gaps
 }
 
 #[cfg(test)]
@@ -142,6 +188,35 @@ mod tests {
         assert!(advice
             .iter()
             .any(|a| a.contains("mysite.health.HealthCheckMiddleware")));
+    }
+
+    #[test]
+    fn contract_gaps_name_what_kept_files_lack() {
+        let dir = project(
+            "import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n",
+            "",
+        );
+        let layout = detect(dir.path(), None).unwrap();
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM python\nCMD [\"gunicorn\"]\n",
+        )
+        .unwrap();
+        let gaps = contract_gaps(dir.path(), &layout);
+        assert_eq!(gaps.len(), 4, "{gaps:?}");
+        assert!(gaps[0].starts_with("Dockerfile does not run entrypoint.sh"));
+        let files = crate::scaffold::plan(
+            &crate::scaffold::Choices::defaults(
+                crate::names::ProjectName::parse("mysite").unwrap(),
+            ),
+            &layout,
+            &crate::scaffold::Secrets::random(),
+            false,
+        )
+        .unwrap();
+        std::fs::remove_file(dir.path().join("Dockerfile")).unwrap();
+        crate::scaffold::write_missing(dir.path(), &files).unwrap();
+        assert_eq!(contract_gaps(dir.path(), &layout), Vec::<String>::new());
     }
 
     #[test]

@@ -178,6 +178,12 @@ const TEMPLATE_FILES: &[(&str, &str, bool, bool)] = &[
         false,
         false,
     ),
+    (
+        "django/gunicorn.conf.py.j2",
+        "gunicorn.conf.py",
+        false,
+        false,
+    ),
     ("django/manage.py.j2", "manage.py", true, true),
     (
         "django/package/__init__.py.j2",
@@ -231,23 +237,60 @@ fn template_text(name: &str) -> anyhow::Result<String> {
         .with_context(|| format!("template {name} is not UTF-8"))
 }
 
-/// The `.env` entries: `secrets` for the real file, `None` for `.env.example`.
+/// The `.env` entries: `secrets` for the real file, `None` for `.env.example`. Every key
+/// the generated code reads is here (a unit test checks it), or named in a comment when
+/// compose.yaml or `countable deploy` sets it; an empty value means the code's default.
 pub fn env_entries(choices: &Choices, secrets: Option<&Secrets>) -> Vec<(&'static str, String)> {
     let name = choices.project.to_string();
     let secret = |v: &str| secrets.map(|_| v.to_string()).unwrap_or_default();
+    let s = |v: &str| v.to_string();
     vec![
-        ("# Settings and secrets of this environment (12-factor). Never commit .env; .env.example lists the keys.", String::new()),
+        ("# Settings and secrets of this environment (12-factor). Never commit .env; .env.example lists the keys.", s("")),
+        ("# An empty value means the default written in the comment.", s("")),
+        ("# Set by compose.yaml for web: DJANGO_SETTINGS_MODULE, DJANGO_STATIC_ROOT, DJANGO_MEDIA_ROOT.", s("")),
         ("DJANGO_SECRET_KEY", secret(secrets.map(|s| s.secret_key.as_str()).unwrap_or(""))),
         ("DJANGO_DEBUG", if secrets.is_some() { "1" } else { "0" }.into()),
-        ("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1".into()),
-        ("DJANGO_SECURE_SSL_REDIRECT", "0".into()),
-        ("POSTGRES_HOST", "db".into()),
-        ("POSTGRES_PORT", "5432".into()),
+        ("DJANGO_ALLOWED_HOSTS", s("localhost,127.0.0.1")),
+        ("# Origins forms are posted from, comma-separated, e.g. https://www.example.com", s("")),
+        ("DJANGO_CSRF_TRUSTED_ORIGINS", s("")),
+        ("# DEBUG, INFO, WARNING, ERROR (default INFO); logs go to stdout.", s("")),
+        ("DJANGO_LOG_LEVEL", s("")),
+        ("# HTTPS: redirect plain HTTP (not /healthz), secure cookies and HSTS (default one year).", s("")),
+        ("DJANGO_SECURE_SSL_REDIRECT", s("0")),
+        ("DJANGO_SECURE_HSTS_SECONDS", s("")),
+        ("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", s("")),
+        ("DJANGO_SECURE_HSTS_PRELOAD", s("")),
+        ("# The database: POSTGRES_* (the db container reads them too), or DATABASE_URL instead.", s("")),
+        ("POSTGRES_HOST", s("db")),
+        ("POSTGRES_PORT", s("5432")),
         ("POSTGRES_DB", name.clone()),
         ("POSTGRES_USER", name),
         ("POSTGRES_PASSWORD", secret(secrets.map(|s| s.db_password.as_str()).unwrap_or(""))),
-        ("# Error reporting: leave empty to disable.", String::new()),
-        ("SENTRY_DSN", String::new()),
+        ("DATABASE_URL", s("")),
+        ("# Seconds a database connection is reused (default 60; 0 closes it after each request).", s("")),
+        ("DJANGO_CONN_MAX_AGE", s("")),
+        ("# Mail: EMAIL_URL, e.g. smtp+tls://postmaster%40mg.example.com:KEY@smtp.mailgun.org:587", s("")),
+        ("# (smtp+tls STARTTLS, smtps TLS, console prints), or EMAIL_HOST and friends; neither prints mails.", s("")),
+        ("EMAIL_URL", s("")),
+        ("EMAIL_HOST", s("")),
+        ("EMAIL_PORT", s("")),
+        ("EMAIL_HOST_USER", s("")),
+        ("EMAIL_HOST_PASSWORD", s("")),
+        ("EMAIL_USE_TLS", s("")),
+        ("DJANGO_DEFAULT_FROM_EMAIL", s("")),
+        ("# gunicorn (gunicorn.conf.py): workers (default 2 x CPUs + 1, at most 8), threads (1),", s("")),
+        ("# timeout (60 s, below nginx's 65 s), graceful timeout (30 s), trusted proxies (own networks).", s("")),
+        ("GUNICORN_WORKERS", s("")),
+        ("GUNICORN_THREADS", s("")),
+        ("GUNICORN_TIMEOUT", s("")),
+        ("GUNICORN_GRACEFUL_TIMEOUT", s("")),
+        ("GUNICORN_FORWARDED_ALLOW_IPS", s("")),
+        ("# Entrypoint: 0 skips migrate / collectstatic; seconds to wait for the db (default 60).", s("")),
+        ("DJANGO_MIGRATE", s("1")),
+        ("DJANGO_COLLECTSTATIC", s("1")),
+        ("DB_WAIT_TIMEOUT", s("")),
+        ("# Error reporting: leave empty to disable. `countable deploy` sets SENTRY_RELEASE and SENTRY_ENVIRONMENT.", s("")),
+        ("SENTRY_DSN", s("")),
     ]
 }
 
@@ -493,6 +536,289 @@ mod tests {
         assert_eq!(val(&example, "DJANGO_SECRET_KEY"), "");
         assert_eq!(val(&example, "POSTGRES_PASSWORD"), "");
         assert!(get(".env").secret);
+    }
+
+    fn planned(name: &str) -> String {
+        let (choices, layout, secrets) = fixed();
+        plan(&choices, &layout, &secrets, true)
+            .unwrap()
+            .into_iter()
+            .find(|f| f.path == Path::new(name))
+            .unwrap_or_else(|| panic!("{name} is not planned"))
+            .contents
+    }
+
+    /// The environment variable names `text` reads: `env("K"`, `env_int("K"`,
+    /// `os.environ["K"]`, `os.environ.get("K"`, gunicorn's `_int("K"`, shell and compose
+    /// `${K…}`.
+    fn keys_read(text: &str) -> std::collections::BTreeSet<String> {
+        const NEEDLES: &[&str] = &[
+            "env(\"",
+            "env_bool(\"",
+            "env_int(\"",
+            "env_list(\"",
+            "_int(\"",
+            "environ[\"",
+            "environ.get(\"",
+            "${",
+        ];
+        let mut keys = std::collections::BTreeSet::new();
+        for needle in NEEDLES {
+            for (at, _) in text.match_indices(needle) {
+                let key: String = text[at + needle.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                if key.starts_with(|c: char| c.is_ascii_uppercase()) {
+                    keys.insert(key);
+                }
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn every_key_read_is_listed_in_env_example() {
+        let example = planned(".env.example");
+        let mut listed: std::collections::BTreeSet<String> = envfile::parse(&example)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        // Keys compose.yaml or `countable deploy` set are named in comments.
+        for line in example.lines().filter(|l| l.starts_with('#')) {
+            for word in line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.contains('_')
+                    && word
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                {
+                    listed.insert(word.to_string());
+                }
+            }
+        }
+        let mut read = std::collections::BTreeSet::new();
+        for file in [
+            "shop/settings.py",
+            "shop/health.py",
+            "gunicorn.conf.py",
+            "entrypoint.sh",
+            "compose.yaml",
+        ] {
+            read.extend(keys_read(&planned(file)));
+        }
+        for key in [
+            "DJANGO_SECRET_KEY",
+            "SENTRY_RELEASE",
+            "GUNICORN_TIMEOUT",
+            "DJANGO_MIGRATE",
+            "POSTGRES_PASSWORD",
+        ] {
+            assert!(read.contains(key), "the scanner misses {key}: {read:?}");
+        }
+        let missing: Vec<_> = read.difference(&listed).collect();
+        assert!(
+            missing.is_empty(),
+            "read but not in .env.example: {missing:?}"
+        );
+        let entries: Vec<String> = envfile::parse(&example)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let unused: Vec<_> = entries.iter().filter(|k| !read.contains(*k)).collect();
+        assert!(
+            unused.is_empty(),
+            "in .env.example but never read: {unused:?}"
+        );
+    }
+
+    fn yaml(text: &str) -> serde_yaml_ng::Value {
+        serde_yaml_ng::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn compose_project_name_is_countable_yml_project() {
+        let compose = yaml(&planned("compose.yaml"));
+        let config = yaml(&planned("countable.yml"));
+        assert_eq!(compose["name"], config["project"]);
+        assert_eq!(compose["name"].as_str(), Some("shop"));
+    }
+
+    #[test]
+    fn compose_keeps_the_db_to_its_own_values_and_rotates_logs() {
+        let compose = yaml(&planned("compose.yaml"));
+        let services = compose["services"].as_mapping().unwrap();
+        let db = &compose["services"]["db"];
+        assert!(db.get("env_file").is_none(), "the db reads all of .env");
+        let env = db["environment"].as_mapping().unwrap();
+        assert!(!env.is_empty());
+        for (k, v) in env {
+            let k = k.as_str().unwrap();
+            assert!(k.starts_with("POSTGRES_"), "db gets {k}");
+            assert!(
+                v.as_str().unwrap().starts_with(&format!("${{{k}:?")),
+                "{k}: {v:?}"
+            );
+        }
+        for (name, svc) in services {
+            assert_eq!(
+                svc["logging"]["driver"].as_str(),
+                Some("json-file"),
+                "{name:?}"
+            );
+            assert!(
+                svc["logging"]["options"]["max-size"].as_str().is_some(),
+                "{name:?}"
+            );
+            assert!(
+                svc["logging"]["options"]["max-file"].as_str().is_some(),
+                "{name:?}"
+            );
+            assert!(
+                svc.get("healthcheck").is_some(),
+                "{name:?} has no healthcheck"
+            );
+        }
+        let nginx_volumes: Vec<&str> = compose["services"]["nginx"]["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(
+            nginx_volumes.contains(&"nginx-live:/etc/nginx/countable"),
+            "{nginx_volumes:?}"
+        );
+        assert!(compose["volumes"].get("nginx-live").is_some());
+    }
+
+    /// `NAME = _int("ENV", default)` in gunicorn.conf.py: the default.
+    fn gunicorn_default(conf: &str, setting: &str) -> u64 {
+        let line = conf
+            .lines()
+            .find(|l| l.starts_with(&format!("{setting} = _int(")))
+            .unwrap_or_else(|| panic!("no {setting} in gunicorn.conf.py"));
+        line.trim_end_matches(')')
+            .rsplit(", ")
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    fn seconds(text: &str) -> u64 {
+        text.trim()
+            .trim_end_matches(';')
+            .trim_end_matches('s')
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn timeouts_agree_between_gunicorn_nginx_and_compose() {
+        let conf = planned("gunicorn.conf.py");
+        let timeout = gunicorn_default(&conf, "timeout");
+        let graceful = gunicorn_default(&conf, "graceful_timeout");
+        let nginx = planned("nginx/default.conf");
+        let read = nginx
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("proxy_read_timeout "))
+            .unwrap();
+        assert!(
+            seconds(read) > timeout,
+            "nginx gives up ({read}) before gunicorn ({timeout} s)"
+        );
+        let compose = yaml(&planned("compose.yaml"));
+        let grace = seconds(
+            compose["services"]["web"]["stop_grace_period"]
+                .as_str()
+                .unwrap(),
+        );
+        assert!(
+            grace > graceful,
+            "stop_grace_period {grace} s <= graceful_timeout {graceful} s"
+        );
+        assert!(!conf.contains("forwarded_allow_ips = \"*\""));
+    }
+
+    #[test]
+    fn nginx_follows_the_deploy_contract() {
+        let nginx = planned("nginx/default.conf");
+        let order = [
+            "resolver 127.0.0.11 valid=1s ipv6=off;",
+            "set $app http://web:8000;",
+            "include /etc/nginx/countable/*.conf;",
+            "proxy_pass $app;",
+        ];
+        let mut at = 0;
+        for line in order {
+            at += nginx[at..]
+                .find(line)
+                .unwrap_or_else(|| panic!("missing or out of order: {line}"));
+        }
+        for line in [
+            "server_tokens off;",
+            "proxy_connect_timeout 5s;",
+            "proxy_next_upstream error timeout;",
+            "proxy_set_header X-Forwarded-Proto $scheme;",
+            "proxy_set_header X-Forwarded-For $remote_addr;",
+            "default_type application/octet-stream;",
+        ] {
+            assert!(nginx.contains(line), "nginx lacks {line}");
+        }
+        let media = &nginx[nginx.find("location ^~ /media/").unwrap()..];
+        let media = &media[..media.find("\n    }\n").unwrap()];
+        assert!(
+            !media.contains("proxy_pass") && !media.contains("fastcgi"),
+            "{media}"
+        );
+        for script in [" html", " svg", " js", " php"] {
+            assert!(
+                !media.contains(script),
+                "media keeps a runnable type: {script}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_image_runs_as_a_user_and_secrets_stay_out() {
+        let dockerfile = planned("Dockerfile");
+        let user = dockerfile
+            .lines()
+            .rfind(|l| l.starts_with("USER "))
+            .unwrap();
+        assert_eq!(user, "USER 10001:10001");
+        assert!(dockerfile.contains("chown 10001:10001 /app/staticfiles /app/media"));
+        for file in [".gitignore", ".dockerignore"] {
+            let lines: Vec<String> = planned(file).lines().map(String::from).collect();
+            for entry in [".env", "backups/", "secrets/*.key"] {
+                assert!(lines.iter().any(|l| l == entry), "{file} lacks {entry}");
+            }
+        }
+    }
+
+    #[test]
+    fn jenkinsfile_traces_no_secret_and_deploys_by_branch() {
+        let jenkins = planned("Jenkinsfile");
+        let off = jenkins.find("set +x").expect("tracing is turned off");
+        let on = jenkins.find("set -x").expect("and back on");
+        for secret in ["DJANGO_SECRET_KEY='%s'", "POSTGRES_PASSWORD='%s'"] {
+            let at = jenkins.find(secret).unwrap();
+            assert!(off < at && at < on, "{secret} is generated under tracing");
+        }
+        assert!(!jenkins.contains("echo \"DJANGO_SECRET_KEY"));
+        for (branch, env) in [("develop", "staging"), ("master", "prod")] {
+            let stage = &jenkins[jenkins.find(&format!("branch '{branch}'")).unwrap()..];
+            let stage = &stage[..stage.find("stage(").unwrap_or(stage.len())];
+            assert!(
+                stage.contains(&format!("sh 'countable deploy {env}'")),
+                "{stage}"
+            );
+            assert!(
+                stage.contains("variable: 'COUNTABLE_AGE_KEY_FILE'"),
+                "{stage}"
+            );
+        }
+        assert!(jenkins.contains("recipientProviders: [culprits(), developers()"));
     }
 
     #[test]

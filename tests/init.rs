@@ -49,6 +49,7 @@ fn init_adopts_a_startproject_project_and_it_comes_up() {
         ".env",
         ".env.example",
         "mysite/health.py",
+        "gunicorn.conf.py",
     ] {
         assert!(root.join(added).is_file(), "{added} was not added");
         assert!(
@@ -58,6 +59,8 @@ fn init_adopts_a_startproject_project_and_it_comes_up() {
         );
     }
     assert!(r.stderr.contains("kept .gitignore"), "{}", r.stderr);
+    // Everything countable deploy relies on was added, so no gap is reported.
+    assert!(!r.stderr.contains("countable deploy"), "{}", r.stderr);
     assert!(r.stderr.contains("kept requirements.txt"), "{}", r.stderr);
     assert!(
         r.stderr.contains("add `.env` to .gitignore"),

@@ -33,9 +33,10 @@ fn new_then_up_serves_django_through_nginx() {
         .header("Content-Type")
         .unwrap_or("")
         .starts_with("text/css"));
-    assert!(
-        css.header("Expires").is_some(),
-        "nginx's static location answered"
+    assert_eq!(
+        css.header("Cache-Control"),
+        Some("public, max-age=3600"),
+        "nginx's static location answered (an unhashed name: a short cache)"
     );
     assert!(css.body.contains("body"), "real CSS came back");
 
@@ -45,6 +46,13 @@ fn new_then_up_serves_django_through_nginx() {
         .parse()
         .unwrap();
     assert!(migrations > 10, "django_migrations has {migrations} rows");
+    let logs = run(s.countable().args(["logs", "web"])).ok();
+    assert!(
+        logs.stdout
+            .contains("Applying contenttypes.0001_initial... OK"),
+        "Django's own migrate lines are in the log: {}",
+        logs.stdout
+    );
 
     // The db publishes no port; nginx is the only published one.
     let status = run(s.countable().args(["status", "--json"])).ok();
@@ -130,12 +138,12 @@ fn new_then_up_serves_django_through_nginx() {
 
     // Logs of one service come on stdout.
     let logs = run(s.countable().args(["logs", "web", "--tail", "200"])).ok();
-    assert!(
-        logs.stdout
-            .contains("entrypoint: python manage.py migrate --noinput"),
-        "{}",
-        logs.stdout
-    );
+    for line in [
+        "entrypoint: migrate (holding the lock countable:migrate)",
+        "entrypoint: collectstatic",
+    ] {
+        assert!(logs.stdout.contains(line), "{line}: {}", logs.stdout);
+    }
 
     // down --volumes without a terminal needs --yes; with it the data is gone.
     run(s.countable().args(["down", "--volumes"])).fails();
@@ -288,4 +296,247 @@ fn up_reports_a_port_in_use() {
     assert!(hint.contains(&format!("port {port}")), "{}", r.stderr);
     assert!(hint.contains("`port:` in countable.yml"), "{}", r.stderr);
     drop(listener);
+}
+
+/// The web container's user id, and that of its PID 1 (gunicorn, exec'd by the entrypoint).
+fn web_uids(s: &Scratch) -> String {
+    let r = s.compose(&[
+        "exec",
+        "-T",
+        "web",
+        "sh",
+        "-c",
+        "id -u; awk '/^Uid:/ {print $2}' /proc/1/status",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.stdout.trim().replace('\n', " ")
+}
+
+/// Poll `/healthz` through nginx until gunicorn answers (not a 502 from nginx).
+fn healthz_once_up(s: &Scratch) -> Http {
+    let deadline = Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let r = s.get("/healthz", &[]);
+        if !matches!(r.status, 0 | 502 | 504) || Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn production_contract_user_headers_lock_and_healthz() {
+    let s = Scratch::new("prodc");
+    run(s.countable().arg("up")).ok();
+
+    // gunicorn runs as the image's user, and the media volume is its own to write.
+    assert_eq!(web_uids(&s), "10001 10001");
+    let put = s.compose(&[
+        "exec",
+        "-T",
+        "web",
+        "sh",
+        "-c",
+        "printf '<script>alert(1)</script>' > /app/media/evil.html && printf '<svg onload=alert(1)/>' > /app/media/evil.svg && printf 'PNG' > /app/media/pic.png",
+    ]);
+    assert_eq!(put.code, 0, "{}", put.stderr);
+
+    // nginx: no version, security headers on its own files and on Django's pages.
+    let home = s.get("/", &[]);
+    assert_eq!(home.status, 200);
+    assert_eq!(home.header("Server"), Some("nginx"), "server_tokens off");
+    for r in [&home, &s.get("/static/admin/css/base.css", &[])] {
+        assert_eq!(r.header("X-Content-Type-Options"), Some("nosniff"), "{r:?}");
+        assert_eq!(
+            r.header("Content-Security-Policy"),
+            Some("frame-ancestors 'self'"),
+            "{r:?}"
+        );
+        assert_eq!(r.header("Referrer-Policy"), Some("same-origin"), "{r:?}");
+    }
+    // Uploads are files: nosniff, and a page or script type only as a download.
+    for (path, want) in [
+        ("/media/evil.html", "application/octet-stream"),
+        ("/media/evil.svg", "application/octet-stream"),
+        ("/media/pic.png", "image/png"),
+    ] {
+        let r = s.get(path, &[]);
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        assert_eq!(r.header("Content-Type"), Some(want), "{path}");
+        assert_eq!(
+            r.header("X-Content-Type-Options"),
+            Some("nosniff"),
+            "{path}"
+        );
+    }
+    // A hashed static name (ManifestStaticFilesStorage) is cached for a year.
+    let hashed = s.compose(&[
+        "exec",
+        "-T",
+        "web",
+        "python",
+        "-c",
+        "import json; print(json.load(open('/app/staticfiles/staticfiles.json'))['paths']['admin/css/base.css'])",
+    ]);
+    assert_eq!(hashed.code, 0, "{}", hashed.stderr);
+    let name = hashed.stdout.trim();
+    assert_ne!(name, "admin/css/base.css");
+    let css = s.get(&format!("/static/{name}"), &[]);
+    assert_eq!(css.status, 200, "{name}");
+    assert_eq!(
+        css.header("Cache-Control"),
+        Some("public, max-age=31536000, immutable")
+    );
+
+    // Two containers never migrate at once: while another session holds the lock, a
+    // new web container's entrypoint waits for it; when that session dies (killed, as
+    // a crashed container's would), the lock goes with it and the entrypoint goes on.
+    let mut holder = std::process::Command::new("docker")
+        .args(["compose", "-p", &s.name, "exec", "-T", "db", "sh", "-c"])
+        .arg("psql -X -qAt -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\" -c \"SELECT pg_advisory_lock(hashtext('countable:migrate')), pg_sleep(300)\"")
+        .current_dir(s.root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let advisory = |granted: bool| {
+        s.sql(&format!(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted = {granted}"
+        ))
+    };
+    let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + std::time::Duration::from_secs(120);
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what} never happened");
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    };
+    wait_for("the test session taking the lock", &|| {
+        advisory(true) == "1"
+    });
+    let second = std::process::Command::new("docker")
+        .args(["compose", "-p", &s.name, "run", "--rm", "-T", "web", "true"])
+        .current_dir(s.root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the entrypoint waiting for the lock", &|| {
+        advisory(false) == "1"
+    });
+    assert_eq!(
+        s.sql("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND NOT l.granted AND a.query LIKE '%pg_advisory_lock%'"),
+        "1",
+        "the waiter is the entrypoint's pg_advisory_lock"
+    );
+    s.sql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted");
+    let second = second.wait_with_output().unwrap();
+    let _ = holder.wait();
+    let out = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        second.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(
+        out.contains(
+            "entrypoint: waiting for the lock countable:migrate (another container is migrating)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("entrypoint: migrate (holding the lock countable:migrate)"),
+        "{out}"
+    );
+    assert_eq!(advisory(true), "0", "the entrypoint released the lock");
+
+    // New code with a migration, started without migrating: /healthz says 503 and
+    // why; after migrate, 200. An echo view shows what Django got from nginx.
+    let app = s.root().join("later");
+    std::fs::create_dir_all(app.join("migrations")).unwrap();
+    std::fs::write(app.join("__init__.py"), "").unwrap();
+    std::fs::write(app.join("migrations/__init__.py"), "").unwrap();
+    std::fs::write(
+        app.join("migrations/0001_initial.py"),
+        "from django.db import migrations\n\nclass Migration(migrations.Migration):\n    operations = [migrations.RunSQL(\"CREATE TABLE later_t (id int)\", \"DROP TABLE later_t\")]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        app.join("views.py"),
+        "from django.http import JsonResponse\n\ndef echo(request):\n    return JsonResponse({\"proto\": request.META.get(\"HTTP_X_FORWARDED_PROTO\"), \"for\": request.META.get(\"HTTP_X_FORWARDED_FOR\"), \"scheme\": request.META[\"wsgi.url_scheme\"], \"secure\": request.is_secure()})\n",
+    )
+    .unwrap();
+    let pkg = s.root().join(&s.name);
+    let edit = |file: &str, from: &str, to: &str| {
+        let path = pkg.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{file} lacks {from}");
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+    };
+    edit(
+        "settings.py",
+        "\"django.contrib.staticfiles\",",
+        "\"django.contrib.staticfiles\",\n    \"later\",",
+    );
+    edit(
+        "urls.py",
+        "urlpatterns = [",
+        "import later.views\n\nurlpatterns = [\n    path(\"echo/\", later.views.echo),",
+    );
+    let env_path = s.root().join(".env");
+    let env = std::fs::read_to_string(&env_path).unwrap();
+    assert!(env.contains("DJANGO_MIGRATE='1'"));
+    std::fs::write(
+        &env_path,
+        env.replace("DJANGO_MIGRATE='1'", "DJANGO_MIGRATE='0'"),
+    )
+    .unwrap();
+    let r = s.compose(&["up", "--detach", "--no-deps", "--build", "web"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let pending = healthz_once_up(&s);
+    assert_eq!(pending.status, 503, "{pending:?}");
+    // (the body may come chunked: look for the text in it)
+    assert!(
+        pending
+            .body
+            .contains("unapplied migrations: later.0001_initial\n"),
+        "{pending:?}"
+    );
+
+    let echo = s.get(
+        "/echo/",
+        &[
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-For", "6.6.6.6"),
+        ],
+    );
+    assert_eq!(echo.status, 200, "{echo:?}");
+    let seen: serde_json::Value = serde_json::from_str(&echo.body).unwrap();
+    assert_eq!(
+        seen["proto"], "http",
+        "nginx overwrote the client's value: {seen}"
+    );
+    assert_eq!(seen["scheme"], "http", "{seen}");
+    assert_eq!(seen["secure"], false, "{seen}");
+    assert!(!seen["for"].as_str().unwrap().contains("6.6.6.6"), "{seen}");
+
+    let migrate = s.compose(&[
+        "exec",
+        "-T",
+        "web",
+        "python",
+        "manage.py",
+        "migrate",
+        "--noinput",
+    ]);
+    assert_eq!(migrate.code, 0, "{}", migrate.stderr);
+    assert!(
+        migrate.stdout.contains("Applying later.0001_initial... OK"),
+        "{}",
+        migrate.stdout
+    );
+    let ok = s.get("/healthz", &[]);
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert!(ok.body.contains("ok\n"), "{ok:?}");
+    assert_eq!(web_uids(&s), "10001 10001");
 }

@@ -64,6 +64,9 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
             printer.warn(&format!("requirements.txt lacks {pkg} ({why})"));
         }
     }
+    for gap in adopt::contract_gaps(&root, &layout) {
+        printer.warn(&gap);
+    }
     let advice = adopt::settings_advice(&root, &layout);
     if !advice.is_empty() {
         printer.note(&format!(
