@@ -24,4 +24,5 @@ pub mod restore;
 pub mod retention;
 pub mod scaffold;
 pub mod store;
+pub mod tls;
 pub mod ui;
