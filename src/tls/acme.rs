@@ -432,6 +432,16 @@ mod tests {
         assert_eq!(c.renew_within_days, 30);
     }
 
+    /// The platform-roots client for Let's Encrypt builds without a network call and
+    /// without rustls' "no process-level CryptoProvider" panic.
+    #[test]
+    fn platform_roots_client_builds() {
+        builder(&cfg()).unwrap();
+        let mut c = cfg();
+        c.ca_root_pem = Some("not pem".into());
+        assert!(matches!(builder(&c), Err(TlsError::BadRoot(_))));
+    }
+
     #[test]
     fn account_json_is_checked_and_hidden() {
         assert!(matches!(

@@ -51,6 +51,28 @@ impl CertBundle {
         })
     }
 
+    /// `tls: manual`: the user's chain and key, checked to belong together, to name every
+    /// domain and to be valid at `now`.
+    pub fn manual(
+        cert_chain_pem: &str,
+        key_pem: &str,
+        domains: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Self, TlsError> {
+        let bundle = Self::from_pem(cert_chain_pem, key_pem)?;
+        let info = bundle.info()?;
+        let missing = info.missing(domains);
+        if !missing.is_empty() {
+            return Err(TlsError::NotCovered(
+                missing.into_iter().map(str::to_string).collect(),
+            ));
+        }
+        if info.not_after <= now || info.not_before > now {
+            return Err(TlsError::Expired(info.not_after.date().to_string()));
+        }
+        Ok(bundle)
+    }
+
     /// What the leaf says.
     pub fn info(&self) -> Result<CertInfo, TlsError> {
         inspect(&self.cert_chain_pem)
@@ -211,6 +233,19 @@ mod tests {
             Err(TlsError::KeyMismatch)
         ));
         assert!(!format!("{b:?}").contains("PRIVATE KEY"));
+        // tls: manual checks names and dates too.
+        let d = names(&["shop.test"]);
+        CertBundle::manual(&b.cert_chain_pem, &b.key_pem, &d, now).unwrap();
+        let more = names(&["shop.test", "x.test"]);
+        assert!(matches!(
+            CertBundle::manual(&b.cert_chain_pem, &b.key_pem, &more, now),
+            Err(TlsError::NotCovered(m)) if m == vec!["x.test".to_string()]
+        ));
+        let later = now + Duration::days(2);
+        assert!(matches!(
+            CertBundle::manual(&b.cert_chain_pem, &b.key_pem, &d, later),
+            Err(TlsError::Expired(_))
+        ));
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub enum TlsError {
     KeyMismatch,
     #[error("the certificate does not cover {}", .0.join(", "))]
     NotCovered(Vec<String>),
-    #[error("the certificate expired on {0}")]
+    #[error("the certificate is not valid now (it expires on {0})")]
     Expired(String),
     #[error("the trusted root for the ACME directory is not a PEM certificate: {0}")]
     BadRoot(String),
