@@ -608,6 +608,7 @@ async fn an_answer_nginx_does_not_serve_fails_validation_naming_the_domain() {
     let tls::TlsError::Validation { domain, detail } = &err else {
         panic!("expected a validation failure, got {err:?}");
     };
+    eprintln!("the error a user sees: {err}");
     assert_eq!(domain, DOMAINS[0]);
     assert!(detail.contains("404"), "{detail}");
     assert_eq!(

@@ -91,6 +91,7 @@ impl AcmeAccount {
 /// Where the HTTP-01 answers go: nginx must serve `key_auth` as the body of
 /// `http://<domain>/.well-known/acme-challenge/<token>`. Tokens are checked to be
 /// base64url before they reach the implementation, so they are safe as file names.
+/// With tls.conf, nginx serves the file `<ACME_WEBROOT>/<token>` (plain text) there.
 pub trait Challenges {
     fn publish(&self, token: &str, key_auth: &str) -> impl Future<Output = anyhow::Result<()>>;
     fn remove(&self, token: &str) -> impl Future<Output = anyhow::Result<()>>;

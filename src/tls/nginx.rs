@@ -147,9 +147,10 @@ pub fn nginx_tls_conf(site: &NginxTls<'_>) -> Result<String, TlsError> {
     .map_err(|e| TlsError::Template(format!("{e:#}")))
 }
 
-/// A DNS name (optionally `*.` wildcard), lowercase letters, digits, `-` and dots.
+/// A DNS name (optionally `*.` wildcard): letters, digits, `-` and dots (case does not matter).
 pub(super) fn check_domain(d: &str) -> Result<(), TlsError> {
-    let bare = d.strip_prefix("*.").unwrap_or(d);
+    let lower = d.to_ascii_lowercase();
+    let bare = lower.strip_prefix("*.").unwrap_or(&lower);
     let ok = !bare.is_empty()
         && bare.len() <= 253
         && bare.parse::<IpAddr>().is_err()
@@ -270,7 +271,9 @@ mod tests {
         let mut site = NginxTls::new("shop", "web", &d, TlsMode::Manual);
         site.cert_path = "/x.pem; ssl_verify_client off";
         assert!(matches!(nginx_tls_conf(&site), Err(TlsError::BadPath(_))));
-        assert!(check_domain("Shop.test").is_err());
+        assert!(check_domain("Shop.test").is_ok());
+        assert!(check_domain("shop_test").is_err());
+        assert!(check_domain("-shop.test").is_err());
         assert!(check_domain("*.shop.test").is_ok());
         assert!(check_domain("127.0.0.1").is_err());
     }
