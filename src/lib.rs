@@ -27,4 +27,5 @@ pub mod retention;
 pub mod scaffold;
 pub mod secrets;
 pub mod store;
+pub mod tls;
 pub mod ui;
