@@ -23,5 +23,6 @@ pub mod project;
 pub mod restore;
 pub mod retention;
 pub mod scaffold;
+pub mod secrets;
 pub mod store;
 pub mod ui;

@@ -19,6 +19,7 @@ mod logs;
 mod new;
 mod pull_db;
 mod restore_args;
+mod secrets;
 mod status;
 mod undo_db;
 mod up;
@@ -57,6 +58,7 @@ pub enum Command {
     Backups(backups::Args),
     Backup(backup::Args),
     VerifyBackup(verify_backup::Args),
+    Secrets(secrets::Args),
     Completions(completions::Args),
 }
 
@@ -74,6 +76,7 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
         Command::Backups(a) => backups::run(a, printer).await,
         Command::Backup(a) => backup::run(a, printer).await,
         Command::VerifyBackup(a) => verify_backup::run(a, printer).await,
+        Command::Secrets(a) => secrets::run(a, printer).await,
         Command::Completions(a) => completions::run(a),
     }
 }
