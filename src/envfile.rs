@@ -391,7 +391,10 @@ mod tests {
         // What it reads, `quote` writes so that compose reads the same.
         let again = render_lines(&parse_strict(text).unwrap());
         assert_eq!(parse_strict(&again).unwrap(), parse_strict(text).unwrap());
-        assert!(!again.contains("BEGIN KEY-----\n"), "newlines escaped: {again}");
+        assert!(
+            !again.contains("BEGIN KEY-----\n"),
+            "newlines escaped: {again}"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! an environment's `.env`, encrypted with age in the repository as
 //! `secrets/<env>.env.age`. No value is ever printed except by `show --reveal`.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 
 use crate::environment::Local;
 use crate::names::EnvName;
@@ -99,13 +99,15 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
         Action::Edit(a) => {
             let env = env_of(&local, &a.env)?;
             let change = edit::edit(&root, &env, &AskAgain(printer)).await?;
-            report(printer, &env, change, "edited");
+            report(printer, &root, &env, change, "edited");
         }
         Action::Set(a) => {
             let env = env_of(&local, &a.env)?;
-            let pairs = secrets::parse_assignments(&a.assignments, || {
-                if printer.interactive() {
-                    printer.note("value (end with Ctrl-D; not echoed to any log):");
+            let pairs = secrets::parse_assignments(&a.assignments, |key| {
+                if std::io::stdin().is_terminal() {
+                    return printer
+                        .secret(&format!("{key} (not echoed)"))
+                        .map_err(std::io::Error::other);
                 }
                 let mut s = String::new();
                 std::io::stdin().read_to_string(&mut s).map(|_| s)
@@ -117,7 +119,13 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
             }
             let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
             let change = secrets::save_if_changed(&root, &env, before.as_ref(), &next)?;
-            report(printer, &env, change, &format!("set {}", keys.join(", ")));
+            report(
+                printer,
+                &root,
+                &env,
+                change,
+                &format!("set {}", keys.join(", ")),
+            );
         }
         Action::Unset(a) => {
             let env = env_of(&local, &a.env)?;
@@ -134,6 +142,7 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
             let saved = secrets::save(&root, &env, &next)?;
             report(
                 printer,
+                &root,
                 &env,
                 Change::Saved(saved),
                 &format!("removed {}", a.keys.join(", ")),
@@ -146,7 +155,7 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
         Action::Rekey(a) => {
             let env = env_of(&local, &a.env)?;
             let saved = secrets::save(&root, &env, &loaded(&root, &env)?)?;
-            report(printer, &env, Change::Saved(saved), "re-encrypted");
+            report(printer, &root, &env, Change::Saved(saved), "re-encrypted");
         }
         Action::Keygen(_) => unreachable!("handled above"),
     }
@@ -158,10 +167,12 @@ fn env_of(local: &Local, raw: &str) -> anyhow::Result<EnvName> {
 }
 
 fn loaded(root: &std::path::Path, env: &EnvName) -> anyhow::Result<EnvSecrets> {
-    Ok(secrets::load(root, env)?.ok_or_else(|| SecretsError::NoSecrets {
-        env: env.clone(),
-        file: secrets::secrets_file(root, env),
-    })?)
+    Ok(
+        secrets::load(root, env)?.ok_or_else(|| SecretsError::NoSecrets {
+            env: env.clone(),
+            file: secrets::secrets_file(root, env),
+        })?,
+    )
 }
 
 fn show(printer: &Printer, s: &EnvSecrets, reveal: bool, json: bool) -> anyhow::Result<()> {
@@ -191,13 +202,13 @@ fn show(printer: &Printer, s: &EnvSecrets, reveal: bool, json: bool) -> anyhow::
     Ok(())
 }
 
-fn report(printer: &Printer, env: &EnvName, change: Change, what: &str) {
+fn report(printer: &Printer, root: &std::path::Path, env: &EnvName, change: Change, what: &str) {
     match change {
         Change::Unchanged => printer.note(&format!("{env}: no change, nothing written")),
         Change::Saved(s) => {
             printer.success(&format!(
                 "{env}: {what}; {} encrypted to {} recipient{}",
-                s.file.display(),
+                s.file.strip_prefix(root).unwrap_or(&s.file).display(),
                 s.recipients,
                 if s.recipients == 1 { "" } else { "s" }
             ));

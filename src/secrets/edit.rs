@@ -20,7 +20,9 @@ pub fn editor_command() -> Vec<String> {
         .filter_map(|v| std::env::var(v).ok())
         .find(|v| !v.trim().is_empty())
         .unwrap_or_else(|| "vi".into());
-    shlex::split(&raw).filter(|v| !v.is_empty()).unwrap_or_else(|| vec![raw])
+    shlex::split(&raw)
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| vec![raw])
 }
 
 /// A private directory for the plaintext: removed (with whatever the editor left in it,
@@ -79,12 +81,13 @@ pub async fn edit(root: &Path, env: &EnvName, retry: &dyn Retry) -> anyhow::Resu
         if interrupt.hit() {
             anyhow::bail!("interrupted; nothing was changed");
         }
-        let edited = Zeroizing::new(std::fs::read(&scratch.path).map_err(|source| {
-            SecretsError::Io {
-                path: scratch.path.clone(),
-                source,
-            }
-        })?);
+        let edited =
+            Zeroizing::new(
+                std::fs::read(&scratch.path).map_err(|source| SecretsError::Io {
+                    path: scratch.path.clone(),
+                    source,
+                })?,
+            );
         let edited = std::str::from_utf8(&edited).map_err(|_| SecretsError::Editor {
             editor: editor_command().join(" "),
             why: "left a file that is not UTF-8 text".into(),

@@ -79,6 +79,7 @@ pub fn identities(root: &Path, env: &EnvName, file: &Path) -> Result<Vec<Key>, S
     if let Some(path) = key_file_var() {
         if !path.is_file() {
             return Err(SecretsError::MissingKey {
+                env: env.clone(),
                 file: file.to_path_buf(),
                 tried: vec![path],
                 from_var: true,
@@ -96,6 +97,7 @@ pub fn identities(root: &Path, env: &EnvName, file: &Path) -> Result<Vec<Key>, S
     }
     if keys.is_empty() {
         return Err(SecretsError::MissingKey {
+            env: env.clone(),
             file: file.to_path_buf(),
             tried,
             from_var: false,
@@ -179,7 +181,11 @@ pub fn recipients(root: &Path, env: &EnvName) -> Result<Recipients, SecretsError
     }
     let env_key = env_key_path(root, env);
     if env_key.is_file() {
-        list.extend(read_key_file(&env_key)?.iter().map(|k| k.identity.to_public()));
+        list.extend(
+            read_key_file(&env_key)?
+                .iter()
+                .map(|k| k.identity.to_public()),
+        );
     }
     let mut seen = std::collections::HashSet::new();
     list.retain(|r| seen.insert(r.to_string()));

@@ -25,6 +25,7 @@ pub use keys::KEY_FILE_VAR;
 pub enum SecretsError {
     #[error("no age key to decrypt {} with: {}", file.display(), tried_list(tried, *from_var))]
     MissingKey {
+        env: EnvName,
         file: PathBuf,
         tried: Vec<PathBuf>,
         from_var: bool,
@@ -65,7 +66,10 @@ pub enum SecretsError {
 fn tried_list(tried: &[PathBuf], from_var: bool) -> String {
     let names: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
     if from_var {
-        format!("{KEY_FILE_VAR} names {}, which does not exist", names.join(""))
+        format!(
+            "{KEY_FILE_VAR} names {}, which does not exist",
+            names.join("")
+        )
     } else {
         format!("none of {} exists", names.join(", "))
     }
@@ -73,17 +77,20 @@ fn tried_list(tried: &[PathBuf], from_var: bool) -> String {
 
 impl Hint for SecretsError {
     fn hint(&self) -> Option<String> {
-        let rekey = |env: &EnvName| format!("ask a teammate who can read it to run `countable secrets rekey {env}` and commit the result");
+        let rekey = |env: &EnvName| {
+            format!("ask a teammate who can read it to run `countable secrets rekey {env}` and commit the result")
+        };
         Some(match self {
             SecretsError::MissingKey { from_var: true, .. } => format!(
                 "point {KEY_FILE_VAR} at your age key file (in Jenkins: the secret file credential's binding), or unset it to use the default ~/.config/countable/age.key"
             ),
-            SecretsError::MissingKey { .. } => format!(
+            SecretsError::MissingKey { env, .. } => format!(
                 "run `countable secrets keygen` (creates ~/.config/countable/age.key and adds its public key to secrets/recipients.txt), commit it and {}; or set {KEY_FILE_VAR} to a key that can read it",
-                "ask a teammate who can read the secrets to run `countable secrets rekey <env>`"
+                rekey(env)
             ),
-            SecretsError::BadKey { .. } => format!(
-                "{KEY_FILE_VAR} (or ~/.config/countable/age.key) must hold an age secret key (AGE-SECRET-KEY-1…, as `countable secrets keygen` or `age-keygen` writes)"
+            SecretsError::BadKey { path, .. } => format!(
+                "{} must hold an age secret key (a line AGE-SECRET-KEY-1…, as `countable secrets keygen` or `age-keygen` writes): point {KEY_FILE_VAR} at the right file",
+                path.display()
             ),
             SecretsError::NotRecipient { env, recipients_file, listed: true, .. } => format!(
                 "your key is in {} but the file was encrypted before it was added: {}",
@@ -319,10 +326,9 @@ pub fn save(root: &Path, env: &EnvName, secrets: &EnvSecrets) -> Result<Saved, S
         source,
     };
     let plain = Zeroizing::new(secrets.render());
-    let encryptor = age::Encryptor::with_recipients(
-        recipients.list.iter().map(|r| r as &dyn age::Recipient),
-    )
-    .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    let encryptor =
+        age::Encryptor::with_recipients(recipients.list.iter().map(|r| r as &dyn age::Recipient))
+            .map_err(|e| io(std::io::Error::other(e.to_string())))?;
     let mut armored = Vec::new();
     let out = ArmoredWriter::wrap_output(&mut armored, Format::AsciiArmor).map_err(io)?;
     let mut w = encryptor.wrap_output(out).map_err(io)?;
@@ -383,11 +389,11 @@ pub fn save_if_changed(
     save(root, env, next).map(Change::Saved)
 }
 
-/// Parse `set` arguments: `KEY=VALUE`, or `KEY` alone whose value `stdin` gives (at
-/// most one). One trailing newline of the stdin value is dropped.
+/// Parse `set` arguments: `KEY=VALUE`, or `KEY` alone whose value `stdin(KEY)` gives
+/// (at most one). One trailing newline of that value is dropped.
 pub fn parse_assignments(
     args: &[String],
-    stdin: impl FnOnce() -> std::io::Result<String>,
+    stdin: impl FnOnce(&str) -> std::io::Result<String>,
 ) -> Result<Vec<(String, Zeroizing<String>)>, SecretsError> {
     let mut out = Vec::new();
     let mut bare = None;
@@ -408,7 +414,7 @@ pub fn parse_assignments(
         ));
     }
     if let Some(i) = bare {
-        let mut v = Zeroizing::new(stdin().map_err(|source| SecretsError::Io {
+        let mut v = Zeroizing::new(stdin(&out[i].0).map_err(|source| SecretsError::Io {
             path: PathBuf::from("<stdin>"),
             source,
         })?);

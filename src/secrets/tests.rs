@@ -44,7 +44,10 @@ fn debug_shows_keys_never_values() {
 #[test]
 fn save_and_load_round_trip_to_every_recipient() {
     let root = project();
-    assert!(load(root.path(), &env()).unwrap().is_none(), "no file: None");
+    assert!(
+        load(root.path(), &env()).unwrap().is_none(),
+        "no file: None"
+    );
     let other = age::x25519::Identity::generate();
     let recipients = keys::secrets_dir(root.path()).join("recipients.txt");
     keys::add_recipient(&recipients, &other.to_public().to_string(), "bob").unwrap();
@@ -110,8 +113,14 @@ fn a_file_for_someone_else_names_your_key_and_who_can_fix_it() {
     keys::add_recipient(&list, &public, "me").unwrap();
     let e = decrypt(&bytes, &ids).unwrap_err();
     let err = classify(e, root.path(), &env(), &file, &ids);
-    assert!(matches!(err, SecretsError::NotRecipient { listed: true, .. }));
-    assert!(err.hint().unwrap().contains("encrypted before it was added"));
+    assert!(matches!(
+        err,
+        SecretsError::NotRecipient { listed: true, .. }
+    ));
+    assert!(err
+        .hint()
+        .unwrap()
+        .contains("encrypted before it was added"));
 }
 
 #[test]
@@ -138,14 +147,19 @@ fn damaged_files_are_told_apart_from_foreign_ones() {
 #[test]
 fn assignments_take_one_value_from_stdin_and_never_echo_it() {
     let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let got = parse_assignments(&args(&["A=x=y", "B"]), || Ok("s3cret\n".into())).unwrap();
+    let got = parse_assignments(&args(&["A=x=y", "B"]), |_| Ok("s3cret\n".into())).unwrap();
     assert_eq!(got[0].0, "A");
     assert_eq!(got[0].1.as_str(), "x=y");
     assert_eq!(got[1].1.as_str(), "s3cret");
-    let multi = parse_assignments(&args(&["PEM"]), || Ok("l1\nl2\n\n".into())).unwrap();
+    let multi = parse_assignments(&args(&["PEM"]), |_| Ok("l1\nl2\n\n".into())).unwrap();
     assert_eq!(multi[0].1.as_str(), "l1\nl2\n", "only one newline dropped");
-    for bad in [&["A", "B"][..], &["9A=s3cret"], &["A-B=s3cret"], &["=s3cret"]] {
-        let err = parse_assignments(&args(bad), || Ok(String::new())).unwrap_err();
+    for bad in [
+        &["A", "B"][..],
+        &["9A=s3cret"],
+        &["A-B=s3cret"],
+        &["=s3cret"],
+    ] {
+        let err = parse_assignments(&args(bad), |_| Ok(String::new())).unwrap_err();
         assert!(matches!(err, SecretsError::BadArgument(_)), "{err}");
         assert!(!err.to_string().contains("s3cret"));
     }
