@@ -23,16 +23,18 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {
+    /// Edit the environment's .env in $VISUAL or $EDITOR (a private temporary file,
+    /// removed afterwards); validated, then re-encrypted. Unchanged content writes nothing
     Edit(EnvArg),
     Set(SetArgs),
     Unset(UnsetArgs),
     Show(ShowArgs),
+    /// Re-encrypt to the current recipients (after secrets/recipients.txt changed)
     Rekey(EnvArg),
     Keygen(KeygenArgs),
 }
 
-/// Edit the environment's .env in $VISUAL or $EDITOR (a private temporary file,
-/// removed afterwards); validated, then re-encrypted. Unchanged content writes nothing
+/// One environment.
 #[derive(Debug, clap::Args)]
 pub struct EnvArg {
     /// The environment (from countable.yml)
