@@ -211,6 +211,13 @@ pub struct Compose {
     dir: PathBuf,
     files: Vec<String>,
     docker_host: Option<String>,
+    /// Variables for compose's own environment (interpolation; `environment: [KEY]`
+    /// entries). Never shown by `display`.
+    env: Vec<(String, String)>,
+    /// Where compose runs, when the project directory is a path on another host.
+    cwd: Option<PathBuf>,
+    /// Read no `.env` of the project directory for interpolation.
+    no_env_file: bool,
 }
 
 /// Find a Compose v2 program: `COUNTABLE_COMPOSE`, then `docker compose`, then a v2
@@ -281,7 +288,20 @@ impl Compose {
             dir: dir.to_path_buf(),
             files,
             docker_host: None,
+            env: Vec::new(),
+            cwd: None,
+            no_env_file: false,
         }
+    }
+
+    /// A project whose directory is `dir` on the environment's host (a path that need
+    /// not exist here): compose runs in `cwd`, reads no `.env` for interpolation, and
+    /// takes its variables from `env` (secrets stay off every command line).
+    pub fn remote(mut self, cwd: &Path, env: Vec<(String, String)>) -> Self {
+        self.cwd = Some(cwd.to_path_buf());
+        self.env = env;
+        self.no_env_file = true;
+        self
     }
 
     /// Act on another engine (an environment's `docker_host`).
@@ -295,6 +315,9 @@ impl Compose {
         let mut v = self.program.clone();
         v.extend(["-p".into(), self.project.clone()]);
         v.extend(["--project-directory".into(), self.dir.display().to_string()]);
+        if self.no_env_file {
+            v.extend(["--env-file".into(), "/dev/null".into()]);
+        }
         for f in &self.files {
             v.extend(["-f".into(), self.dir.join(f).display().to_string()]);
         }
@@ -311,11 +334,12 @@ impl Compose {
         let argv = self.command(args);
         let mut cmd = process::command(&argv[0]);
         cmd.args(&argv[1..])
-            .current_dir(&self.dir)
+            .current_dir(self.cwd.as_ref().unwrap_or(&self.dir))
             .stdin(Stdio::null());
         if let Some(host) = &self.docker_host {
             cmd.env("DOCKER_HOST", host);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

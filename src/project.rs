@@ -111,6 +111,57 @@ pub struct Environment {
     /// The public URL, used for health checks after a deploy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The site's domain names: nginx's `Host` for the health gate and TLS names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
+    /// `letsencrypt`, `manual` or `none` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsMode>,
+    /// The ACME account's contact address (`tls: letsencrypt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme_email: Option<String>,
+    /// The ACME directory; default Let's Encrypt production.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme_directory: Option<String>,
+    /// Certificate chain and key files for `tls: manual` (paths in the project).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_certificate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
+    /// A load balancer in front terminates TLS: trust its `X-Forwarded-Proto`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub behind_proxy: bool,
+    /// The addresses (CIDRs) whose `X-Forwarded-Proto` nginx believes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
+    /// Release images kept on the target (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_releases: Option<u32>,
+    /// This environment's compose files (default: the top-level `compose_files`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose_files: Option<Vec<String>>,
+    /// An image registry to push releases to (default: stream the image to the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    /// The longest a release's migrations may run, in seconds (default 1800).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrate_timeout: Option<u64>,
+    /// The health view behind nginx (default `/healthz`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_path: Option<String>,
+    /// Where releases live on the target host (default `/srv/countable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_root: Option<String>,
+}
+
+/// How an environment gets its certificates.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    Letsencrypt,
+    Manual,
+    #[default]
+    None,
 }
 
 /// `countable.yml` as written by users.

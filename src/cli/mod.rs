@@ -12,12 +12,14 @@ mod backup;
 mod backups;
 mod choices;
 mod completions;
+mod deploy;
 mod down;
 mod import_db;
 mod init;
 mod logs;
 mod new;
 mod pull_db;
+mod releases;
 mod restore_args;
 mod secrets;
 mod status;
@@ -58,6 +60,8 @@ pub enum Command {
     Backups(backups::Args),
     Backup(backup::Args),
     VerifyBackup(verify_backup::Args),
+    Deploy(deploy::Args),
+    Releases(releases::Args),
     Secrets(secrets::Args),
     Completions(completions::Args),
 }
@@ -76,6 +80,8 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
         Command::Backups(a) => backups::run(a, printer).await,
         Command::Backup(a) => backup::run(a, printer).await,
         Command::VerifyBackup(a) => verify_backup::run(a, printer).await,
+        Command::Deploy(a) => deploy::run(a, printer).await,
+        Command::Releases(a) => releases::run(a, printer).await,
         Command::Secrets(a) => secrets::run(a, printer).await,
         Command::Completions(a) => completions::run(a),
     }

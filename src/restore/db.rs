@@ -287,6 +287,24 @@ impl Db {
         Ok(out.trim().parse()?)
     }
 
+    /// A psql session in `database` that stays open: statements go in, answers come
+    /// back line by line (unaligned, tuples only). `application_name` names it in
+    /// `pg_stat_activity`.
+    pub async fn session(
+        &self,
+        database: &str,
+        application_name: &str,
+    ) -> anyhow::Result<crate::engine::ExecSession> {
+        Ok(self
+            .engine
+            .exec_session(
+                &self.container,
+                &self.psql_args(database),
+                &[format!("PGAPPNAME={application_name}")],
+            )
+            .await?)
+    }
+
     /// Open a `REPEATABLE READ` transaction in `database` and export its snapshot; the
     /// session stays open, idle in that transaction, until the snapshot is released.
     pub async fn export_snapshot(&self, database: &str) -> anyhow::Result<Snapshot> {

@@ -104,7 +104,10 @@ impl Backup {
 
 /// Side files that live beside backups and are not backups themselves.
 pub fn is_side_file(key: &str) -> bool {
-    key.ends_with(".manifest.json") || key.ends_with(".verified.json") || key.ends_with('/')
+    key.ends_with(".manifest.json")
+        || key.ends_with(".verified.json")
+        || key.ends_with(".ledger.json")
+        || key.ends_with('/')
 }
 
 pub(crate) fn unix(t: SystemTime) -> i64 {

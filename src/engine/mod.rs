@@ -18,6 +18,9 @@ use serde::Serialize;
 
 use crate::error::Hint;
 
+mod release;
+pub use release::{FileEntry, Health, ImageInfo};
+
 const PROJECT_LABEL: &str = "com.docker.compose.project";
 const SERVICE_LABEL: &str = "com.docker.compose.service";
 
@@ -510,6 +513,14 @@ impl Engine {
             .await?;
         let mut out = Vec::new();
         for c in list {
+            // countable's own helpers (drills, deploy's file writer) may carry the
+            // project's labels through their image: they are not the project's.
+            if c.labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key("countable.disposable"))
+            {
+                continue;
+            }
             let id = c.id.clone().unwrap_or_default();
             let service = c
                 .labels

@@ -1,0 +1,360 @@
+//! What a deploy asks of an environment's engine beyond finding and exec'ing into
+//! containers: ship an image with byte progress, write small files into a container,
+//! follow a container's log, stop one gracefully, and list or remove release images by
+//! label. Still the Docker API seam: it knows no project, release or policy.
+
+use std::collections::HashMap;
+
+use bollard::query_parameters::{
+    InspectContainerOptions, ListImagesOptions, LogsOptions, RemoveImageOptions,
+    StopContainerOptions, UploadToContainerOptions,
+};
+use futures_util::StreamExt;
+
+use super::{Engine, EngineError};
+
+/// A file to place in a container: its path relative to the target directory, its
+/// bytes and its mode.
+pub struct FileEntry {
+    pub path: String,
+    pub bytes: Vec<u8>,
+    pub mode: u32,
+}
+
+/// An image on an engine, as a prune sees it.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    pub id: String,
+    pub tags: Vec<String>,
+    pub labels: HashMap<String, String>,
+    pub size: u64,
+}
+
+/// A container's state as the health gate reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    /// `running`, `exited`, …
+    pub state: String,
+    /// `starting`, `healthy`, `unhealthy`, or none without a healthcheck.
+    pub health: Option<String>,
+    pub exit_code: Option<i64>,
+    /// The last healthcheck's output, for a report.
+    pub last_check: Option<String>,
+}
+
+impl Engine {
+    /// Copy `image` (a name: tags travel with it) from `from` into this engine,
+    /// streamed; `on_bytes` sees the running total. Returns the bytes sent.
+    pub async fn ship_image<F>(
+        &self,
+        from: &Engine,
+        image: &str,
+        on_bytes: F,
+    ) -> Result<u64, EngineError>
+    where
+        F: Fn(u64) + Send + Sync + 'static,
+    {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex};
+        let failed: Arc<Mutex<Option<bollard::errors::Error>>> = Arc::default();
+        let sent = Arc::new(AtomicU64::new(0));
+        let (failed_in, sent_in) = (failed.clone(), sent.clone());
+        let source = from.docker.export_image(image).scan((), move |_, chunk| {
+            futures_util::future::ready(match chunk {
+                Ok(bytes) => {
+                    let total = sent_in.fetch_add(bytes.len() as u64, Ordering::Relaxed)
+                        + bytes.len() as u64;
+                    on_bytes(total);
+                    Some(bytes)
+                }
+                Err(e) => {
+                    *failed_in.lock().expect("not poisoned") = Some(e);
+                    None
+                }
+            })
+        });
+        let options = bollard::query_parameters::ImportImageOptions {
+            quiet: true,
+            ..Default::default()
+        };
+        let mut loaded = self.docker.import_image_stream(options, source, None);
+        let mut outcome = Ok(());
+        while let Some(r) = loaded.next().await {
+            match r {
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+                Ok(info) => {
+                    if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                        outcome = Err(bollard::errors::Error::DockerStreamError { error: err });
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(e) = failed.lock().expect("not poisoned").take() {
+            return Err(e.into());
+        }
+        outcome?;
+        Ok(sent.load(Ordering::Relaxed))
+    }
+
+    /// The image's ID, labels and size, or None when this engine lacks it.
+    pub async fn image_info(&self, image: &str) -> Result<Option<ImageInfo>, EngineError> {
+        match self.docker.inspect_image(image).await {
+            Ok(i) => Ok(Some(ImageInfo {
+                id: i.id.unwrap_or_default(),
+                tags: i.repo_tags.unwrap_or_default(),
+                labels: i.config.and_then(|c| c.labels).unwrap_or_default(),
+                size: i.size.unwrap_or(0).max(0) as u64,
+            })),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Images carrying `label=value`.
+    pub async fn images_labelled(
+        &self,
+        label: &str,
+        value: &str,
+    ) -> Result<Vec<ImageInfo>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), vec![format!("{label}={value}")])]);
+        let list = self
+            .docker
+            .list_images(Some(ListImagesOptions {
+                all: false,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await?;
+        Ok(list
+            .into_iter()
+            .map(|i| ImageInfo {
+                id: i.id,
+                tags: i.repo_tags,
+                labels: i.labels,
+                size: i.size.max(0) as u64,
+            })
+            .collect())
+    }
+
+    /// Remove an image by ID or name (its tags too).
+    pub async fn remove_image(&self, image: &str) -> Result<(), EngineError> {
+        self.docker
+            .remove_image(
+                image,
+                Some(RemoveImageOptions {
+                    force: true,
+                    noprune: false,
+                }),
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Unpack `files` under `dir` in `container` (a small tar built in memory: these
+    /// are configuration files, never data).
+    pub async fn put_files(
+        &self,
+        container: &str,
+        dir: &str,
+        files: &[FileEntry],
+    ) -> Result<(), EngineError> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for f in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(f.bytes.len() as u64);
+            header.set_mode(f.mode);
+            header.set_mtime(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            );
+            header.set_entry_type(tar::EntryType::Regular);
+            builder
+                .append_data(&mut header, &f.path, f.bytes.as_slice())
+                .map_err(|e| EngineError::Api(bollard::errors::Error::IOError { err: e }))?;
+        }
+        let bytes = builder
+            .into_inner()
+            .map_err(|e| EngineError::Api(bollard::errors::Error::IOError { err: e }))?;
+        self.docker
+            .upload_to_container(
+                container,
+                Some(UploadToContainerOptions {
+                    path: dir.to_string(),
+                    ..Default::default()
+                }),
+                bollard::body_full(bytes.into()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Start a helper container of `image` as root, running `sleep`, with `binds`
+    /// (`host:container`) and no network; remove it with `remove`.
+    pub async fn run_helper(
+        &self,
+        name: &str,
+        image: &str,
+        binds: &[String],
+    ) -> Result<String, EngineError> {
+        use bollard::query_parameters::{CreateContainerOptions, StartContainerOptions};
+        let _ = self.remove(name).await;
+        // An image built by compose carries compose's labels; blanked here, so compose
+        // never counts the helper as one of the project's containers.
+        let mut labels: HashMap<String, String> = self
+            .image_info(image)
+            .await?
+            .map(|i| i.labels)
+            .unwrap_or_default()
+            .into_keys()
+            .filter(|k| k.starts_with("com.docker.compose."))
+            .map(|k| (k, String::new()))
+            .collect();
+        labels.insert("countable.disposable".into(), "true".into());
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.to_string()),
+                    ..Default::default()
+                }),
+                bollard::models::ContainerCreateBody {
+                    image: Some(image.to_string()),
+                    user: Some("0".into()),
+                    entrypoint: Some(vec!["sleep".into()]),
+                    cmd: Some(vec!["600".into()]),
+                    network_disabled: Some(true),
+                    labels: Some(labels),
+                    host_config: Some(bollard::models::HostConfig {
+                        binds: Some(binds.to_vec()),
+                        network_mode: Some("none".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        if let Err(e) = self
+            .docker
+            .start_container(&created.id, None::<StartContainerOptions>)
+            .await
+        {
+            let _ = self.remove(&created.id).await;
+            return Err(e.into());
+        }
+        Ok(created.id)
+    }
+
+    /// A container's state and health.
+    pub async fn health(&self, container: &str) -> Result<Health, EngineError> {
+        let c = self
+            .docker
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await?;
+        let st = c.state.unwrap_or_default();
+        let status = st.status.map(|s| s.to_string()).unwrap_or_default();
+        let health = st.health.clone();
+        Ok(Health {
+            exit_code: (status == "exited").then_some(st.exit_code).flatten(),
+            state: status,
+            health: health
+                .as_ref()
+                .and_then(|h| h.status)
+                .map(|s| s.to_string())
+                .filter(|s| !s.is_empty() && s != "none"),
+            last_check: health
+                .and_then(|h| h.log)
+                .and_then(|l| l.last().cloned())
+                .and_then(|l| l.output)
+                .map(|o| o.trim().to_string()),
+        })
+    }
+
+    /// Follow a container's output (stdout and stderr) from its start, line by line,
+    /// into `tx`; ends when the container stops or the receiver is dropped.
+    pub async fn follow_log(&self, container: &str, tx: tokio::sync::mpsc::Sender<String>) {
+        let mut stream = self.docker.logs(
+            container,
+            Some(LogsOptions {
+                follow: true,
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            }),
+        );
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            pending.extend_from_slice(&chunk.into_bytes());
+            while let Some(at) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=at).collect();
+                let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                if tx.send(text).await.is_err() {
+                    return;
+                }
+            }
+            if pending.len() > 64 * 1024 {
+                pending.clear();
+            }
+        }
+    }
+
+    /// The last `lines` lines a container printed.
+    pub async fn log_tail(&self, container: &str, lines: usize) -> Result<String, EngineError> {
+        let mut stream = self.docker.logs(
+            container,
+            Some(LogsOptions {
+                stdout: true,
+                stderr: true,
+                tail: lines.to_string(),
+                ..Default::default()
+            }),
+        );
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk?.into_bytes());
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Stop a container: SIGTERM, then SIGKILL after `grace_secs`.
+    pub async fn stop(&self, container: &str, grace_secs: i32) -> Result<(), EngineError> {
+        match self
+            .docker
+            .stop_container(
+                container,
+                Some(StopContainerOptions {
+                    t: Some(grace_secs),
+                    ..Default::default()
+                }),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            // Already stopped.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The labels of a container.
+    pub async fn container_labels(
+        &self,
+        container: &str,
+    ) -> Result<HashMap<String, String>, EngineError> {
+        let c = self
+            .docker
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await?;
+        Ok(c.config.and_then(|c| c.labels).unwrap_or_default())
+    }
+}
