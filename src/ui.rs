@@ -148,6 +148,14 @@ impl Printer {
             .interact()?)
     }
 
+    /// A secret typed on the terminal, never echoed (the caller checked stdin is one).
+    pub fn secret(&self, prompt: &str) -> anyhow::Result<String> {
+        Ok(dialoguer::Password::new()
+            .with_prompt(prompt)
+            .allow_empty_password(true)
+            .interact()?)
+    }
+
     /// Pick one of `items` on a terminal; `default` without one.
     pub fn select(&self, prompt: &str, items: &[&str], default: usize) -> anyhow::Result<usize> {
         if !self.interactive {

@@ -22,6 +22,7 @@ mod pull_db;
 mod releases;
 mod restore_args;
 mod rollback;
+mod secrets;
 mod status;
 mod undo_db;
 mod up;
@@ -63,6 +64,7 @@ pub enum Command {
     Deploy(deploy::Args),
     Releases(releases::Args),
     Rollback(rollback::Args),
+    Secrets(secrets::Args),
     Completions(completions::Args),
 }
 
@@ -83,6 +85,7 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
         Command::Deploy(a) => deploy::run(a, printer).await,
         Command::Releases(a) => releases::run(a, printer).await,
         Command::Rollback(a) => rollback::run(a, printer).await,
+        Command::Secrets(a) => secrets::run(a, printer).await,
         Command::Completions(a) => completions::run(a),
     }
 }
