@@ -3,6 +3,8 @@
 //! HTTP to nginx, and clean everything up.
 #![allow(dead_code)]
 
+pub mod hosts;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -225,11 +227,21 @@ impl Http {
 
 /// A plain HTTP/1.1 GET to 127.0.0.1:`port` (Connection: close), with extra headers.
 pub fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> Http {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to nginx");
+    http_get_at("127.0.0.1", port, path, headers)
+}
+
+/// `http_get` to another address (a test host's, say).
+pub fn http_get_at(addr: &str, port: u16, path: &str, headers: &[(&str, &str)]) -> Http {
+    let mut stream = TcpStream::connect((addr, port)).expect("connect to nginx");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n");
+    let host = if addr == "127.0.0.1" {
+        "localhost"
+    } else {
+        addr
+    };
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
