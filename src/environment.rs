@@ -241,6 +241,7 @@ impl Local {
                 .filter(|s| s.service != db_service && s.state == "running")
                 .map(|s| s.service)
                 .collect(),
+            keep_stopped: Vec::new(),
         })
     }
 

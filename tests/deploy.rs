@@ -6,6 +6,8 @@
 //!
 //! `cargo test --test deploy -- NAME` runs the chapters up to and including NAME.
 
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +31,8 @@ struct Story {
     secret_values: Vec<String>,
     /// Everything countable printed, to check for secrets at the end.
     printed: String,
+    /// `secrets set prod …` arguments, to give staging the same values.
+    secret_args: Vec<String>,
 }
 
 impl Story {
@@ -141,6 +145,7 @@ fn setup() -> Story {
         tmp,
         secret_values: vec![],
         printed: String::new(),
+        secret_args: vec![],
     };
     let key_s = s.key.display().to_string();
     s.run(&["secrets", "keygen", "--output", &key_s, "--name", "jenkins"])
@@ -171,6 +176,7 @@ fn setup() -> Story {
     }
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     s.run(&refs).ok();
+    s.secret_args = args[3..].to_vec();
     std::fs::create_dir_all(s.root.join("backups")).unwrap();
     let yml = std::fs::read_to_string(s.root.join("countable.yml")).unwrap();
     let env = format!(
@@ -408,7 +414,12 @@ fn rollback_refuses_an_irreversible_migration_then_restores_the_backup(s: &mut S
         r.stderr
     );
     assert!(s.home_page().contains("shop is running"));
-    assert_eq!(s.sql("SELECT to_regclass('catalog_item') IS NULL"), "t");
+    assert_eq!(
+        s.sql("SELECT to_regclass('catalog_item') IS NULL"),
+        "t",
+        "{}",
+        r.stderr
+    );
 }
 
 fn concurrent_deploys_and_a_killed_one(s: &mut Story) {
@@ -497,6 +508,184 @@ fn prune_keeps_n_releases(s: &mut Story) {
     assert!(dirs.stdout.lines().count() <= 5, "{}", dirs.stdout);
 }
 
+/// The `sh` steps of the Jenkinsfile for `branch`, in order, as Jenkins would run
+/// them: the stages whose `when { branch … }` matches (or that have none), then
+/// `post`'s `always`. Groovy reads `\\` in a triple-quoted string as one backslash.
+fn jenkins_steps(jenkinsfile: &str, branch: &str) -> Vec<(String, String)> {
+    let mut steps = Vec::new();
+    let (mut stage, mut when): (String, Option<String>) = (String::new(), None);
+    let mut lines = jenkinsfile.lines();
+    while let Some(line) = lines.next() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("stage('") {
+            stage = rest.split('\'').next().unwrap().to_string();
+            when = None;
+        } else if t.starts_with("post {") {
+            stage = "post".into();
+            when = None;
+        } else if let Some(rest) = t.strip_prefix("when { branch '") {
+            when = Some(rest.split('\'').next().unwrap().to_string());
+        }
+        let script = if t == "sh '''" {
+            let mut body = String::new();
+            for l in lines.by_ref() {
+                if l.trim() == "'''" {
+                    break;
+                }
+                body.push_str(l.trim_start());
+                body.push('\n');
+            }
+            Some(body)
+        } else {
+            t.strip_prefix("sh '")
+                .and_then(|r| r.strip_suffix('\''))
+                .map(String::from)
+        };
+        if let Some(sc) = script {
+            if when.as_deref().is_none_or(|b| b == branch) {
+                steps.push((stage.clone(), sc.replace("\\\\", "\\")));
+            }
+        }
+    }
+    steps
+}
+
+fn jenkinsfile_steps_run_as_jenkins_runs_them(s: &mut Story) {
+    // staging: develop's environment, on the same host on another port, through a
+    // per-environment compose file.
+    s.write(
+        "compose.staging.yaml",
+        "services:\n  nginx:\n    ports: !override\n      - \"8081:80\"\n",
+    );
+    let yml = std::fs::read_to_string(s.root.join("countable.yml")).unwrap();
+    let staging = format!(
+        "  staging:\n    branch: develop\n    docker_host: {}\n    backups: backups-staging/\n    url: http://{}:8081\n    compose_files: [compose.yaml, compose.staging.yaml]\n    release_root: /srv/countable-deploy-test\n",
+        s.host.docker_host(),
+        s.host.addr()
+    );
+    let start = yml
+        .find("  staging:\n")
+        .expect("the scaffold has a staging environment");
+    let after = start + "  staging:\n".len();
+    let end = yml[after..]
+        .lines()
+        .scan(after, |at, l| {
+            let here = *at;
+            *at += l.len() + 1;
+            Some((here, l))
+        })
+        .find(|(_, l)| !l.starts_with("    "))
+        .map(|(at, _)| at)
+        .unwrap_or(yml.len());
+    let yml = format!("{}{staging}{}", &yml[..start], &yml[end..]);
+    std::fs::write(s.root.join("countable.yml"), yml).unwrap();
+    std::fs::create_dir_all(s.root.join("backups-staging")).unwrap();
+    let mut args = vec!["secrets".to_string(), "set".into(), "staging".into()];
+    args.extend(s.secret_args.clone());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    s.run(&refs).ok();
+    s.write("shop/views.py", &views("shop from jenkins"));
+    s.commit("through Jenkins");
+    s.git(&["branch", "-f", "develop"]);
+    let bin = Path::new(env!("CARGO_BIN_EXE_countable"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!("{}:{}", bin.display(), s.host.path_env());
+    let jenkinsfile = std::fs::read_to_string(s.root.join("Jenkinsfile")).unwrap();
+    for (branch, port, deploy_stage) in [
+        ("develop", 8081, "Deploy to staging"),
+        ("master", PORT, "Deploy to production"),
+    ] {
+        s.git(&["checkout", "-q", branch]);
+        let steps = jenkins_steps(&jenkinsfile, branch);
+        let stages: Vec<&str> = steps.iter().map(|(st, _)| st.as_str()).collect();
+        assert_eq!(stages, ["Test", deploy_stage, "post"], "{branch}");
+        for (stage, script) in &steps {
+            // What the test stage generates is a secret too: read it before `post` removes it.
+            let test_secrets: Vec<String> = std::fs::read_to_string(s.root.join(".env"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .filter(|(k, _)| k.ends_with("SECRET_KEY") || k.ends_with("PASSWORD"))
+                .map(|(_, v)| v.trim_matches('\'').to_string())
+                .filter(|v| v.len() >= 16)
+                .collect();
+            let out = Command::new("sh")
+                .args(["-xe", "-c", script])
+                .current_dir(&s.root)
+                .env("PATH", &path)
+                .env("BRANCH_NAME", branch)
+                .env("BUILD_NUMBER", "7")
+                .env("CI_PROJECT", format!("shop-ci-{}", std::process::id()))
+                .env("COUNTABLE_AGE_KEY_FILE", &s.key)
+                .env("HOME", s.tmp.path().join("home"))
+                .env("DOCKER_CONFIG", docker_config())
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let console = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                out.status.success(),
+                "{branch}: stage {stage} failed:\n{console}"
+            );
+            assert!(console.contains("+ "), "sh -x traced the commands");
+            for v in s.secret_values.iter().chain(&test_secrets) {
+                assert!(
+                    !console.contains(v.as_str()),
+                    "{branch}: stage {stage} printed a secret"
+                );
+            }
+            if *stage == "Test" {
+                let fresh = std::fs::read_to_string(s.root.join(".env")).unwrap();
+                for l in fresh.lines().filter(|l| {
+                    l.starts_with("DJANGO_SECRET_KEY=") || l.starts_with("POSTGRES_PASSWORD=")
+                }) {
+                    let v = l.split_once('=').unwrap().1.trim_matches('\'');
+                    assert!(
+                        v.len() >= 16 && !console.contains(v),
+                        "{branch}: the test stage's secret reached the console"
+                    );
+                }
+            }
+            s.printed.push_str(&console);
+        }
+        let page = http_get_at(s.host.addr(), port, "/", &[]).body;
+        assert!(page.contains("shop from jenkins"), "{branch}: {page}");
+    }
+    s.git(&["checkout", "-q", "master"]);
+}
+
+fn with_a_registry_the_host_pulls(s: &mut Story) {
+    let registry = common::hosts::TestRegistry::start();
+    let yml = std::fs::read_to_string(s.root.join("countable.yml")).unwrap();
+    std::fs::write(
+        s.root.join("countable.yml"),
+        yml.replace(
+            "    keep_releases: 3\n",
+            "    keep_releases: 3\n    registry: localhost:5000\n",
+        ),
+    )
+    .unwrap();
+    s.write("shop/views.py", &views("shop from the registry"));
+    s.commit("through a registry");
+    let r = s.run(&["deploy", "prod"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("the host pulled localhost:5000/shop-web:prod-"),
+        "{}",
+        r.stderr
+    );
+    assert!(s.home_page().contains("shop from the registry"));
+    drop(registry);
+}
+
 fn no_secret_in_any_output(s: &mut Story) {
     let dry = s
         .run(&["deploy", "prod", "--dry-run", "--allow-dirty"])
@@ -511,7 +700,9 @@ fn no_secret_in_any_output(s: &mut Story) {
 }
 
 fn cleanup(s: &Story) {
-    let _ = s.host.docker(&["rm", "-f", "-v", "shop-prod-db-1"]);
+    let _ = s
+        .host
+        .docker(&["rm", "-f", "-v", "shop-prod-db-1", "shop-staging-db-1"]);
     let _ = Command::new("docker")
         .args(["image", "rm", "-f"])
         .args(
@@ -566,6 +757,14 @@ fn main() {
             concurrent_deploys_and_a_killed_one,
         ),
         ("prune_keeps_n_releases", prune_keeps_n_releases),
+        (
+            "jenkinsfile_steps_run_as_jenkins_runs_them",
+            jenkinsfile_steps_run_as_jenkins_runs_them,
+        ),
+        (
+            "with_a_registry_the_host_pulls",
+            with_a_registry_the_host_pulls,
+        ),
         ("no_secret_in_any_output", no_secret_in_any_output),
     ];
     let args: Vec<String> = std::env::args()

@@ -9,13 +9,15 @@ use crate::restore::{self, Db, Options, Source, Target};
 use crate::store::Store;
 use crate::ui::Printer;
 
-/// Restore `key` from `store` into `db`; `compose` stops and starts `app_services`.
+/// Restore `key` from `store` into `db`; `compose` stops `replaced` for the swap and
+/// leaves it stopped (the serving web release: started again, its entrypoint would
+/// migrate the restored database forward). It is started again only if the swap fails.
 pub async fn restore(
     db: &Db,
     store: &Store,
     key: &str,
     compose: Compose,
-    app_services: Vec<String>,
+    replaced: Vec<String>,
     template: Option<String>,
     printer: &Printer,
 ) -> anyhow::Result<restore::Summary> {
@@ -38,7 +40,8 @@ pub async fn restore(
     let target = Target {
         db: db.clone(),
         compose,
-        app_services,
+        app_services: Vec::new(),
+        keep_stopped: replaced,
     };
     let opts = Options {
         keep_previous: true,

@@ -456,19 +456,15 @@ pub async fn rollback(
                     [base.clone(), vec![file.display().to_string()]].concat(),
                     scratch.path(),
                 )?;
-                let apps: Vec<String> = plan
-                    .shape
-                    .services
-                    .iter()
-                    .filter(|x| **x != s.db)
-                    .cloned()
-                    .collect();
+                // Only web stops, and stays stopped (compose's `start` of a service
+                // that depends on web would start it too). Other services are
+                // disconnected by the swap and reconnect to the restored database.
                 super::restore_db::restore(
                     &db,
                     &store,
                     &key,
                     compose,
-                    apps,
+                    vec![s.web.clone()],
                     project.config.db_template.clone(),
                     printer,
                 )

@@ -535,6 +535,19 @@ async fn release(
     record.image_id = info.id.clone();
 
     steps.begin("ship");
+    if s.registry.is_some() && !host.has_image(&record.image).await? {
+        printer.status(&format!(
+            "pushing {} to its registry; the host pulls it",
+            record.image
+        ));
+        local.push(&record.image, |_| {}).await?;
+        host.pull(&record.image).await?;
+        printer.status(&format!("the host pulled {}", record.image));
+        return roll_out(
+            plan, host, base_files, scratch, record, steps, printer, keep,
+        )
+        .await;
+    }
     match host.image_info(&info.id).await? {
         Some(_) if host.has_image(&record.image).await? => {
             printer.status(&format!(
@@ -679,6 +692,13 @@ async fn start_gate_switch(
     let number = record.release;
     steps.begin("start");
     let before = target::release_containers(host, s, &s.web).await?;
+    // A stopped web container (a killed deploy's, or one a restore stopped) would be
+    // started again by compose instead of a new one: it goes first.
+    for (id, _, _, running) in &before {
+        if !running {
+            let _ = host.remove(id).await;
+        }
+    }
     let old: Vec<(String, String, Option<u32>, bool)> =
         before.into_iter().filter(|c| c.3).collect();
     let scale = format!("{}={}", s.web, old.len() + 1);

@@ -357,4 +357,61 @@ impl Engine {
             .await?;
         Ok(c.config.and_then(|c| c.labels).unwrap_or_default())
     }
+
+    /// Push `image` (`registry/name:tag`) from this engine to its registry; progress
+    /// lines go to `on_status`. A registry's refusal is an error.
+    pub async fn push(&self, image: &str, on_status: impl Fn(&str)) -> Result<(), EngineError> {
+        let (name, tag) = split_tag(image);
+        let mut stream = self.docker.push_image(
+            name,
+            Some(bollard::query_parameters::PushImageOptions {
+                tag: Some(tag.to_string()),
+                ..Default::default()
+            }),
+            None,
+        );
+        while let Some(info) = stream.next().await {
+            let info = info?;
+            if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                return Err(EngineError::Api(
+                    bollard::errors::Error::DockerStreamError { error: e },
+                ));
+            }
+            if let Some(st) = info.status {
+                on_status(&st);
+            }
+        }
+        Ok(())
+    }
+
+    /// Pull `image` into this engine from its registry.
+    pub async fn pull(&self, image: &str) -> Result<(), EngineError> {
+        let (name, tag) = split_tag(image);
+        let mut stream = self.docker.create_image(
+            Some(bollard::query_parameters::CreateImageOptions {
+                from_image: Some(name.to_string()),
+                tag: Some(tag.to_string()),
+                ..Default::default()
+            }),
+            None,
+            None,
+        );
+        while let Some(info) = stream.next().await {
+            let info = info?;
+            if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                return Err(EngineError::Api(
+                    bollard::errors::Error::DockerStreamError { error: e },
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `host:5000/shop-web:prod-3-abc` → (`host:5000/shop-web`, `prod-3-abc`).
+fn split_tag(image: &str) -> (&str, &str) {
+    match image.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n, t),
+        _ => (image, "latest"),
+    }
 }

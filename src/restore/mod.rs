@@ -108,6 +108,9 @@ pub struct Target {
     pub compose: Compose,
     /// Services to stop during the swap (everything but the db that is running).
     pub app_services: Vec<String>,
+    /// Services stopped for the swap and left stopped after it (a rollback starts
+    /// another release in their place); started again only when the swap failed.
+    pub keep_stopped: Vec<String>,
 }
 
 /// What a restore did.

@@ -82,19 +82,31 @@ async fn with_apps_stopped<F>(target: &Target, printer: &Printer, work: F) -> an
 where
     F: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let services = &target.app_services;
-    if !services.is_empty() {
-        printer.status(&format!("stopping {} for the swap", services.join(", ")));
-        let args = std::iter::once("stop".to_string()).chain(services.iter().cloned());
+    let stopped: Vec<String> = target
+        .app_services
+        .iter()
+        .chain(&target.keep_stopped)
+        .cloned()
+        .collect();
+    if !stopped.is_empty() {
+        printer.status(&format!("stopping {} for the swap", stopped.join(", ")));
+        let args = std::iter::once("stop".to_string()).chain(stopped.iter().cloned());
         compose(target, args.collect()).await?;
     }
     let result = work.await;
-    if !services.is_empty() {
-        let args = std::iter::once("start".to_string()).chain(services.iter().cloned());
+    // What the caller replaces stays stopped, unless the swap failed: then the old
+    // database is still current and its app comes back.
+    let restart: Vec<String> = if result.is_ok() {
+        target.app_services.clone()
+    } else {
+        stopped
+    };
+    if !restart.is_empty() {
+        let args = std::iter::once("start".to_string()).chain(restart.iter().cloned());
         if let Err(e) = compose(target, args.collect()).await {
             printer.warn(&format!(
                 "starting {} again failed: {e}; run `countable up`",
-                services.join(", ")
+                restart.join(", ")
             ));
         }
     }
