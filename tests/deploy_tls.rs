@@ -1,0 +1,248 @@
+//! `countable deploy` with `tls: letsencrypt` against real parts: a scaffolded project
+//! deployed over ssh:// to a test host (a second dockerd in a network namespace),
+//! Debian's pebble as the ACME server validating HTTP-01 at the host's address (its mock
+//! DNS resolves shop.test there), and checks made from outside with curl and openssl:
+//! HTTPS chains to pebble's issuing root, a second deploy makes no order, a forced
+//! renewal installs a new certificate and reloads the same nginx, and HTTP redirects.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+#[path = "common/pebble.rs"]
+mod pebble;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[allow(unused_imports)]
+use common::free_port;
+use common::hosts::TestHost;
+use common::{countable, image_flags, run, sh, unique_name, Run, DB_IMAGE, NGINX_IMAGE};
+use pebble::Pebble;
+
+const DOMAIN: &str = "shop.test";
+
+struct Site {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    home: PathBuf,
+    roots: PathBuf,
+    issuing: PathBuf,
+    host: TestHost,
+}
+
+impl Site {
+    fn countable(&self, args: &[&str]) -> Command {
+        let mut c = countable(&self.root);
+        c.args(args)
+            .env("HOME", &self.home)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("COUNTABLE_AGE_KEY_FILE")
+            .env_remove("COUNTABLE_TLS_RENEW_DAYS")
+            .env("PATH", self.host.path_env())
+            .env("COUNTABLE_ACME_CA_ROOT", &self.roots);
+        c
+    }
+
+    fn deploy(&self, renew_days: Option<&str>) -> Run {
+        let mut c = self.countable(&["deploy", "prod"]);
+        if let Some(d) = renew_days {
+            c.env("COUNTABLE_TLS_RENEW_DAYS", d);
+        }
+        let r = run(&mut c);
+        eprintln!("--- deploy stderr ---\n{}", r.stderr);
+        r.ok()
+    }
+
+    fn resolve(&self) -> String {
+        format!("{DOMAIN}:443:{}", self.host.addr())
+    }
+
+    /// `curl` over HTTPS to shop.test at the host, trusting only pebble's root.
+    fn https(&self, path: &str) -> Run {
+        run(Command::new("curl")
+            .args([
+                "-sS",
+                "-i",
+                "--max-time",
+                "10",
+                "--resolve",
+                &self.resolve(),
+            ])
+            .arg("--cacert")
+            .arg(&self.issuing)
+            .arg(format!("https://{DOMAIN}{path}")))
+    }
+
+    /// The serial of the certificate nginx serves for shop.test.
+    fn serial(&self) -> String {
+        let out = run(Command::new("sh").arg("-c").arg(format!(
+            "openssl s_client -connect {}:443 -servername {DOMAIN} </dev/null 2>/dev/null | openssl x509 -noout -serial",
+            self.host.addr()
+        )));
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout.trim().to_string()
+    }
+
+    fn nginx_id(&self, project: &str) -> String {
+        let r = self.host.docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+            "--filter",
+            "label=com.docker.compose.service=nginx",
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.stdout.trim().to_string()
+    }
+}
+
+/// The scaffold's own .env values, as KEY=value pairs for `secrets set`.
+fn env_pairs(root: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(root.join(".env")).unwrap();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        if k.starts_with('#') || k.trim().is_empty() {
+            continue;
+        }
+        let v = v.trim().trim_matches('\'').trim_matches('"');
+        let v = match k {
+            "DJANGO_DEBUG" => "0",
+            "DJANGO_ALLOWED_HOSTS" => "shop.test,localhost,127.0.0.1",
+            _ => v,
+        };
+        if v.is_empty() {
+            continue;
+        }
+        out.push(format!("{k}={v}"));
+    }
+    out
+}
+
+#[test]
+fn letsencrypt_deploy_serves_https_reuses_and_renews() {
+    common::require_images();
+    let pebble = Pebble::start(80);
+    let host = TestHost::start(&unique_name("tlsdep"), 6, &[DB_IMAGE, NGINX_IMAGE]);
+    pebble.add_a_at(DOMAIN, host.addr());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let name = unique_name("tlsdeploy");
+    run(countable(tmp.path())
+        .args(["new", &name, "--yes"])
+        .args(image_flags(80)))
+    .ok();
+    let root = tmp.path().join(&name);
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let issuing = tmp.path().join("pebble-root.pem");
+    std::fs::write(&issuing, pebble.issuing_root()).unwrap();
+    let roots = tmp.path().join("roots.pem");
+    std::fs::write(
+        &roots,
+        format!("{}{}", pebble.listener_pem, pebble.issuing_root()),
+    )
+    .unwrap();
+    let backups = tmp.path().join("backups");
+    // The test host's engine shares this machine's filesystem: releases go to the temp dir.
+    let release_root = tmp.path().join("srv");
+    std::fs::create_dir_all(&backups).unwrap();
+    let site = Site {
+        root: root.clone(),
+        home,
+        roots,
+        issuing,
+        host,
+        _tmp: tmp,
+    };
+
+    // countable.yml: the environment on the test host, TLS from pebble.
+    let yml = root.join("countable.yml");
+    let text = std::fs::read_to_string(&yml).unwrap();
+    let head = &text[..text.find("environments:").unwrap()];
+    std::fs::write(
+        &yml,
+        format!(
+            "{head}environments:\n  prod:\n    branch: master\n    docker_host: {}\n    backups: {}\n    release_root: {}\n    domains: [{DOMAIN}]\n    tls: letsencrypt\n    acme_email: ops@shop.test\n    acme_directory: {}\n",
+            site.host.docker_host(),
+            backups.display(),
+            release_root.display(),
+            pebble.directory
+        ),
+    )
+    .unwrap();
+    run(&mut site.countable(&["secrets", "keygen", "--name", "ci"])).ok();
+    let pairs = env_pairs(&root);
+    let mut args = vec!["secrets", "set", "prod"];
+    args.extend(pairs.iter().map(String::as_str));
+    run(&mut site.countable(&args)).ok();
+    if !root.join(".git").exists() {
+        sh(&root, "git init -q -b master");
+    }
+    sh(
+        &root,
+        "git add -A && git -c user.email=t@shop.test -c user.name=t commit -qm init && git branch -M master",
+    );
+
+    // First deploy: a certificate from pebble, HTTPS answers, HTTP redirects.
+    site.deploy(None);
+    assert_eq!(pebble.orders(), 1, "the first deploy orders once");
+    let r = site.https("/healthz");
+    assert_eq!(r.code, 0, "HTTPS with pebble's root only: {}", r.stderr);
+    assert!(r.stdout.starts_with("HTTP/1.1 200"), "{}", r.stdout);
+    let lower = r.stdout.to_ascii_lowercase();
+    assert!(
+        lower.contains("strict-transport-security: max-age=63072000"),
+        "{}",
+        r.stdout
+    );
+    let plain = run(Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "10", "-H", "Host: shop.test"])
+        .arg(format!("http://{}/some/page?x=1", site.host.addr())));
+    assert!(
+        plain.stdout.starts_with("HTTP/1.1 301"),
+        "HTTP redirects: {}",
+        plain.stdout
+    );
+    assert!(
+        plain
+            .stdout
+            .to_ascii_lowercase()
+            .contains("location: https://shop.test/some/page?x=1"),
+        "{}",
+        plain.stdout
+    );
+    let first = site.serial();
+    let project = format!("{name}-prod");
+    let nginx = site.nginx_id(&project);
+    assert!(!nginx.is_empty());
+
+    // Second deploy: the certificate has years left, so no order.
+    let r = site.deploy(None);
+    assert!(r.stderr.contains("no new order"), "{}", r.stderr);
+    assert_eq!(pebble.orders(), 1, "a second deploy makes no new order");
+    assert_eq!(site.serial(), first);
+
+    // Forced renewal: a new certificate, installed by a reload of the same nginx.
+    let r = site.deploy(Some("100000"));
+    assert!(r.stderr.contains("nginx reloaded"), "{}", r.stderr);
+    assert_eq!(pebble.orders(), 2, "renewal orders once");
+    let renewed = site.serial();
+    assert_ne!(renewed, first, "nginx serves the renewed certificate");
+    assert_eq!(site.nginx_id(&project), nginx, "reloaded, not recreated");
+    let r = site.https("/healthz");
+    assert!(r.stdout.starts_with("HTTP/1.1 200"), "{}", r.stdout);
+    // The account was stored once and reused for the renewal.
+    assert!(backups.join("tls.acme.json").exists());
+    assert_eq!(
+        std::fs::read_to_string(pebble.log_path())
+            .unwrap()
+            .matches("POST /sign-me-up")
+            .count(),
+        1,
+        "one ACME account for both orders"
+    );
+}
