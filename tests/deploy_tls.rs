@@ -23,6 +23,8 @@ const DOMAIN: &str = "shop.test";
 
 struct Site {
     _tmp: tempfile::TempDir,
+    name: String,
+    backups: PathBuf,
     root: PathBuf,
     home: PathBuf,
     roots: PathBuf,
@@ -122,70 +124,87 @@ fn env_pairs(root: &Path) -> Vec<String> {
     out
 }
 
+impl Site {
+    /// A scaffolded project on test host `n`, committed, with prod's secrets set and
+    /// `env_yaml` (TLS keys) added to prod; `roots` becomes COUNTABLE_ACME_CA_ROOT and
+    /// `trust` what curl trusts. `prepare` adds files to the project before the commit.
+    fn new(n: u8, env_yaml: &str, roots: &str, trust: &str, prepare: impl FnOnce(&Path)) -> Self {
+        common::require_images();
+        let host = TestHost::start(&unique_name("tlsdep"), n, &[DB_IMAGE, NGINX_IMAGE]);
+        let tmp = tempfile::tempdir().unwrap();
+        let name = unique_name("tlsdeploy");
+        run(countable(tmp.path())
+            .args(["new", &name, "--yes"])
+            .args(image_flags(80)))
+        .ok();
+        let root = tmp.path().join(&name);
+        let home = tmp.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let issuing = tmp.path().join("trust.pem");
+        std::fs::write(&issuing, trust).unwrap();
+        let roots_file = tmp.path().join("roots.pem");
+        std::fs::write(&roots_file, roots).unwrap();
+        let backups = tmp.path().join("backups");
+        std::fs::create_dir_all(&backups).unwrap();
+        // The test host's engine shares this machine's filesystem: releases go to the temp dir.
+        let release_root = tmp.path().join("srv");
+        let yml = root.join("countable.yml");
+        let text = std::fs::read_to_string(&yml).unwrap();
+        let head = &text[..text.find("environments:").unwrap()];
+        std::fs::write(
+            &yml,
+            format!(
+                "{head}environments:\n  prod:\n    branch: master\n    docker_host: {}\n    backups: {}\n    release_root: {}\n    domains: [{DOMAIN}]\n{env_yaml}",
+                host.docker_host(),
+                backups.display(),
+                release_root.display(),
+            ),
+        )
+        .unwrap();
+        prepare(&root);
+        let site = Site {
+            name,
+            root: root.clone(),
+            home,
+            roots: roots_file,
+            issuing,
+            backups,
+            host,
+            _tmp: tmp,
+        };
+        run(&mut site.countable(&["secrets", "keygen", "--name", "ci"])).ok();
+        let pairs = env_pairs(&root);
+        let mut args = vec!["secrets", "set", "prod"];
+        args.extend(pairs.iter().map(String::as_str));
+        run(&mut site.countable(&args)).ok();
+        if !root.join(".git").exists() {
+            sh(&root, "git init -q -b master");
+        }
+        sh(
+            &root,
+            "git add -A && git -c user.email=t@shop.test -c user.name=t commit -qm init && git branch -M master",
+        );
+        site
+    }
+}
+
 #[test]
 fn letsencrypt_deploy_serves_https_reuses_and_renews() {
-    common::require_images();
     let pebble = Pebble::start(80);
-    let host = TestHost::start(&unique_name("tlsdep"), 6, &[DB_IMAGE, NGINX_IMAGE]);
-    pebble.add_a_at(DOMAIN, host.addr());
-
-    let tmp = tempfile::tempdir().unwrap();
-    let name = unique_name("tlsdeploy");
-    run(countable(tmp.path())
-        .args(["new", &name, "--yes"])
-        .args(image_flags(80)))
-    .ok();
-    let root = tmp.path().join(&name);
-    let home = tmp.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let issuing = tmp.path().join("pebble-root.pem");
-    std::fs::write(&issuing, pebble.issuing_root()).unwrap();
-    let roots = tmp.path().join("roots.pem");
-    std::fs::write(
-        &roots,
-        format!("{}{}", pebble.listener_pem, pebble.issuing_root()),
-    )
-    .unwrap();
-    let backups = tmp.path().join("backups");
-    // The test host's engine shares this machine's filesystem: releases go to the temp dir.
-    let release_root = tmp.path().join("srv");
-    std::fs::create_dir_all(&backups).unwrap();
-    let site = Site {
-        root: root.clone(),
-        home,
-        roots,
-        issuing,
-        host,
-        _tmp: tmp,
-    };
-
-    // countable.yml: the environment on the test host, TLS from pebble.
-    let yml = root.join("countable.yml");
-    let text = std::fs::read_to_string(&yml).unwrap();
-    let head = &text[..text.find("environments:").unwrap()];
-    std::fs::write(
-        &yml,
-        format!(
-            "{head}environments:\n  prod:\n    branch: master\n    docker_host: {}\n    backups: {}\n    release_root: {}\n    domains: [{DOMAIN}]\n    tls: letsencrypt\n    acme_email: ops@shop.test\n    acme_directory: {}\n",
-            site.host.docker_host(),
-            backups.display(),
-            release_root.display(),
+    let issuing = pebble.issuing_root();
+    let site = Site::new(
+        6,
+        &format!(
+            "    tls: letsencrypt\n    acme_email: ops@shop.test\n    acme_directory: {}\n",
             pebble.directory
         ),
-    )
-    .unwrap();
-    run(&mut site.countable(&["secrets", "keygen", "--name", "ci"])).ok();
-    let pairs = env_pairs(&root);
-    let mut args = vec!["secrets", "set", "prod"];
-    args.extend(pairs.iter().map(String::as_str));
-    run(&mut site.countable(&args)).ok();
-    if !root.join(".git").exists() {
-        sh(&root, "git init -q -b master");
-    }
-    sh(
-        &root,
-        "git add -A && git -c user.email=t@shop.test -c user.name=t commit -qm init && git branch -M master",
+        &format!("{}{issuing}", pebble.listener_pem),
+        &issuing,
+        |_| {},
     );
+    pebble.add_a_at(DOMAIN, site.host.addr());
+    let name = site.name.clone();
+    let backups = site.backups.clone();
 
     // First deploy: a certificate from pebble, HTTPS answers, HTTP redirects.
     site.deploy(None);
@@ -245,4 +264,60 @@ fn letsencrypt_deploy_serves_https_reuses_and_renews() {
         1,
         "one ACME account for both orders"
     );
+}
+
+#[test]
+fn manual_certificate_is_served() {
+    let made = |root: &Path| {
+        std::fs::create_dir_all(root.join("tls")).unwrap();
+        let r = run(Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "90", "-subj", "/CN=shop.test"])
+            .args(["-addext", "subjectAltName=DNS:shop.test"])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .args(["-keyout", "tls/privkey.pem", "-out", "tls/fullchain.pem"])
+            .current_dir(root));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    };
+    // The certificate is made inside `prepare`; read it back for the trust files.
+    let dir = tempfile::tempdir().unwrap();
+    made(dir.path());
+    let cert = std::fs::read_to_string(dir.path().join("tls/fullchain.pem")).unwrap();
+    let key = std::fs::read(dir.path().join("tls/privkey.pem")).unwrap();
+    let site = Site::new(
+        7,
+        "    tls: manual\n    tls_certificate: tls/fullchain.pem\n    tls_key: tls/privkey.pem\n",
+        &cert,
+        &cert,
+        |root| {
+            std::fs::create_dir_all(root.join("tls")).unwrap();
+            std::fs::write(root.join("tls/fullchain.pem"), &cert).unwrap();
+            std::fs::write(root.join("tls/privkey.pem"), &key).unwrap();
+        },
+    );
+    let r = site.deploy(None);
+    assert!(
+        r.stderr
+            .contains("installed the certificate from tls/fullchain.pem"),
+        "{}",
+        r.stderr
+    );
+    let r = site.https("/healthz");
+    assert_eq!(r.code, 0, "HTTPS with the user's certificate: {}", r.stderr);
+    assert!(r.stdout.starts_with("HTTP/1.1 200"), "{}", r.stdout);
+    let want = run(Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(dir.path().join("tls/fullchain.pem")));
+    assert_eq!(site.serial(), want.stdout.trim());
+    let plain = run(Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "10", "-H", "Host: shop.test"])
+        .arg(format!("http://{}/", site.host.addr())));
+    assert!(plain.stdout.starts_with("HTTP/1.1 301"), "{}", plain.stdout);
 }
