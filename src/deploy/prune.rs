@@ -1,12 +1,24 @@
-//! Old release images on the host: keep the newest `keep_releases` of this
-//! environment (found by label, never by name), and never the one serving or the one
-//! before it, whatever `keep_releases` says. Reports the bytes reclaimed.
+//! Old release images on the host: keep the newest `keep_releases` images of this
+//! environment's succeeded releases (found by label, never by name), and never the
+//! image serving or the one before it, whatever `keep_releases` says. An image of a
+//! release that never served (failed) goes: nothing can roll back to it. Reports the
+//! bytes reclaimed.
 
 use super::settings::{Settings, LABEL_ENV, LABEL_PROJECT, LABEL_RELEASE};
 use crate::engine::{Engine, ImageInfo};
 
-/// Which images go: those beyond the newest `keep`, sparing `protect`.
-pub fn plan(images: &[ImageInfo], s: &Settings, keep: u32, protect: &[u32]) -> Vec<ImageInfo> {
+/// What a prune must leave.
+#[derive(Debug, Clone, Default)]
+pub struct Keep {
+    /// Image names (tags) in use: the serving one, the one before it.
+    pub images: Vec<String>,
+    /// Releases that succeeded (rollback targets).
+    pub succeeded: Vec<u32>,
+}
+
+/// Which images go: every image of a release that did not succeed, and succeeded ones
+/// beyond the newest `keep`; never one `protect` names.
+pub fn plan(images: &[ImageInfo], s: &Settings, keep: u32, protect: &Keep) -> Vec<ImageInfo> {
     let mut ours: Vec<(u32, &ImageInfo)> = images
         .iter()
         .filter(|i| {
@@ -21,18 +33,26 @@ pub fn plan(images: &[ImageInfo], s: &Settings, keep: u32, protect: &[u32]) -> V
         })
         .collect();
     ours.sort_by_key(|(r, _)| std::cmp::Reverse(*r));
-    ours.into_iter()
-        .skip(keep as usize)
-        .filter(|(r, _)| !protect.contains(r))
-        .map(|(_, i)| i.clone())
-        .collect()
+    let mut kept = 0;
+    let mut gone = Vec::new();
+    for (r, i) in ours {
+        if i.tags.iter().any(|t| protect.images.contains(t)) {
+            continue;
+        }
+        if protect.succeeded.contains(&r) && kept < keep {
+            kept += 1;
+            continue;
+        }
+        gone.push(i.clone());
+    }
+    gone
 }
 
 /// Remove what `plan` picks; the bytes reclaimed and the releases removed.
 pub async fn prune(
     engine: &Engine,
     s: &Settings,
-    protect: &[u32],
+    protect: &Keep,
 ) -> anyhow::Result<(u64, Vec<u32>)> {
     let images = engine.images_labelled(LABEL_PROJECT, &s.project).await?;
     let mut bytes = 0;
@@ -66,7 +86,7 @@ mod tests {
         let s = Settings::resolve(&p, &crate::names::EnvName::parse("prod").unwrap()).unwrap();
         let img = |r: u32, env: &str| ImageInfo {
             id: format!("sha256:{env}{r}"),
-            tags: vec![],
+            tags: vec![format!("shop-web:{env}-{r}")],
             labels: HashMap::from([
                 (LABEL_PROJECT.to_string(), "shop".to_string()),
                 (LABEL_ENV.to_string(), env.to_string()),
@@ -74,14 +94,19 @@ mod tests {
             ]),
             size: 100,
         };
-        let images: Vec<ImageInfo> = (1..=5)
+        let images: Vec<ImageInfo> = (1..=6)
             .map(|r| img(r, "prod"))
             .chain([img(1, "staging")])
             .collect();
-        let gone: Vec<String> = plan(&images, &s, 2, &[2])
+        // 6 serves, 1 is the one before it (a rollback brought it back), 5 failed.
+        let keep = Keep {
+            images: vec!["shop-web:prod-6".into(), "shop-web:prod-1".into()],
+            succeeded: vec![1, 2, 3, 4, 6],
+        };
+        let gone: Vec<String> = plan(&images, &s, 2, &keep)
             .into_iter()
             .map(|i| i.id)
             .collect();
-        assert_eq!(gone, ["sha256:prod3", "sha256:prod1"]);
+        assert_eq!(gone, ["sha256:prod5", "sha256:prod2"]);
     }
 }

@@ -98,6 +98,25 @@ pub fn parse_plan(output: &str) -> Vec<String> {
         .collect()
 }
 
+/// The migrations whose undo `migrate … --plan` marks IRREVERSIBLE: the migration
+/// headers (unindented `app.name` lines) under which such an operation is listed.
+pub fn irreversible_in(plan_output: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut current: Option<String> = None;
+    for line in plan_output.lines() {
+        if !line.starts_with(' ') && line.trim().contains('.') && !line.contains(' ') {
+            current = Some(line.trim().to_string());
+        } else if line.contains("IRREVERSIBLE") {
+            if let Some(m) = &current {
+                if !out.contains(m) {
+                    out.push(m.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The migrations to undo: applied, known to the serving code, unknown to the
 /// target's; in the order they were applied.
 pub fn orphans(applied: &[String], current: &[String], target: &[String]) -> Vec<String> {
@@ -313,13 +332,7 @@ pub async fn rollback(
             &["migrate", app, to, "--plan"],
         )
         .await?;
-        if out.contains("IRREVERSIBLE") {
-            irreversible.extend(
-                undo.iter()
-                    .filter(|m| m.split('.').next() == Some(app.as_str()))
-                    .cloned(),
-            );
-        }
+        irreversible.extend(irreversible_in(&out));
     }
     // The backup taken before the first release after the target: the database as the
     // target's code last knew it.
@@ -370,6 +383,7 @@ pub async fn rollback(
     let who = format!("{env} rollback to {} by {}", target.release, plan.by);
     let held = lock::DeployLock::take(&db, env.as_str(), &who, opts.lock_wait).await?;
     let mut ledger = Ledger::load(&store).await?;
+    run::abandon_unfinished(&mut ledger);
     let mut record = Record {
         release: ledger.next_number(),
         kind: Kind::Rollback,
@@ -461,7 +475,15 @@ pub async fn rollback(
                 .await?;
             }
         }
-        let protect: Vec<u32> = [target.release, live.release].into();
+        let protect = super::prune::Keep {
+            images: vec![target.image.clone(), live.image.clone()],
+            succeeded: ledger
+                .records
+                .iter()
+                .filter(|r| r.outcome == Outcome::Succeeded)
+                .map(|r| r.release)
+                .collect(),
+        };
         run::roll_out(
             &plan,
             &host,
@@ -542,6 +564,12 @@ mod tests {
             ]
         );
         assert!(orphans(&current, &current, &current).is_empty());
+        let plan = "Planned operations:\ncatalog.0002_fill\n    Raw Python operation -> IRREVERSIBLE\ncatalog.0001_initial\n    Undo Create model Item\n";
+        assert_eq!(irreversible_in(plan), ["catalog.0002_fill"]);
+        assert!(irreversible_in(
+            "Planned operations:\ncatalog.0001_initial\n    Undo Create model Item\n"
+        )
+        .is_empty());
     }
 
     #[test]

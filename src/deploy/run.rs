@@ -344,6 +344,7 @@ async fn run(
     let who = format!("{} release {} by {}", s.env, ledger.next_number(), plan.by);
     let held = lock::DeployLock::take(&db, s.env.as_str(), &who, opts.lock_wait).await?;
     ledger = Ledger::load(&store).await?;
+    abandon_unfinished(&mut ledger);
     let number = ledger.next_number();
     let image = s.image_tag(number, &plan.sha);
     let mut record = Record {
@@ -374,13 +375,22 @@ async fn run(
         plan.git_ref
     ));
 
+    let keep = prune::Keep {
+        images: ledger.live().map(|r| r.image.clone()).into_iter().collect(),
+        succeeded: ledger
+            .records
+            .iter()
+            .filter(|r| r.outcome == Outcome::Succeeded)
+            .map(|r| r.release)
+            .collect(),
+    };
     let outcome = release(
         plan,
         &target_engine,
         &local_engine,
         &db,
         &store,
-        &compose,
+        &keep,
         &base_files,
         scratch.path(),
         &mut record,
@@ -450,6 +460,19 @@ fn release_of<'a>(
     }
 }
 
+/// Under the lock, a record still `running` belongs to a deploy that ended without
+/// finishing (killed, or its machine lost): it failed.
+pub(super) fn abandon_unfinished(ledger: &mut Ledger) {
+    for r in ledger
+        .records
+        .iter_mut()
+        .filter(|r| r.outcome == Outcome::Running)
+    {
+        r.outcome = Outcome::Failed;
+        r.error = Some("abandoned: the deploy ended before it finished (killed?)".into());
+    }
+}
+
 pub(super) fn keys(plan: &Plan) -> Vec<String> {
     plan.secrets.iter().map(|(k, _)| k.clone()).collect()
 }
@@ -463,7 +486,7 @@ async fn release(
     local: &Engine,
     db: &Db,
     store: &Store,
-    _db_compose: &Compose,
+    keep: &prune::Keep,
     base_files: &[String],
     scratch: &Path,
     record: &mut Record,
@@ -538,7 +561,10 @@ async fn release(
         }
     }
 
-    roll_out(plan, host, base_files, scratch, record, steps, printer, &[]).await
+    roll_out(
+        plan, host, base_files, scratch, record, steps, printer, keep,
+    )
+    .await
 }
 
 /// Write the release directory, point `current` at it, start, gate and switch; then
@@ -553,7 +579,7 @@ pub(super) async fn roll_out(
     record: &mut Record,
     steps: &mut Steps,
     printer: &Printer,
-    protect: &[u32],
+    protect: &prune::Keep,
 ) -> anyhow::Result<()> {
     let s = &plan.settings;
     let number = record.release;
@@ -623,9 +649,11 @@ pub(super) async fn roll_out(
     } else {
         let mut keep: Vec<u32> = vec![number];
         keep.extend(previous);
-        keep.extend(protect);
+        let mut protect = protect.clone();
+        protect.images.push(record.image.clone());
+        protect.succeeded.push(number);
         steps.begin("prune");
-        let (bytes, removed) = prune::prune(host, s, &keep).await.unwrap_or_default();
+        let (bytes, removed) = prune::prune(host, s, &protect).await.unwrap_or_default();
         let live_images: Vec<u32> = (number.saturating_sub(s.keep_releases)..=number).collect();
         let _ = home
             .remove_releases_except(&[keep.clone(), live_images].concat())

@@ -1,0 +1,612 @@
+//! `countable deploy`, `releases` and `rollback` against a real second Docker engine
+//! reached over ssh:// (tests/hosts: a dockerd and an sshd in a network namespace), so
+//! the image really travels. One story, in order, on one project: each chapter builds
+//! on the state the one before left, as production does. `harness = false`: the host
+//! is brought up once and taken down at the end.
+//!
+//! `cargo test --test deploy -- NAME` runs the chapters up to and including NAME.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::hosts::TestHost;
+use common::*;
+
+/// The port nginx publishes inside the host's namespace.
+const PORT: u16 = 8080;
+
+struct Story {
+    host: TestHost,
+    tmp: tempfile::TempDir,
+    root: PathBuf,
+    key: PathBuf,
+    /// Every secret value: none may appear in any output.
+    secret_values: Vec<String>,
+    /// Everything countable printed, to check for secrets at the end.
+    printed: String,
+}
+
+impl Story {
+    fn countable(&self, args: &[&str]) -> Command {
+        let mut c = countable(&self.root);
+        c.args(args)
+            .env("PATH", self.host.path_env())
+            .env("COUNTABLE_AGE_KEY_FILE", &self.key)
+            .env("HOME", self.tmp.path().join("home"))
+            .env("DOCKER_CONFIG", docker_config());
+        c
+    }
+
+    fn run(&mut self, args: &[&str]) -> Run {
+        let r = run(&mut self.countable(args));
+        self.printed.push_str(&r.stdout);
+        self.printed.push_str(&r.stderr);
+        r
+    }
+
+    fn git(&self, args: &[&str]) {
+        let ok = Command::new("git")
+            .args(["-c", "user.name=Jenkins", "-c", "user.email=ci@example.com"])
+            .args(args)
+            .current_dir(&self.root)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let p = self.root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    fn commit(&self, msg: &str) {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-qm", msg]);
+    }
+
+    fn get(&self, path: &str) -> Http {
+        http_get_at(
+            self.host.addr(),
+            PORT,
+            path,
+            &[("X-Forwarded-Proto", "https")],
+        )
+    }
+
+    fn home_page(&self) -> String {
+        self.get("/").body
+    }
+
+    /// SQL in the environment's db container, on the host's engine.
+    fn sql(&self, query: &str) -> String {
+        let r = self.host.docker(&[
+            "exec",
+            "shop-prod-db-1",
+            "sh",
+            "-c",
+            "psql -X -qAt -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\" -c \"$1\"",
+            "sh",
+            query,
+        ]);
+        assert_eq!(r.code, 0, "psql on the host: {}", r.stderr);
+        r.stdout.trim().to_string()
+    }
+
+    fn releases(&mut self) -> Vec<serde_json::Value> {
+        let r = self.run(&["releases", "prod", "--json"]).ok();
+        serde_json::from_str(&r.stdout).unwrap()
+    }
+}
+
+/// The machine's docker CLI config (compose is a plugin there), whatever HOME says.
+fn docker_config() -> PathBuf {
+    std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".docker"))
+}
+
+fn views(text: &str) -> String {
+    format!("from django.http import HttpResponse\n\n\ndef home(request):\n    return HttpResponse(\"{text}\")\n")
+}
+
+fn catalog_migration(n: &str, deps: &str, op: &str) -> String {
+    format!("from django.db import migrations, models\n\n\ndef forward(apps, schema_editor):\n    pass\n\n\nclass Migration(migrations.Migration):\n    dependencies = [{deps}]\n    operations = [{op}]\n").replace("NAME", n)
+}
+
+const CREATE_ITEM: &str = "migrations.CreateModel(name=\"Item\", fields=[(\"id\", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name=\"ID\")), (\"name\", models.CharField(max_length=50))])";
+
+fn setup() -> Story {
+    require_images();
+    let host = TestHost::start("deploy", 3, &[DB_IMAGE, NGINX_IMAGE]);
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("home")).unwrap();
+    run(countable(tmp.path())
+        .args(["new", "shop", "--yes"])
+        .args(image_flags(PORT)))
+    .ok();
+    let root = tmp.path().join("shop");
+    let key = tmp.path().join("jenkins-age.key");
+    let mut s = Story {
+        host,
+        root,
+        key,
+        tmp,
+        secret_values: vec![],
+        printed: String::new(),
+    };
+    let key_s = s.key.display().to_string();
+    s.run(&["secrets", "keygen", "--output", &key_s, "--name", "jenkins"])
+        .ok();
+    // The production secrets: the local .env's keys, fresh values.
+    let local = std::fs::read_to_string(s.root.join(".env")).unwrap();
+    let mut args: Vec<String> = vec!["secrets".into(), "set".into(), "prod".into()];
+    for line in local
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+    {
+        let k = line.split('=').next().unwrap();
+        let v = match k {
+            "DJANGO_SECRET_KEY" => "prod-secret-$ecret=#'\"-K3y-0123456789abcdefghij".to_string(),
+            "POSTGRES_PASSWORD" => "Pr0dPassw0rdXYZ123".to_string(),
+            "DJANGO_DEBUG" => "0".into(),
+            "DJANGO_ALLOWED_HOSTS" => format!("{},shop.test,localhost,127.0.0.1", s.host.addr()),
+            _ => {
+                let v = line[k.len() + 1..].trim_matches('\'').to_string();
+                args.push(format!("{k}={v}"));
+                continue;
+            }
+        };
+        if k == "DJANGO_SECRET_KEY" || k == "POSTGRES_PASSWORD" {
+            s.secret_values.push(v.clone());
+        }
+        args.push(format!("{k}={v}"));
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    s.run(&refs).ok();
+    std::fs::create_dir_all(s.root.join("backups")).unwrap();
+    let yml = std::fs::read_to_string(s.root.join("countable.yml")).unwrap();
+    let env = format!(
+        "  prod:\n    branch: master\n    docker_host: {}\n    backups: backups/\n    url: http://{}:{PORT}\n    domains: [shop.test]\n    keep_releases: 3\n    release_root: /srv/countable-deploy-test\n",
+        s.host.docker_host(),
+        s.host.addr()
+    );
+    let yml = yml.replace("  prod:\n    branch: master\n", &env);
+    std::fs::write(s.root.join("countable.yml"), yml).unwrap();
+    s.git(&["init", "-q", "-b", "master"]);
+    s.git(&["config", "user.name", "Jenkins"]);
+    s.commit("first");
+    s
+}
+
+fn first_deploy_ships_the_image_migrates_and_answers(s: &mut Story) {
+    assert!(
+        !s.host
+            .docker(&["image", "ls", "-q", "shop-web"])
+            .stdout
+            .contains(char::is_alphanumeric),
+        "the host starts without the web image"
+    );
+    let r = s.run(&["deploy", "prod"]);
+    assert_eq!(r.code, 0, "deploy failed:\n{}", r.stderr);
+    assert!(
+        r.stderr.contains("shipped shop-web:prod-1-"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stdout.trim(), "1");
+    assert!(
+        s.home_page().contains("shop is running"),
+        "{}",
+        s.home_page()
+    );
+    assert_eq!(s.get("/healthz").status, 200);
+    let rel = &s.releases()[0];
+    assert_eq!(rel["outcome"], "succeeded");
+    let key = rel["backup_key"]
+        .as_str()
+        .expect("a backup key in the ledger");
+    assert!(s.root.join("backups").join(key).is_file(), "{key}");
+    assert!(rel["migrations_after"].as_array().unwrap().len() > 5);
+    // The release directory on the host, read through the host's engine: the .env
+    // is exactly the decrypted secrets, mode 0600.
+    let shown = s.run(&["secrets", "show", "prod", "--reveal"]).ok().stdout;
+    let on_host = s.host.docker(&[
+        "run", "--rm", "--entrypoint", "sh", "-v", "/srv/countable-deploy-test:/r", NGINX_IMAGE,
+        "-c", "stat -c %a /r/shop-prod/current/.env && cat /r/shop-prod/current/.env && readlink /r/shop-prod/current",
+    ]);
+    assert_eq!(on_host.code, 0, "{}", on_host.stderr);
+    let (mode, rest) = on_host.stdout.split_once('\n').unwrap();
+    assert_eq!(mode, "600");
+    assert!(rest.ends_with("releases/1\n"), "{rest}");
+    let env_text = rest.trim_end_matches("releases/1\n");
+    let parse = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.contains('=') && !l.starts_with('#'))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        parse(env_text),
+        parse(&shown),
+        "the host's .env is the decrypted secrets"
+    );
+    // The containers get the values verbatim.
+    let web_env = s
+        .host
+        .docker(&["exec", "shop-prod-web-1", "printenv", "DJANGO_SECRET_KEY"]);
+    assert_eq!(web_env.stdout.trim_end(), s.secret_values[0]);
+    let sentry = s
+        .host
+        .docker(&["exec", "shop-prod-web-1", "printenv", "SENTRY_ENVIRONMENT"]);
+    assert_eq!(sentry.stdout.trim(), "prod");
+}
+
+fn second_deploy_with_a_migration_drops_no_request(s: &mut Story) {
+    s.write("shop/views.py", &views("shop v2"));
+    s.write("catalog/__init__.py", "");
+    s.write("catalog/migrations/__init__.py", "");
+    s.write("catalog/models.py", "from django.db import models\n\n\nclass Item(models.Model):\n    name = models.CharField(max_length=50)\n");
+    s.write(
+        "catalog/migrations/0001_initial.py",
+        &catalog_migration("0001", "", CREATE_ITEM),
+    );
+    let settings = std::fs::read_to_string(s.root.join("shop/settings.py")).unwrap();
+    s.write(
+        "shop/settings.py",
+        &settings.replace(
+            "    \"django.contrib.staticfiles\",\n",
+            "    \"django.contrib.staticfiles\",\n    \"catalog\",\n",
+        ),
+    );
+    s.commit("v2: catalog");
+    // A bounded request loop through nginx for the whole deploy.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, bad) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let addr = s.host.addr().to_string();
+    let looper = {
+        let (stop, ok, bad) = (stop.clone(), ok.clone(), bad.clone());
+        std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(600);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                let r = std::panic::catch_unwind(|| http_get_at(&addr, PORT, "/", &[]));
+                match r {
+                    Ok(h) if h.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => bad.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        })
+    };
+    let r = s.run(&["deploy", "prod"]);
+    stop.store(true, Ordering::Relaxed);
+    looper.join().unwrap();
+    assert_eq!(r.code, 0, "deploy failed:\n{}", r.stderr);
+    let (ok, bad) = (ok.load(Ordering::Relaxed), bad.load(Ordering::Relaxed));
+    eprintln!("    request loop during the deploy: {ok} answered, {bad} failed");
+    assert!(ok > 50, "the loop ran ({ok})");
+    assert_eq!(bad, 0, "no request may fail during a deploy");
+    assert!(s.home_page().contains("shop v2"));
+    assert_eq!(s.sql("SELECT count(*) FROM catalog_item"), "0");
+    let rel = &s.releases()[0];
+    assert_eq!(rel["release"], 2);
+    assert!(rel["migrations_after"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m == "catalog.0001_initial"));
+}
+
+fn failed_migration_keeps_the_old_release_serving(s: &mut Story) {
+    s.write("shop/views.py", &views("shop v3-broken"));
+    s.write(
+        "catalog/migrations/0002_broken.py",
+        &catalog_migration(
+            "0002",
+            "(\"catalog\", \"0001_initial\")",
+            "migrations.RunSQL(\"SELECT 1/0\")",
+        ),
+    );
+    s.commit("v3: a migration that fails");
+    let r = s.run(&["deploy", "prod"]);
+    assert_eq!(
+        r.code, 1,
+        "a failed migration fails the deploy:\n{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("stopped") || r.stderr.contains("unhealthy"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        s.home_page().contains("shop v2"),
+        "the old code still answers"
+    );
+    let rel = &s.releases()[0];
+    assert_eq!(
+        (rel["release"].as_u64(), rel["outcome"].as_str()),
+        (Some(3), Some("failed"))
+    );
+    // The failed candidate is gone; one web container serves.
+    let webs = s.host.docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        "label=com.docker.compose.service=web",
+    ]);
+    assert_eq!(webs.stdout.lines().count(), 1, "{}", webs.stdout);
+    // Fix forward: drop the broken migration.
+    std::fs::remove_file(s.root.join("catalog/migrations/0002_broken.py")).unwrap();
+    s.write("shop/views.py", &views("shop v4"));
+    s.commit("v4: fixed");
+    s.run(&["deploy", "prod"]).ok();
+    assert!(s.home_page().contains("shop v4"));
+}
+
+fn rollback_code_only(s: &mut Story) {
+    // Live: 4 (catalog.0001). The succeeded release before it: 2, same migrations.
+    let dry = s.run(&["rollback", "prod", "--dry-run"]).ok();
+    assert!(dry.stdout.contains("code only"), "{}", dry.stdout);
+    let r = s.run(&["rollback", "prod"]).ok();
+    assert_eq!(r.stdout.trim(), "5");
+    assert!(s.home_page().contains("shop v2"));
+    let rel = &s.releases()[0];
+    assert_eq!(
+        (rel["kind"].as_str(), rel["rollback_to"].as_u64()),
+        (Some("rollback"), Some(2))
+    );
+}
+
+fn rollback_reverses_a_reversible_migration(s: &mut Story) {
+    // Back to release 1: it knows no catalog, so catalog.0001 is reversed first.
+    let r = s.run(&["rollback", "prod", "1"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("migrate catalog zero"), "{}", r.stderr);
+    assert!(s.home_page().contains("shop is running"));
+    assert_eq!(s.sql("SELECT to_regclass('catalog_item') IS NULL"), "t");
+    assert_eq!(
+        s.sql("SELECT count(*) FROM django_migrations WHERE app = 'catalog'"),
+        "0"
+    );
+}
+
+fn rollback_refuses_an_irreversible_migration_then_restores_the_backup(s: &mut Story) {
+    s.write(
+        "catalog/migrations/0002_fill.py",
+        &catalog_migration(
+            "0002",
+            "(\"catalog\", \"0001_initial\")",
+            "migrations.RunPython(forward)",
+        ),
+    );
+    s.write("shop/views.py", &views("shop v7"));
+    s.commit("v7: an irreversible data migration");
+    s.run(&["deploy", "prod"]).ok();
+    assert!(s.home_page().contains("shop v7"));
+    s.sql("INSERT INTO catalog_item (name) VALUES ('written after the backup')");
+    let r = s.run(&["rollback", "prod", "6"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cannot be reversed: catalog.0002_fill"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("--restore-db"), "{}", r.stderr);
+    assert!(s.home_page().contains("shop v7"), "nothing changed");
+    let r = s.run(&["rollback", "prod", "6", "--restore-db"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("are lost"),
+        "it says data time is lost: {}",
+        r.stderr
+    );
+    assert!(s.home_page().contains("shop is running"));
+    assert_eq!(s.sql("SELECT to_regclass('catalog_item') IS NULL"), "t");
+}
+
+fn concurrent_deploys_and_a_killed_one(s: &mut Story) {
+    s.write("shop/views.py", &views("shop v9"));
+    s.commit("v9");
+    let mut first = s.countable(&["deploy", "prod"]);
+    let mut first = first
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it holds the lock (its session names itself in pg_stat_activity).
+    let until = Instant::now() + Duration::from_secs(120);
+    let holder = loop {
+        let h = s.sql("SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'countable deploy%'");
+        if !h.is_empty() {
+            break h;
+        }
+        assert!(
+            Instant::now() < until,
+            "the first deploy never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(holder.contains("prod release 9 by Jenkins"), "{holder}");
+    let second = s.run(&["deploy", "prod"]);
+    assert_eq!(second.code, 1, "{}", second.stderr);
+    assert!(
+        second.stderr.contains(
+            "another deploy of prod holds the lock: countable deploy prod release 9 by Jenkins"
+        ),
+        "{}",
+        second.stderr
+    );
+    assert!(second.stderr.contains("--lock-wait"), "{}", second.stderr);
+    // kill -9 of the holder releases the lock by itself.
+    let _ = Command::new("kill")
+        .args(["-9", &first.id().to_string()])
+        .status();
+    let _ = first.wait();
+    let until = Instant::now() + Duration::from_secs(30);
+    while !s.sql("SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'countable deploy%'").is_empty() {
+        assert!(Instant::now() < until, "the killed deploy's lock was not released");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let r = s.run(&["deploy", "prod", "--lock-wait", "30"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(s.home_page().contains("shop v9"));
+    let list = s.releases();
+    let killed = list.iter().find(|r| r["release"] == 9).unwrap();
+    assert_eq!(
+        killed["outcome"], "failed",
+        "an abandoned release is recorded as failed"
+    );
+}
+
+fn prune_keeps_n_releases(s: &mut Story) {
+    let images = s.host.docker(&[
+        "image",
+        "ls",
+        "-q",
+        "--filter",
+        "label=org.countable.project=shop",
+    ]);
+    let n = images
+        .stdout
+        .lines()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    assert!(
+        n <= 4,
+        "keep_releases 3 (+ the previous one when older): {n} images:\n{}",
+        images.stdout
+    );
+    assert!(n >= 2);
+    let dirs = s.host.docker(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "ls",
+        "-v",
+        "/srv/countable-deploy-test:/r",
+        NGINX_IMAGE,
+        "/r/shop-prod/releases",
+    ]);
+    assert!(dirs.stdout.lines().count() <= 5, "{}", dirs.stdout);
+}
+
+fn no_secret_in_any_output(s: &mut Story) {
+    let dry = s
+        .run(&["deploy", "prod", "--dry-run", "--allow-dirty"])
+        .ok();
+    assert!(dry.stdout.contains("docker compose"), "{}", dry.stdout);
+    for v in &s.secret_values {
+        assert!(
+            !s.printed.contains(v.as_str()),
+            "a secret value was printed"
+        );
+    }
+}
+
+fn cleanup(s: &Story) {
+    let _ = s.host.docker(&["rm", "-f", "-v", "shop-prod-db-1"]);
+    let _ = Command::new("docker")
+        .args(["image", "rm", "-f"])
+        .args(
+            String::from_utf8_lossy(
+                &Command::new("docker")
+                    .args([
+                        "image",
+                        "ls",
+                        "-q",
+                        "--filter",
+                        "label=org.countable.project=shop",
+                    ])
+                    .output()
+                    .unwrap()
+                    .stdout,
+            )
+            .split_whitespace(),
+        )
+        .output();
+    let _ = Path::new("/srv/countable-deploy-test")
+        .exists()
+        .then(|| std::fs::remove_dir_all("/srv/countable-deploy-test"));
+}
+
+type Chapter = (&'static str, fn(&mut Story));
+
+fn main() {
+    let chapters: &[Chapter] = &[
+        (
+            "first_deploy_ships_the_image_migrates_and_answers",
+            first_deploy_ships_the_image_migrates_and_answers,
+        ),
+        (
+            "second_deploy_with_a_migration_drops_no_request",
+            second_deploy_with_a_migration_drops_no_request,
+        ),
+        (
+            "failed_migration_keeps_the_old_release_serving",
+            failed_migration_keeps_the_old_release_serving,
+        ),
+        ("rollback_code_only", rollback_code_only),
+        (
+            "rollback_reverses_a_reversible_migration",
+            rollback_reverses_a_reversible_migration,
+        ),
+        (
+            "rollback_refuses_an_irreversible_migration_then_restores_the_backup",
+            rollback_refuses_an_irreversible_migration_then_restores_the_backup,
+        ),
+        (
+            "concurrent_deploys_and_a_killed_one",
+            concurrent_deploys_and_a_killed_one,
+        ),
+        ("prune_keeps_n_releases", prune_keeps_n_releases),
+        ("no_secret_in_any_output", no_secret_in_any_output),
+    ];
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let last = args
+        .first()
+        .and_then(|w| chapters.iter().position(|(n, _)| n.contains(w.as_str())));
+    if args.iter().any(|a| a == "--list") {
+        for (n, _) in chapters {
+            println!("{n}: test");
+        }
+        return;
+    }
+    let mut story = setup();
+    let mut failed = None;
+    for (i, (name, f)) in chapters.iter().enumerate() {
+        if last.is_some_and(|l| i > l) {
+            break;
+        }
+        let started = Instant::now();
+        eprintln!("test deploy::{name} ...");
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut story)));
+        match r {
+            Ok(()) => eprintln!(
+                "test deploy::{name} ... ok ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            ),
+            Err(_) => {
+                eprintln!("test deploy::{name} ... FAILED");
+                failed = Some(*name);
+                break;
+            }
+        }
+    }
+    cleanup(&story);
+    drop(story);
+    if let Some(name) = failed {
+        eprintln!("deploy: {name} failed; later chapters did not run");
+        std::process::exit(1);
+    }
+    eprintln!("test result: ok");
+}
