@@ -208,7 +208,11 @@ fn letsencrypt_deploy_serves_https_reuses_and_renews() {
 
     // First deploy: a certificate from pebble, HTTPS answers, HTTP redirects.
     site.deploy(None);
-    assert_eq!(pebble.orders(), 1, "the first deploy orders once");
+    // pebble rejects 5% of nonces and the client retries, so one order can be logged
+    // twice: counts are compared, never taken as exact.
+    let ordered = pebble.orders();
+    assert!(ordered >= 1, "the first deploy orders");
+    let account = std::fs::read(backups.join("tls.acme.json")).expect("the account is stored");
     let r = site.https("/healthz");
     assert_eq!(r.code, 0, "HTTPS with pebble's root only: {}", r.stderr);
     assert!(r.stdout.starts_with("HTTP/1.1 200"), "{}", r.stdout);
@@ -242,26 +246,26 @@ fn letsencrypt_deploy_serves_https_reuses_and_renews() {
     // Second deploy: the certificate has years left, so no order.
     let r = site.deploy(None);
     assert!(r.stderr.contains("no new order"), "{}", r.stderr);
-    assert_eq!(pebble.orders(), 1, "a second deploy makes no new order");
+    assert_eq!(
+        pebble.orders(),
+        ordered,
+        "a second deploy makes no new order"
+    );
     assert_eq!(site.serial(), first);
 
     // Forced renewal: a new certificate, installed by a reload of the same nginx.
     let r = site.deploy(Some("100000"));
     assert!(r.stderr.contains("nginx reloaded"), "{}", r.stderr);
-    assert_eq!(pebble.orders(), 2, "renewal orders once");
+    assert!(pebble.orders() > ordered, "renewal orders");
     let renewed = site.serial();
     assert_ne!(renewed, first, "nginx serves the renewed certificate");
     assert_eq!(site.nginx_id(&project), nginx, "reloaded, not recreated");
     let r = site.https("/healthz");
     assert!(r.stdout.starts_with("HTTP/1.1 200"), "{}", r.stdout);
-    // The account was stored once and reused for the renewal.
-    assert!(backups.join("tls.acme.json").exists());
+    // The stored account was reused for the renewal, not replaced.
     assert_eq!(
-        std::fs::read_to_string(pebble.log_path())
-            .unwrap()
-            .matches("POST /sign-me-up")
-            .count(),
-        1,
+        std::fs::read(backups.join("tls.acme.json")).unwrap(),
+        account,
         "one ACME account for both orders"
     );
 }
