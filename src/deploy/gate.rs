@@ -139,22 +139,41 @@ pub async fn wait_healthy(
     result.map(|()| watched)
 }
 
-/// One request through nginx: `url` (the environment's address and the health path),
-/// with `host` as the Host header, `X-Forwarded-Proto: https`, and the preview header
-/// when the candidate is not live yet. Retries for a few seconds (nginx reloads).
+/// Where the health request goes: `url`, and for HTTPS to a domain the address it
+/// resolves to (`reqwest`'s `resolve`: SNI and the certificate check use the domain)
+/// and extra roots to trust (PEM; `COUNTABLE_ACME_CA_ROOT`, see deploy::tls).
+#[derive(Debug, Clone, Default)]
+pub struct Probe {
+    pub url: String,
+    pub resolve: Option<(String, std::net::SocketAddr)>,
+    pub roots: Option<Vec<u8>>,
+}
+
+/// One request through nginx: `probe.url` (the environment's address and the health
+/// path), with `host` as the Host header, `X-Forwarded-Proto: https`, and the preview
+/// header when the candidate is not live yet. Retries for a few seconds (nginx reloads).
 pub async fn http_check(
-    url: &str,
+    probe: &Probe,
     host: Option<&str>,
     preview: Option<&str>,
 ) -> Result<(), GateError> {
-    let client = reqwest::Client::builder()
+    let url = probe.url.as_str();
+    let failed = |e: reqwest::Error| GateError::Http {
+        url: url.into(),
+        status: e.to_string(),
+    };
+    let mut builder = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| GateError::Http {
-            url: url.into(),
-            status: e.to_string(),
-        })?;
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some((domain, addr)) = &probe.resolve {
+        builder = builder.resolve(domain, *addr);
+    }
+    if let Some(pem) = &probe.roots {
+        for root in reqwest::Certificate::from_pem_bundle(pem).map_err(failed)? {
+            builder = builder.add_root_certificate(root);
+        }
+    }
+    let client = builder.build().map_err(failed)?;
     let mut last = String::new();
     for attempt in 0..10 {
         if attempt > 0 {
@@ -170,7 +189,7 @@ pub async fn http_check(
         match req.send().await {
             Ok(r) if r.status().as_u16() == 200 => return Ok(()),
             Ok(r) => last = r.status().to_string(),
-            Err(e) => last = e.to_string(),
+            Err(e) => last = format!("{e:#}"),
         }
     }
     Err(GateError::Http {

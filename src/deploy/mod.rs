@@ -22,6 +22,7 @@ pub mod rollback;
 pub mod run;
 pub mod settings;
 pub mod target;
+pub mod tls;
 
 use std::time::{Duration, Instant};
 

@@ -90,7 +90,12 @@ pub fn render(r: &Release, shape: &Shape, flavor: Flavor) -> String {
         let env_file = shape.env_file_services.contains(service);
         let hash = r.bind_hashes.get(service);
         let needs_env = env_file && flavor == Flavor::Run;
-        if !(web || needs_env || hash.is_some()) {
+        let tls = if *service == s.nginx {
+            super::tls::nginx_override(s)
+        } else {
+            String::new()
+        };
+        if !(web || needs_env || hash.is_some() || !tls.is_empty()) {
             continue;
         }
         out.push_str(&format!("  {}:\n", q(service)));
@@ -142,6 +147,7 @@ pub fn render(r: &Release, shape: &Shape, flavor: Flavor) -> String {
                 q(&s.alias(r.number))
             ));
         }
+        out.push_str(&tls);
     }
     out
 }

@@ -613,7 +613,18 @@ pub(super) async fn roll_out(
     let compose = remote_compose(plan, files.clone(), scratch)?;
     let config = capture(&compose, &["config", "--format", "json"]).await?;
     let binds = model::bind_sources(&config, &s.current_dir())?;
-    let (mut bundle, hashes) = super::bundle::collect(&plan.tree, &s.compose_files, &binds)?;
+    let (mut bundle, mut hashes) = super::bundle::collect(&plan.tree, &s.compose_files, &binds)?;
+    super::tls::prepare(
+        host,
+        s,
+        &plan.tree,
+        &record.image,
+        &config,
+        &mut bundle,
+        &mut hashes,
+        printer,
+    )
+    .await?;
     let rel = release_of(plan, number, &record.image, &keys, &hashes);
     std::fs::write(&run_override, model::render(&rel, &plan.shape, Flavor::Run))?;
     let compose = remote_compose(plan, files, scratch)?;
@@ -786,7 +797,8 @@ async fn start_gate_switch(
         }
     }
     let nginx = host.service_container(&s.compose_project, &s.nginx).await?;
-    let url = health_url(s, config)?;
+    super::tls::ensure(host, s, &record.image, &nginx, printer).await?;
+    let url = super::tls::probe(s, config, health_url(s, config)?)?;
     let token = random_token();
     let live_before = previous.filter(|_| !old.is_empty());
     let checked = async {

@@ -37,6 +37,8 @@ pub struct Settings {
     pub web: String,
     pub db: String,
     pub nginx: String,
+    /// TLS and proxy settings (deploy::tls).
+    pub site: super::tls::Site,
 }
 
 impl Settings {
@@ -93,6 +95,7 @@ impl Settings {
             web: config.services.web.clone(),
             db: config.services.db.clone(),
             nginx: config.services.nginx.clone(),
+            site: super::tls::Site::resolve(project, env, e),
         })
     }
 

@@ -107,6 +107,7 @@ pub fn is_side_file(key: &str) -> bool {
     key.ends_with(".manifest.json")
         || key.ends_with(".verified.json")
         || key.ends_with(".ledger.json")
+        || key.ends_with(".acme.json")
         || key.ends_with('/')
 }
 

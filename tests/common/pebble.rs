@@ -123,7 +123,12 @@ impl Pebble {
 
     /// Make `host` resolve to 127.0.0.1 for pebble's validation.
     pub fn add_a(&self, host: &str) {
-        let body = serde_json::json!({"host": host, "addresses": ["127.0.0.1"]}).to_string();
+        self.add_a_at(host, "127.0.0.1")
+    }
+
+    /// Make `host` resolve to `addr` (a test host's address) for pebble's validation.
+    pub fn add_a_at(&self, host: &str, addr: &str) {
+        let body = serde_json::json!({"host": host, "addresses": [addr]}).to_string();
         let mut s = TcpStream::connect(("127.0.0.1", self.dns_mgmt_port)).unwrap();
         write!(
             s,
