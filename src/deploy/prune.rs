@@ -17,7 +17,7 @@ pub struct Keep {
 }
 
 /// Which images go: every image of a release that did not succeed, and succeeded ones
-/// beyond the newest `keep`; never one `protect` names.
+/// beyond the newest `keep` (the protected ones count); never one `protect` names.
 pub fn plan(images: &[ImageInfo], s: &Settings, keep: u32, protect: &Keep) -> Vec<ImageInfo> {
     let mut ours: Vec<(u32, &ImageInfo)> = images
         .iter()
@@ -37,6 +37,8 @@ pub fn plan(images: &[ImageInfo], s: &Settings, keep: u32, protect: &Keep) -> Ve
     let mut gone = Vec::new();
     for (r, i) in ours {
         if i.tags.iter().any(|t| protect.images.contains(t)) {
+            // Serving or previous: kept whatever the count, and counted.
+            kept += 1;
             continue;
         }
         if protect.succeeded.contains(&r) && kept < keep {
@@ -107,6 +109,6 @@ mod tests {
             .into_iter()
             .map(|i| i.id)
             .collect();
-        assert_eq!(gone, ["sha256:prod5", "sha256:prod2"]);
+        assert_eq!(gone, ["sha256:prod5", "sha256:prod3", "sha256:prod2"]);
     }
 }
