@@ -40,7 +40,11 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 /// The layer directories of a save tar that need not travel: `layers[i]` is manifest.json's
 /// `Layers[i]` (`<dir>/layer.tar`), `chains[i]` its chain ID, `present` the chain IDs the
 /// target holds. A directory is dropped only when every position that uses it is present.
-pub fn dirs_to_drop(layers: &[String], chains: &[String], present: &HashSet<String>) -> HashSet<String> {
+pub fn dirs_to_drop(
+    layers: &[String],
+    chains: &[String],
+    present: &HashSet<String>,
+) -> HashSet<String> {
     let mut keep = HashSet::new();
     let mut drop = HashSet::new();
     for (path, chain) in layers.iter().zip(chains) {
@@ -65,8 +69,8 @@ pub fn manifest_layers(manifest: &[u8]) -> Result<Vec<String>, String> {
         #[serde(rename = "Layers")]
         layers: Vec<String>,
     }
-    let items: Vec<Item> =
-        serde_json::from_slice(manifest).map_err(|e| format!("manifest.json of the export: {e}"))?;
+    let items: Vec<Item> = serde_json::from_slice(manifest)
+        .map_err(|e| format!("manifest.json of the export: {e}"))?;
     match items.as_slice() {
         [one] => Ok(one.layers.clone()),
         _ => Err(format!("the export holds {} images, not one", items.len())),
@@ -88,7 +92,11 @@ enum State {
     /// Reading an extension header's data (held, with its header, in `held`).
     Extension { remaining: u64, padded: u64 },
     /// An entry's data and padding.
-    Data { remaining: u64, data_left: u64, action: Action },
+    Data {
+        remaining: u64,
+        data_left: u64,
+        action: Action,
+    },
     /// After the end-of-archive block: pass everything.
     Trailer,
 }
@@ -387,7 +395,11 @@ mod tests {
                 out.extend(f.push(c).unwrap());
             }
             assert!(f.complete());
-            assert_eq!(out.len() as u64 + f.dropped, src.len() as u64, "chunk {chunk}");
+            assert_eq!(
+                out.len() as u64 + f.dropped,
+                src.len() as u64,
+                "chunk {chunk}"
+            );
             let got = names(&out);
             let got: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
             assert_eq!(got, ["bbb/layer.tar", "manifest.json"], "chunk {chunk}");
@@ -396,8 +408,17 @@ mod tests {
 
     #[test]
     fn captures_one_entry() {
-        let src = tar_of(&[("x/layer.tar", &[1u8; 2000]), ("manifest.json", b"[{\"Layers\":[\"x/layer.tar\"]}]")]);
-        let mut f = TarFilter::new(|p| if p == "manifest.json" { Action::Capture } else { Action::Drop });
+        let src = tar_of(&[
+            ("x/layer.tar", &[1u8; 2000]),
+            ("manifest.json", b"[{\"Layers\":[\"x/layer.tar\"]}]"),
+        ]);
+        let mut f = TarFilter::new(|p| {
+            if p == "manifest.json" {
+                Action::Capture
+            } else {
+                Action::Drop
+            }
+        });
         for c in src.chunks(100) {
             assert!(f.push(c).unwrap().is_empty() || f.complete());
         }
@@ -406,9 +427,16 @@ mod tests {
 
     #[test]
     fn keeps_a_directory_one_position_still_needs() {
-        let layers = vec!["a/layer.tar".to_string(), "b/layer.tar".to_string(), "a/layer.tar".to_string()];
+        let layers = vec![
+            "a/layer.tar".to_string(),
+            "b/layer.tar".to_string(),
+            "a/layer.tar".to_string(),
+        ];
         let chains = vec!["c0".to_string(), "c1".to_string(), "c2".to_string()];
         let present: HashSet<String> = ["c0".to_string(), "c1".to_string()].into();
-        assert_eq!(dirs_to_drop(&layers, &chains, &present), HashSet::from(["b".to_string()]));
+        assert_eq!(
+            dirs_to_drop(&layers, &chains, &present),
+            HashSet::from(["b".to_string()])
+        );
     }
 }

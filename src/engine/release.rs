@@ -16,7 +16,10 @@ use super::{layers, Engine, EngineError};
 /// A `docker save` stream countable cannot read as a tar.
 fn bad_export(why: String) -> EngineError {
     EngineError::Api(bollard::errors::Error::IOError {
-        err: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("the image export: {why}")),
+        err: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the image export: {why}"),
+        ),
     })
 }
 
@@ -86,7 +89,10 @@ impl Engine {
             return self.load_filtered(from, image, &none, on_bytes).await;
         }
         let drop = layers::dirs_to_drop(&order, &chains, &present);
-        match self.load_filtered(from, image, &drop, on_bytes.clone()).await {
+        match self
+            .load_filtered(from, image, &drop, on_bytes.clone())
+            .await
+        {
             Err(_) if !drop.is_empty() => self.load_filtered(from, image, &none, on_bytes).await,
             r => r,
         }
