@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::error::Hint;
 
+mod layers;
 mod release;
 pub use release::{FileEntry, Health, ImageInfo};
 

@@ -3,7 +3,7 @@
 //! follow a container's log, stop one gracefully, and list or remove release images by
 //! label. Still the Docker API seam: it knows no project, release or policy.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bollard::query_parameters::{
     InspectContainerOptions, ListImagesOptions, LogsOptions, RemoveImageOptions,
@@ -11,7 +11,17 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
-use super::{Engine, EngineError};
+use super::{layers, Engine, EngineError};
+
+/// A `docker save` stream countable cannot read as a tar.
+fn bad_export(why: String) -> EngineError {
+    EngineError::Api(bollard::errors::Error::IOError {
+        err: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the image export: {why}"),
+        ),
+    })
+}
 
 /// A file to place in a container: its path relative to the target directory, its
 /// bytes and its mode.
@@ -45,6 +55,12 @@ pub struct Health {
 impl Engine {
     /// Copy `image` (a name: tags travel with it) from `from` into this engine,
     /// streamed; `on_bytes` sees the running total. Returns the bytes sent.
+    ///
+    /// Layer-aware: when this engine already holds some of the image's layers (by chain
+    /// ID, from its images' `RootFS.Layers`), a first local pass over the export reads
+    /// its manifest.json (which layer directory is which layer), and the export sent is
+    /// filtered to leave those directories out; `docker load` reuses the layers it has.
+    /// Should that load fail (a layer pruned meanwhile), the whole image is sent.
     pub async fn ship_image<F>(
         &self,
         from: &Engine,
@@ -54,18 +70,99 @@ impl Engine {
     where
         F: Fn(u64) + Send + Sync + 'static,
     {
+        let on_bytes = std::sync::Arc::new(on_bytes);
+        let diff_ids = from
+            .docker
+            .inspect_image(image)
+            .await?
+            .root_fs
+            .and_then(|r| r.layers)
+            .unwrap_or_default();
+        let chains = layers::chain_ids(&diff_ids);
+        let present = self.layer_chains().await?;
+        let none = HashSet::new();
+        if !chains.iter().any(|c| present.contains(c)) {
+            return self.load_filtered(from, image, &none, on_bytes).await;
+        }
+        let order = from.export_manifest(image).await?;
+        if order.len() != chains.len() {
+            return self.load_filtered(from, image, &none, on_bytes).await;
+        }
+        let drop = layers::dirs_to_drop(&order, &chains, &present);
+        match self
+            .load_filtered(from, image, &drop, on_bytes.clone())
+            .await
+        {
+            Err(_) if !drop.is_empty() => self.load_filtered(from, image, &none, on_bytes).await,
+            r => r,
+        }
+    }
+
+    /// The chain IDs of every layer of every image on this engine.
+    async fn layer_chains(&self) -> Result<HashSet<String>, EngineError> {
+        let mut out = HashSet::new();
+        for summary in self.docker.list_images(None::<ListImagesOptions>).await? {
+            let layers = match self.docker.inspect_image(&summary.id).await {
+                Ok(i) => i.root_fs.and_then(|r| r.layers).unwrap_or_default(),
+                // Removed since the listing: it has nothing to offer.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            out.extend(layers::chain_ids(&layers));
+        }
+        Ok(out)
+    }
+
+    /// The `Layers` of the manifest.json of this engine's export of `image`: a pass
+    /// over the export that keeps only that small entry.
+    async fn export_manifest(&self, image: &str) -> Result<Vec<String>, EngineError> {
+        let mut filter = layers::TarFilter::new(|p| {
+            if p == "manifest.json" {
+                layers::Action::Capture
+            } else {
+                layers::Action::Drop
+            }
+        });
+        let mut export = self.docker.export_image(image);
+        while let Some(chunk) = export.next().await {
+            filter.push(&chunk?).map_err(bad_export)?;
+        }
+        if !filter.complete() {
+            return Err(bad_export("the export ended early".into()));
+        }
+        layers::manifest_layers(filter.captured()).map_err(bad_export)
+    }
+
+    /// Export `image` from `from` without the directories in `drop` and load it here.
+    async fn load_filtered<F>(
+        &self,
+        from: &Engine,
+        image: &str,
+        drop: &HashSet<String>,
+        on_bytes: std::sync::Arc<F>,
+    ) -> Result<u64, EngineError>
+    where
+        F: Fn(u64) + Send + Sync + 'static,
+    {
         use std::sync::atomic::{AtomicU64, Ordering};
         use std::sync::{Arc, Mutex};
-        let failed: Arc<Mutex<Option<bollard::errors::Error>>> = Arc::default();
+        let failed: Arc<Mutex<Option<EngineError>>> = Arc::default();
         let sent = Arc::new(AtomicU64::new(0));
         let (failed_in, sent_in) = (failed.clone(), sent.clone());
+        let drop = drop.clone();
+        let mut filter = layers::TarFilter::new(move |p| layers::drop_dirs(&drop, p));
         let source = from.docker.export_image(image).scan((), move |_, chunk| {
-            futures_util::future::ready(match chunk {
+            let passed = chunk
+                .map_err(EngineError::from)
+                .and_then(|bytes| filter.push(&bytes).map_err(bad_export));
+            futures_util::future::ready(match passed {
                 Ok(bytes) => {
                     let total = sent_in.fetch_add(bytes.len() as u64, Ordering::Relaxed)
                         + bytes.len() as u64;
                     on_bytes(total);
-                    Some(bytes)
+                    Some(bytes::Bytes::from(bytes))
                 }
                 Err(e) => {
                     *failed_in.lock().expect("not poisoned") = Some(e);
@@ -94,7 +191,7 @@ impl Engine {
             }
         }
         if let Some(e) = failed.lock().expect("not poisoned").take() {
-            return Err(e.into());
+            return Err(e);
         }
         outcome?;
         Ok(sent.load(Ordering::Relaxed))
