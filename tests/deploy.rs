@@ -476,6 +476,13 @@ fn concurrent_deploys_and_a_killed_one(s: &mut Story) {
     );
 }
 
+fn a_noop_redeploy_ships_nothing(s: &mut Story) {
+    let r = s.run(&["deploy", "prod"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("(0 bytes shipped)"), "the same commit again ships nothing: {}", r.stderr);
+    assert_eq!(s.releases()[0]["bytes_shipped"], 0);
+}
+
 fn prune_keeps_n_releases(s: &mut Story) {
     let images = s.host.docker(&[
         "image",
@@ -756,6 +763,7 @@ fn main() {
             "concurrent_deploys_and_a_killed_one",
             concurrent_deploys_and_a_killed_one,
         ),
+        ("a_noop_redeploy_ships_nothing", a_noop_redeploy_ships_nothing),
         ("prune_keeps_n_releases", prune_keeps_n_releases),
         (
             "jenkinsfile_steps_run_as_jenkins_runs_them",

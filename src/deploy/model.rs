@@ -153,22 +153,23 @@ pub fn render(r: &Release, shape: &Shape, flavor: Flavor) -> String {
 }
 
 /// The override for building the release's image where countable runs: the tag and
-/// the labels a prune finds it by (and no `.env` needed: the secrets are compose's
+/// the labels a prune finds it by (project, environment, commit) (and no `.env` needed: the secrets are compose's
 /// environment).
 pub fn render_build(s: &Settings, number: u32, sha: &str, image: &str, shape: &Shape) -> String {
     let mut out = format!(
-        "services:\n  {}:\n    image: {}\n    build:\n      labels:\n        {}: {}\n        {}: {}\n        {}: {}\n        {}: {}\n",
+        "services:\n  {}:\n    image: {}\n    build:\n      labels:\n        {}: {}\n        {}: {}\n        {}: {}\n",
         q(&s.web),
         q(image),
         q(LABEL_PROJECT),
         q(&s.project),
         q(LABEL_ENV),
         q(s.env.as_str()),
-        q(LABEL_RELEASE),
-        q(&number.to_string()),
         q(LABEL_SHA),
         q(sha),
     );
+    // The release number is in the tag and on the containers, not in the image: a
+    // rebuild of the same commit is the same image, and ships nothing.
+    let _ = number;
     if shape.env_file_services.contains(&s.web) {
         out.push_str("    env_file: !reset []\n");
     }

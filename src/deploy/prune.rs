@@ -7,6 +7,28 @@
 use super::settings::{Settings, LABEL_ENV, LABEL_PROJECT, LABEL_RELEASE};
 use crate::engine::{Engine, ImageInfo};
 
+/// The releases an image serves, from its tags (`…<project>-<web>:<env>-<n>-<sha>`),
+/// else from its release label (images built before the label moved to containers).
+fn releases_of(i: &ImageInfo, s: &Settings) -> Vec<u32> {
+    let prefix = format!("{}-{}:{}-", s.project, s.web, s.env);
+    let mut out: Vec<u32> = i
+        .tags
+        .iter()
+        .filter_map(|t| {
+            let at = t.rfind(&prefix)?;
+            t[at + prefix.len()..].split('-').next()?.parse().ok()
+        })
+        .collect();
+    if out.is_empty() {
+        out.extend(
+            i.labels
+                .get(LABEL_RELEASE)
+                .and_then(|r| r.parse::<u32>().ok()),
+        );
+    }
+    out
+}
+
 /// What a prune must leave.
 #[derive(Debug, Clone, Default)]
 pub struct Keep {
@@ -26,22 +48,24 @@ pub fn plan(images: &[ImageInfo], s: &Settings, keep: u32, protect: &Keep) -> Ve
                 && i.labels.get(LABEL_ENV).map(String::as_str) == Some(s.env.as_str())
         })
         .filter_map(|i| {
-            i.labels
-                .get(LABEL_RELEASE)
-                .and_then(|r| r.parse().ok())
-                .map(|r| (r, i))
+            let rs = releases_of(i, s);
+            rs.iter().max().map(|r| (*r, i))
         })
         .collect();
     ours.sort_by_key(|(r, _)| std::cmp::Reverse(*r));
     let mut kept = 0;
     let mut gone = Vec::new();
-    for (r, i) in ours {
+    for (_, i) in ours {
         if i.tags.iter().any(|t| protect.images.contains(t)) {
             // Serving or previous: kept whatever the count, and counted.
             kept += 1;
             continue;
         }
-        if protect.succeeded.contains(&r) && kept < keep {
+        if releases_of(i, s)
+            .iter()
+            .any(|x| protect.succeeded.contains(x))
+            && kept < keep
+        {
             kept += 1;
             continue;
         }
@@ -62,9 +86,7 @@ pub async fn prune(
     for i in plan(&images, s, s.keep_releases, protect) {
         if engine.remove_image(&i.id).await.is_ok() {
             bytes += i.size;
-            if let Some(r) = i.labels.get(LABEL_RELEASE).and_then(|r| r.parse().ok()) {
-                removed.push(r);
-            }
+            removed.extend(releases_of(&i, s));
         }
     }
     Ok((bytes, removed))
@@ -88,7 +110,7 @@ mod tests {
         let s = Settings::resolve(&p, &crate::names::EnvName::parse("prod").unwrap()).unwrap();
         let img = |r: u32, env: &str| ImageInfo {
             id: format!("sha256:{env}{r}"),
-            tags: vec![format!("shop-web:{env}-{r}")],
+            tags: vec![format!("shop-web:{env}-{r}-abc")],
             labels: HashMap::from([
                 (LABEL_PROJECT.to_string(), "shop".to_string()),
                 (LABEL_ENV.to_string(), env.to_string()),
@@ -102,7 +124,7 @@ mod tests {
             .collect();
         // 6 serves, 1 is the one before it (a rollback brought it back), 5 failed.
         let keep = Keep {
-            images: vec!["shop-web:prod-6".into(), "shop-web:prod-1".into()],
+            images: vec!["shop-web:prod-6-abc".into(), "shop-web:prod-1-abc".into()],
             succeeded: vec![1, 2, 3, 4, 6],
         };
         let gone: Vec<String> = plan(&images, &s, 2, &keep)

@@ -549,7 +549,10 @@ async fn release(
         .await;
     }
     match host.image_info(&info.id).await? {
-        Some(_) if host.has_image(&record.image).await? => {
+        Some(_) => {
+            if !host.has_image(&record.image).await? {
+                host.tag(&info.id, &record.image).await?;
+            }
             printer.status(&format!(
                 "the host already has {} (0 bytes shipped)",
                 record.image

@@ -455,6 +455,21 @@ impl Engine {
         Ok(c.config.and_then(|c| c.labels).unwrap_or_default())
     }
 
+    /// Give `image` (an ID or name) the name `name:tag` on this engine.
+    pub async fn tag(&self, image: &str, name_tag: &str) -> Result<(), EngineError> {
+        let (repo, tag) = split_tag(name_tag);
+        self.docker
+            .tag_image(
+                image,
+                Some(bollard::query_parameters::TagImageOptions {
+                    repo: Some(repo.to_string()),
+                    tag: Some(tag.to_string()),
+                }),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Push `image` (`registry/name:tag`) from this engine to its registry; progress
     /// lines go to `on_status`. A registry's refusal is an error.
     pub async fn push(&self, image: &str, on_status: impl Fn(&str)) -> Result<(), EngineError> {
