@@ -566,7 +566,7 @@ fn jenkinsfile_steps_run_as_jenkins_runs_them(s: &mut Story) {
     );
     let yml = std::fs::read_to_string(s.root.join("countable.yml")).unwrap();
     let staging = format!(
-        "  staging:\n    branch: develop\n    docker_host: {}\n    backups: backups-staging/\n    url: http://{}:8081\n    compose_files: [compose.yaml, compose.staging.yaml]\n    release_root: /srv/countable-deploy-test\n",
+        "  staging:\n    branch: develop\n    docker_host: {}\n    backups: backups/staging/\n    url: http://{}:8081\n    compose_files: [compose.yaml, compose.staging.yaml]\n    release_root: /srv/countable-deploy-test\n",
         s.host.docker_host(),
         s.host.addr()
     );
@@ -586,7 +586,7 @@ fn jenkinsfile_steps_run_as_jenkins_runs_them(s: &mut Story) {
         .unwrap_or(yml.len());
     let yml = format!("{}{staging}{}", &yml[..start], &yml[end..]);
     std::fs::write(s.root.join("countable.yml"), yml).unwrap();
-    std::fs::create_dir_all(s.root.join("backups-staging")).unwrap();
+    std::fs::create_dir_all(s.root.join("backups/staging")).unwrap();
     let mut args = vec!["secrets".to_string(), "set".into(), "staging".into()];
     args.extend(s.secret_args.clone());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
