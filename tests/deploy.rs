@@ -224,7 +224,9 @@ fn first_deploy_ships_the_image_migrates_and_answers(s: &mut Story) {
     // The release directory on the host, read through the host's engine: the .env
     // is exactly the decrypted secrets, mode 0600. (`--reveal` prints them: on
     // purpose, so its output is not in what the last chapter checks.)
-    let shown = run(&mut s.countable(&["secrets", "show", "prod", "--reveal"])).ok().stdout;
+    let shown = run(&mut s.countable(&["secrets", "show", "prod", "--reveal"]))
+        .ok()
+        .stdout;
     let on_host = s.host.docker(&[
         "run", "--rm", "--entrypoint", "sh", "-v", "/srv/countable-deploy-test:/r", NGINX_IMAGE,
         "-c", "stat -c %a /r/shop-prod/current/.env && cat /r/shop-prod/current/.env && readlink /r/shop-prod/current",
@@ -480,7 +482,11 @@ fn concurrent_deploys_and_a_killed_one(s: &mut Story) {
 fn a_noop_redeploy_ships_nothing(s: &mut Story) {
     let r = s.run(&["deploy", "prod"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stderr.contains("(0 bytes shipped)"), "the same commit again ships nothing: {}", r.stderr);
+    assert!(
+        r.stderr.contains("(0 bytes shipped)"),
+        "the same commit again ships nothing: {}",
+        r.stderr
+    );
     assert_eq!(s.releases()[0]["bytes_shipped"], 0);
 }
 
@@ -764,7 +770,10 @@ fn main() {
             "concurrent_deploys_and_a_killed_one",
             concurrent_deploys_and_a_killed_one,
         ),
-        ("a_noop_redeploy_ships_nothing", a_noop_redeploy_ships_nothing),
+        (
+            "a_noop_redeploy_ships_nothing",
+            a_noop_redeploy_ships_nothing,
+        ),
         ("prune_keeps_n_releases", prune_keeps_n_releases),
         (
             "jenkinsfile_steps_run_as_jenkins_runs_them",
