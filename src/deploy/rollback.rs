@@ -493,24 +493,7 @@ pub async fn rollback(
         .await
     }
     .await;
-    steps.end(outcome.is_ok());
-    record.steps = std::mem::take(&mut steps.done);
-    record.migrations_after = run::migrations(&db).await;
-    record.finished_at = Some(run::now());
-    record.outcome = if outcome.is_ok() {
-        Outcome::Succeeded
-    } else {
-        Outcome::Failed
-    };
-    if let Err(e) = &outcome {
-        record.error = Some(
-            crate::error::render(e)
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-        );
-    }
+    run::complete(&mut record, &mut steps, &db, &outcome).await;
     ledger.put(record.clone());
     let saved = ledger.save(&store).await;
     held.release().await?;

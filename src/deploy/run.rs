@@ -398,23 +398,7 @@ async fn run(
         printer,
     )
     .await;
-    steps.end(outcome.is_ok());
-    record.steps = std::mem::take(&mut steps.done);
-    record.migrations_after = migrations(&db).await;
-    record.finished_at = Some(now());
-    match &outcome {
-        Ok(()) => record.outcome = Outcome::Succeeded,
-        Err(e) => {
-            record.outcome = Outcome::Failed;
-            record.error = Some(
-                crate::error::render(e)
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
-            );
-        }
-    }
+    complete(&mut record, &mut steps, &db, &outcome).await;
     ledger.put(record.clone());
     let saved = ledger.save(&store).await;
     held.release().await?;
@@ -457,6 +441,32 @@ fn release_of<'a>(
         image,
         secret_keys: keys,
         bind_hashes: hashes,
+    }
+}
+
+/// End a deploy's or rollback's record: step times, migrations after, outcome and the
+/// first line of the error.
+pub(super) async fn complete(
+    record: &mut Record,
+    steps: &mut Steps,
+    db: &Db,
+    outcome: &anyhow::Result<()>,
+) {
+    steps.end(outcome.is_ok());
+    record.steps = std::mem::take(&mut steps.done);
+    record.migrations_after = migrations(db).await;
+    record.finished_at = Some(now());
+    record.outcome = match outcome {
+        Ok(()) => Outcome::Succeeded,
+        Err(_) => Outcome::Failed,
+    };
+    if let Err(e) = outcome {
+        let first = crate::error::render(e)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        record.error = Some(first);
     }
 }
 

@@ -342,7 +342,7 @@ impl Engine {
         env: &[String],
         labels: &[(&str, &str)],
     ) -> Result<String, EngineError> {
-        use bollard::query_parameters::{CreateContainerOptions, StartContainerOptions};
+        use bollard::query_parameters::CreateContainerOptions;
         let created = self
             .docker
             .create_container(
@@ -364,17 +364,22 @@ impl Engine {
                 },
             )
             .await?;
-        // A container that was created but did not start (a missing entrypoint, a bad
-        // option) is removed here: nobody else knows it exists.
+        self.start_or_remove(created.id).await
+    }
+
+    /// Start a container just created; one that does not start (a missing entrypoint,
+    /// a bad option) is removed here: nobody else knows it exists.
+    async fn start_or_remove(&self, id: String) -> Result<String, EngineError> {
+        use bollard::query_parameters::StartContainerOptions;
         if let Err(e) = self
             .docker
-            .start_container(&created.id, None::<StartContainerOptions>)
+            .start_container(&id, None::<StartContainerOptions>)
             .await
         {
-            let _ = self.remove(&created.id).await;
+            let _ = self.remove(&id).await;
             return Err(e.into());
         }
-        Ok(created.id)
+        Ok(id)
     }
 
     /// The ID (`sha256:…`) of the image a container runs.

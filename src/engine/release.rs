@@ -302,7 +302,7 @@ impl Engine {
         image: &str,
         binds: &[String],
     ) -> Result<String, EngineError> {
-        use bollard::query_parameters::{CreateContainerOptions, StartContainerOptions};
+        use bollard::query_parameters::CreateContainerOptions;
         let _ = self.remove(name).await;
         // An image built by compose carries compose's labels; blanked here, so compose
         // never counts the helper as one of the project's containers.
@@ -339,15 +339,7 @@ impl Engine {
                 },
             )
             .await?;
-        if let Err(e) = self
-            .docker
-            .start_container(&created.id, None::<StartContainerOptions>)
-            .await
-        {
-            let _ = self.remove(&created.id).await;
-            return Err(e.into());
-        }
-        Ok(created.id)
+        self.start_or_remove(created.id).await
     }
 
     /// A container's state and health.
