@@ -522,6 +522,42 @@ fn prune_keeps_n_releases(s: &mut Story) {
     assert!(dirs.stdout.lines().count() <= 5, "{}", dirs.stdout);
 }
 
+/// Preflight: a host whose Docker disk is nearly full refuses the deploy before the
+/// backup and before a byte is sent; the serving release is untouched.
+fn a_host_without_room_refuses_before_anything_changes(s: &mut Story) {
+    s.write("shop/views.py", &views("shop roomless"));
+    s.commit("a change that must wait for disk");
+    let before = s.home_page();
+    let root = s.host.docker(&["info", "-f", "{{.DockerRootDir}}"]);
+    let root = PathBuf::from(root.stdout.trim());
+    let free = |p: &Path| -> u64 {
+        let r = run(Command::new("df").args(["-B1", "--output=avail"]).arg(p));
+        r.stdout.lines().nth(1).unwrap().trim().parse().unwrap()
+    };
+    let dir = s.root.join("backups");
+    let backups = move || std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    let backups_before = backups();
+    // Leave 128 MiB free: under the 256 MiB countable keeps free on the host.
+    let fill = root.join("countable-test-fill");
+    let size = free(&root).saturating_sub(128 << 20);
+    let r = run(Command::new("fallocate").args(["-l", &size.to_string()]).arg(&fill));
+    assert_eq!(r.code, 0, "fallocate: {}", r.stderr);
+    let r = s.run(&["deploy", "prod"]);
+    std::fs::remove_file(&fill).unwrap();
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("not enough disk to deploy prod, so nothing was changed: the host's Docker disk"), "{}", r.stderr);
+    assert!(r.stderr.contains("hint:"), "{}", r.stderr);
+    assert_eq!(backups(), backups_before, "no backup was taken");
+    assert_eq!(s.home_page(), before, "the serving release is untouched");
+    let rel = &s.releases()[0];
+    assert_eq!(rel["outcome"], "failed");
+    assert!(rel["error"].as_str().unwrap().contains("not enough disk"), "{rel}");
+    assert_eq!(rel["bytes_shipped"], 0);
+    let tag = rel["image"].as_str().unwrap();
+    let on_host = s.host.docker(&["image", "inspect", tag]);
+    assert_ne!(on_host.code, 0, "{tag} never reached the host");
+}
+
 /// The `sh` steps of the Jenkinsfile for `branch`, in order, as Jenkins would run
 /// them: the stages whose `when { branch … }` matches (or that have none), then
 /// `post`'s `always`. Groovy reads `\\` in a triple-quoted string as one backslash.
@@ -775,6 +811,10 @@ fn main() {
             a_noop_redeploy_ships_nothing,
         ),
         ("prune_keeps_n_releases", prune_keeps_n_releases),
+        (
+            "a_host_without_room_refuses_before_anything_changes",
+            a_host_without_room_refuses_before_anything_changes,
+        ),
         (
             "jenkinsfile_steps_run_as_jenkins_runs_them",
             jenkinsfile_steps_run_as_jenkins_runs_them,

@@ -99,6 +99,26 @@ impl Site {
     }
 }
 
+/// `curl -i` for `http://ADDR/` with `Host: shop.test` and the client's own
+/// `X-Forwarded-Proto: https`, sent from this machine (10.231.0.1 on the test bridge) or,
+/// with `ns`, from inside that network namespace (another address).
+fn claims_https(addr: &str, ns: Option<&str>) -> Run {
+    let mut c = match ns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/var/run/netns/{ns}")).arg("curl");
+            c
+        }
+        None => Command::new("curl"),
+    };
+    c.args(["-sS", "-i", "--max-time", "10", "-H", "Host: shop.test"])
+        .args(["-H", "X-Forwarded-Proto: https"])
+        .arg(format!("http://{addr}/"));
+    let r = run(&mut c);
+    assert_eq!(r.code, 0, "curl: {}", r.stderr);
+    r
+}
+
 /// The scaffold's own .env values, as KEY=value pairs for `secrets set`.
 fn env_pairs(root: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(root.join(".env")).unwrap();
@@ -113,6 +133,8 @@ fn env_pairs(root: &Path) -> Vec<String> {
         let v = v.trim().trim_matches('\'').trim_matches('"');
         let v = match k {
             "DJANGO_DEBUG" => "0",
+            // Django redirects what it sees as plain HTTP: the scheme nginx passed shows.
+            "DJANGO_SECURE_SSL_REDIRECT" => "1",
             "DJANGO_ALLOWED_HOSTS" => "shop.test,localhost,127.0.0.1",
             _ => v,
         };
@@ -189,15 +211,18 @@ impl Site {
 }
 
 #[test]
-fn letsencrypt_deploy_serves_https_reuses_and_renews() {
+fn behind_a_proxy_then_letsencrypt_serves_https_reuses_and_renews() {
     let pebble = Pebble::start(80);
     let issuing = pebble.issuing_root();
+    let letsencrypt = format!(
+        "    tls: letsencrypt\n    acme_email: ops@shop.test\n    acme_directory: {}\n",
+        pebble.directory
+    );
+    // First behind a load balancer that ends TLS: only this machine (10.231.0.1, the
+    // test bridge's address) is a trusted proxy.
     let site = Site::new(
         6,
-        &format!(
-            "    tls: letsencrypt\n    acme_email: ops@shop.test\n    acme_directory: {}\n",
-            pebble.directory
-        ),
+        "    tls: none\n    behind_proxy: true\n    trusted_proxies: [10.231.0.1/32]\n",
         &format!("{}{issuing}", pebble.listener_pem),
         &issuing,
         |_| {},
@@ -205,9 +230,40 @@ fn letsencrypt_deploy_serves_https_reuses_and_renews() {
     pebble.add_a_at(DOMAIN, site.host.addr());
     let name = site.name.clone();
     let backups = site.backups.clone();
-
-    // First deploy: a certificate from pebble, HTTPS answers, HTTP redirects.
     site.deploy(None);
+    assert_eq!(pebble.orders(), 0, "tls: none orders nothing");
+    // The trusted proxy's X-Forwarded-Proto is believed: Django sees HTTPS (no redirect)
+    // and nginx adds HSTS, as it does for HTTPS.
+    let trusted = claims_https(site.host.addr(), None);
+    assert!(trusted.stdout.starts_with("HTTP/1.1 200"), "{}", trusted.stdout);
+    assert!(
+        trusted.stdout.to_ascii_lowercase().contains("strict-transport-security:"),
+        "{}",
+        trusted.stdout
+    );
+    // Anyone else's is overwritten with what nginx saw (http): Django redirects to HTTPS.
+    let other = claims_https(site.host.addr(), Some(site.host.namespace()));
+    assert!(other.stdout.starts_with("HTTP/1.1 301"), "untrusted X-Forwarded-Proto is ignored: {}", other.stdout);
+    assert!(
+        other.stdout.to_ascii_lowercase().contains("location: https://shop.test/"),
+        "{}",
+        other.stdout
+    );
+    assert!(
+        !other.stdout.to_ascii_lowercase().contains("strict-transport-security:"),
+        "{}",
+        other.stdout
+    );
+
+    // Then TLS on the host itself: a running environment moves from `tls: none` to
+    // `tls: letsencrypt` in one deploy (nginx is recreated with port 443 before the order).
+    let yml = site.root.join("countable.yml");
+    let text = std::fs::read_to_string(&yml).unwrap();
+    let cut = text.find("    tls: none").unwrap();
+    std::fs::write(&yml, format!("{}{letsencrypt}", &text[..cut])).unwrap();
+    sh(&site.root, "git -c user.email=t@shop.test -c user.name=t commit -qam 'tls: letsencrypt'");
+    let r = site.deploy(None);
+    assert!(r.stderr.contains("recreating nginx with release 2"), "{}", r.stderr);
     // pebble rejects 5% of nonces and the client retries, so one order can be logged
     // twice: counts are compared, never taken as exact.
     let ordered = pebble.orders();

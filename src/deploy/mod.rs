@@ -1,8 +1,9 @@
 //! `countable deploy <env>`: production from the project's own compose files.
 //!
 //! In order: preflight (clean tree, right branch, engine up), the database up, the
-//! deploy lock, a checked backup, the image built here and shipped to the host (no
-//! registry: an API stream, skipped when the host has it), the release directory
+//! deploy lock, the image built here, room checked on the host's disk and in the store
+//! (`space`), a checked backup, the image shipped to the host (no registry: an API
+//! stream of the layers it lacks, skipped when it has the image), the release directory
 //! written, the new web container started beside the old one, the health gate, nginx
 //! switched, the old container drained and removed, the other services converged,
 //! the ledger completed and old images pruned. A failure before the switch leaves
@@ -21,6 +22,7 @@ pub mod restore_db;
 pub mod rollback;
 pub mod run;
 pub mod settings;
+pub mod space;
 pub mod target;
 pub mod tls;
 

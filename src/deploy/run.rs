@@ -506,17 +506,8 @@ async fn release(
     let s = &plan.settings;
     let number = record.release;
 
-    steps.begin("backup");
-    let manifest = crate::backup::backup(
-        db,
-        s.env.as_str(),
-        store,
-        crate::backup::Compress::None,
-        printer,
-    )
-    .await?;
-    record.backup_key = Some(manifest.key.clone());
-
+    // Built first: a build that fails costs no backup, and the backup is taken as close
+    // to the migrations as it can be.
     steps.begin("build");
     let build_override = scratch.join("build.yaml");
     std::fs::write(
@@ -544,8 +535,31 @@ async fn release(
     })?;
     record.image_id = info.id.clone();
 
+    steps.begin("space");
+    let ship = host.plan_ship(local, &record.image).await?;
+    room(host, db, store, s, &ship, printer).await?;
+
+    steps.begin("backup");
+    let manifest = crate::backup::backup(
+        db,
+        s.env.as_str(),
+        store,
+        crate::backup::Compress::None,
+        printer,
+    )
+    .await?;
+    record.backup_key = Some(manifest.key.clone());
+
     steps.begin("ship");
-    if s.registry.is_some() && !host.has_image(&record.image).await? {
+    if ship.present {
+        if !host.has_image(&record.image).await? {
+            host.tag(&info.id, &record.image).await?;
+        }
+        printer.status(&format!(
+            "the host already has {} (0 bytes shipped)",
+            record.image
+        ));
+    } else if s.registry.is_some() {
         printer.status(&format!(
             "pushing {} to its registry; the host pulls it",
             record.image
@@ -553,44 +567,80 @@ async fn release(
         local.push(&record.image, |_| {}).await?;
         host.pull(&record.image).await?;
         printer.status(&format!("the host pulled {}", record.image));
-        return roll_out(
-            plan, host, base_files, scratch, record, steps, printer, keep,
-        )
-        .await;
-    }
-    match host.image_info(&info.id).await? {
-        Some(_) => {
-            if !host.has_image(&record.image).await? {
-                host.tag(&info.id, &record.image).await?;
-            }
-            printer.status(&format!(
-                "the host already has {} (0 bytes shipped)",
-                record.image
-            ));
-        }
-        _ => {
-            let bar = printer.bytes_bar(
-                Some(info.size),
-                &format!("shipping {} to the host", record.image),
-            );
-            let b = bar.clone();
-            let sent = host
-                .ship_image(local, &record.image, move |n| b.set_position(n))
-                .await?;
-            bar.finish_and_clear();
-            record.bytes_shipped = sent;
-            printer.status(&format!(
-                "shipped {} ({})",
-                record.image,
-                ui::human_bytes(sent)
-            ));
-        }
+    } else {
+        let bar = printer.bytes_bar(
+            Some(ship.bytes_needed.max(1)),
+            &format!("shipping {} to the host", record.image),
+        );
+        let b = bar.clone();
+        let sent = host
+            .ship_image(local, &record.image, &ship, move |n| b.set_position(n))
+            .await?;
+        bar.finish_and_clear();
+        record.bytes_shipped = sent;
+        printer.status(&format!(
+            "shipped {} ({}; the host lacked {} of its {})",
+            record.image,
+            ui::human_bytes(sent),
+            ui::human_bytes(ship.bytes_needed),
+            ui::human_bytes(info.size)
+        ));
     }
 
     roll_out(
         plan, host, base_files, scratch, record, steps, printer, keep,
     )
     .await
+}
+
+/// The disk preflight (see `space`): the host's free space read through a helper
+/// container of the db's image (it is on the host: the db runs), the store's locally.
+async fn room(
+    host: &Engine,
+    db: &Db,
+    store: &Store,
+    s: &Settings,
+    ship: &crate::engine::ShipPlan,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let db_image = host.image_id_of(&db.container).await?;
+    let (host_root, host_free) = host
+        .data_root_free(&format!("{}-countable-df", s.compose_project), &db_image)
+        .await?;
+    let store_free = store.free_space();
+    let backup_estimate = match store_free {
+        None => 0,
+        Some(_) => {
+            let newest = store
+                .list()
+                .await?
+                .into_iter()
+                .find(|b| b.taken_at().is_some())
+                .map(|b| b.size);
+            let db_bytes = db
+                .sql(&db.name, "SELECT pg_database_size(current_database())")
+                .await
+                .ok()
+                .and_then(|o| o.trim().parse().ok());
+            super::space::backup_estimate(newest, db_bytes)
+        }
+    };
+    let r = super::space::Room {
+        host_root,
+        host_free,
+        image_needs: ship.bytes_needed,
+        store: store.location(),
+        store_free,
+        backup_estimate,
+    };
+    if r.host_free.is_none() {
+        printer.warn(&format!(
+            "could not read the free space of the host's Docker disk ({}); deploying without that check",
+            r.host_root
+        ));
+    }
+    super::space::check(s.env.as_str(), &r)?;
+    Ok(())
 }
 
 /// Write the release directory, point `current` at it, start, gate and switch; then
@@ -700,6 +750,31 @@ pub(super) async fn roll_out(
     switched
 }
 
+/// Whether a running `service` container differs from the definition `compose` would
+/// give it now (compose's own config hash, the label it set on the container).
+async fn nginx_outdated(
+    host: &Engine,
+    compose: &Compose,
+    service: &str,
+    running: &[String],
+) -> anyhow::Result<bool> {
+    let out = capture(compose, &["config", "--hash", service]).await?;
+    let Some(want) = out
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{service} ")))
+        .map(str::trim)
+    else {
+        return Ok(false);
+    };
+    for id in running {
+        let labels = host.container_labels(id).await?;
+        if labels.get("com.docker.compose.config-hash").map(String::as_str) != Some(want) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Start the candidate beside the old release, gate it, and switch nginx to it.
 #[allow(clippy::too_many_arguments)]
 async fn start_gate_switch(
@@ -782,10 +857,13 @@ async fn start_gate_switch(
             return fail(e.into()).await;
         }
     }
-    let nginx_running = target::release_containers(host, s, &s.nginx)
+    let nginx_now: Vec<String> = target::release_containers(host, s, &s.nginx)
         .await?
-        .iter()
-        .any(|c| c.3);
+        .into_iter()
+        .filter(|c| c.3)
+        .map(|c| c.0)
+        .collect();
+    let nginx_running = !nginx_now.is_empty();
     let others: Vec<&str> = plan
         .shape
         .services
@@ -806,6 +884,27 @@ async fn start_gate_switch(
     converge.extend(&others);
     if !nginx_running {
         if let Err(e) = compose_up(compose, &converge, &s.compose_project).await {
+            return fail(e).await;
+        }
+    } else if nginx_outdated(host, compose, &s.nginx, &nginx_now).await? {
+        // nginx's definition changed (its config, TLS's port 443 and mounts): recreate it
+        // now, still sending requests to the serving release (live.conf is in a volume),
+        // so a certificate is ordered through it and the candidate gated behind it.
+        printer.status(&format!(
+            "recreating {} with release {number}'s definition (it still serves the current release)",
+            s.nginx
+        ));
+        let args = [
+            "up",
+            "-d",
+            "--wait",
+            "--wait-timeout",
+            "120",
+            "--no-build",
+            "--no-deps",
+            s.nginx.as_str(),
+        ];
+        if let Err(e) = compose_up(compose, &args, &s.compose_project).await {
             return fail(e).await;
         }
     }

@@ -77,6 +77,26 @@ pub fn manifest_layers(manifest: &[u8]) -> Result<Vec<String>, String> {
     }
 }
 
+/// The bytes the target must store for a save tar's `layers` (manifest.json's `Layers`):
+/// the sizes of the `layer.tar` entries whose directory is not in `drop`, each counted
+/// once. `None` when a layer's size was not seen.
+pub fn bytes_to_load(
+    layers: &[String],
+    drop: &HashSet<String>,
+    sizes: &std::collections::HashMap<String, u64>,
+) -> Option<u64> {
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for path in layers {
+        let dir = path.split('/').next().unwrap_or(path);
+        if drop.contains(dir) || !seen.insert(path.as_str()) {
+            continue;
+        }
+        total += sizes.get(path)?;
+    }
+    Some(total)
+}
+
 /// What the filter does with one entry, chosen from its path.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Action {
@@ -112,6 +132,8 @@ pub struct TarFilter<F: Fn(&str) -> Action> {
     long_name: Option<String>,
     captured: Vec<u8>,
     pub dropped: u64,
+    /// Every entry seen, with its data size (a save tar holds a few per layer).
+    pub sizes: std::collections::HashMap<String, u64>,
 }
 
 fn octal_or_binary(field: &[u8]) -> Result<u64, String> {
@@ -173,6 +195,7 @@ impl<F: Fn(&str) -> Action> TarFilter<F> {
             long_name: None,
             captured: Vec::new(),
             dropped: 0,
+            sizes: std::collections::HashMap::new(),
         }
     }
 
@@ -295,7 +318,9 @@ impl<F: Fn(&str) -> Action> TarFilter<F> {
         } else {
             size
         };
-        let action = (self.choose)(name.trim_start_matches("./"));
+        let path = name.trim_start_matches("./");
+        self.sizes.insert(path.to_string(), size);
+        let action = (self.choose)(path);
         if action == Action::Capture && size > MAX_HELD {
             return Err(format!("{name} in the export is {size} bytes"));
         }
@@ -365,6 +390,28 @@ mod tests {
                 (e.path().unwrap().display().to_string(), v)
             })
             .collect()
+    }
+
+    #[test]
+    fn bytes_to_load_counts_the_layers_that_travel_once_each() {
+        let t = tar_of(&[
+            ("a/layer.tar", &[1u8; 3000]),
+            ("b/layer.tar", &[2u8; 700]),
+            ("c/layer.tar", &[3u8; 50]),
+            ("manifest.json", b"[]"),
+        ]);
+        let mut f = TarFilter::new(|_| Action::Drop);
+        f.push(&t).unwrap();
+        let layers: Vec<String> = ["a/layer.tar", "b/layer.tar", "c/layer.tar", "c/layer.tar"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let none = HashSet::new();
+        assert_eq!(bytes_to_load(&layers, &none, &f.sizes), Some(3750));
+        let drop: HashSet<String> = ["a".to_string()].into();
+        assert_eq!(bytes_to_load(&layers, &drop, &f.sizes), Some(750));
+        let missing = vec!["d/layer.tar".to_string()];
+        assert_eq!(bytes_to_load(&missing, &none, &f.sizes), None);
     }
 
     #[test]

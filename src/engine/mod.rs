@@ -20,7 +20,7 @@ use crate::error::Hint;
 
 mod layers;
 mod release;
-pub use release::{FileEntry, Health, ImageInfo};
+pub use release::{FileEntry, Health, ImageInfo, ShipPlan};
 
 const PROJECT_LABEL: &str = "com.docker.compose.project";
 const SERVICE_LABEL: &str = "com.docker.compose.service";

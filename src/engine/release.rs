@@ -31,6 +31,17 @@ pub struct FileEntry {
     pub mode: u32,
 }
 
+/// How an image would travel to an engine: see [`Engine::plan_ship`].
+#[derive(Debug, Clone, Default)]
+pub struct ShipPlan {
+    /// The engine has the image already: nothing travels.
+    pub present: bool,
+    /// Layer directories of the export left out (the engine has those layers).
+    drop: HashSet<String>,
+    /// What the engine must store: the unpacked size of the layers it lacks.
+    pub bytes_needed: u64,
+}
+
 /// An image on an engine, as a prune sees it.
 #[derive(Debug, Clone)]
 pub struct ImageInfo {
@@ -53,49 +64,112 @@ pub struct Health {
 }
 
 impl Engine {
-    /// Copy `image` (a name: tags travel with it) from `from` into this engine,
-    /// streamed; `on_bytes` sees the running total. Returns the bytes sent.
+    /// What copying `image` from `from` into this engine would take: nothing when this
+    /// engine has the image (by ID); else the layer directories of the export that can
+    /// stay behind and the bytes this engine must store (the unpacked layers it lacks).
     ///
     /// Layer-aware: when this engine already holds some of the image's layers (by chain
-    /// ID, from its images' `RootFS.Layers`), a first local pass over the export reads
-    /// its manifest.json (which layer directory is which layer), and the export sent is
-    /// filtered to leave those directories out; `docker load` reuses the layers it has.
-    /// Should that load fail (a layer pruned meanwhile), the whole image is sent.
+    /// ID, from its images' `RootFS.Layers`), a pass over the local export reads its
+    /// manifest.json (which layer directory is which layer) and each layer's size, and
+    /// the export later sent leaves those directories out; `docker load` reuses the
+    /// layers it has.
+    pub async fn plan_ship(&self, from: &Engine, image: &str) -> Result<ShipPlan, EngineError> {
+        let local = from.docker.inspect_image(image).await?;
+        let whole = ShipPlan {
+            present: false,
+            drop: HashSet::new(),
+            bytes_needed: local.size.unwrap_or(0).max(0) as u64,
+        };
+        if let Some(id) = &local.id {
+            if self.image_info(id).await?.is_some() {
+                return Ok(ShipPlan {
+                    present: true,
+                    drop: HashSet::new(),
+                    bytes_needed: 0,
+                });
+            }
+        }
+        let diff_ids = local.root_fs.and_then(|r| r.layers).unwrap_or_default();
+        let chains = layers::chain_ids(&diff_ids);
+        let present = self.layer_chains().await?;
+        if !chains.iter().any(|c| present.contains(c)) {
+            return Ok(whole);
+        }
+        let (order, sizes) = from.export_manifest(image).await?;
+        if order.len() != chains.len() {
+            return Ok(whole);
+        }
+        let drop = layers::dirs_to_drop(&order, &chains, &present);
+        Ok(ShipPlan {
+            present: false,
+            bytes_needed: layers::bytes_to_load(&order, &drop, &sizes)
+                .unwrap_or(whole.bytes_needed),
+            drop,
+        })
+    }
+
+    /// Copy `image` (a name: tags travel with it) from `from` into this engine as `plan`
+    /// says, streamed; `on_bytes` sees the running total. Returns the bytes sent. Should
+    /// a filtered load fail (a layer pruned meanwhile), the whole image is sent.
     pub async fn ship_image<F>(
         &self,
         from: &Engine,
         image: &str,
+        plan: &ShipPlan,
         on_bytes: F,
     ) -> Result<u64, EngineError>
     where
         F: Fn(u64) + Send + Sync + 'static,
     {
         let on_bytes = std::sync::Arc::new(on_bytes);
-        let diff_ids = from
-            .docker
-            .inspect_image(image)
-            .await?
-            .root_fs
-            .and_then(|r| r.layers)
-            .unwrap_or_default();
-        let chains = layers::chain_ids(&diff_ids);
-        let present = self.layer_chains().await?;
         let none = HashSet::new();
-        if !chains.iter().any(|c| present.contains(c)) {
-            return self.load_filtered(from, image, &none, on_bytes).await;
-        }
-        let order = from.export_manifest(image).await?;
-        if order.len() != chains.len() {
-            return self.load_filtered(from, image, &none, on_bytes).await;
-        }
-        let drop = layers::dirs_to_drop(&order, &chains, &present);
         match self
-            .load_filtered(from, image, &drop, on_bytes.clone())
+            .load_filtered(from, image, &plan.drop, on_bytes.clone())
             .await
         {
-            Err(_) if !drop.is_empty() => self.load_filtered(from, image, &none, on_bytes).await,
+            Err(_) if !plan.drop.is_empty() => {
+                self.load_filtered(from, image, &none, on_bytes).await
+            }
             r => r,
         }
+    }
+
+    /// Free bytes on the filesystem of this engine's data root (its images, containers
+    /// and volumes), and the root's path: `df` in a short-lived helper container of
+    /// `helper_image` (any image here with a POSIX `df`) that mounts the root read-only.
+    /// `None` for the bytes when `df` gave nothing readable.
+    pub async fn data_root_free(
+        &self,
+        helper_name: &str,
+        helper_image: &str,
+    ) -> Result<(String, Option<u64>), EngineError> {
+        let root = self
+            .docker
+            .info()
+            .await?
+            .docker_root_dir
+            .unwrap_or_else(|| "/var/lib/docker".into());
+        let id = self
+            .run_helper(
+                helper_name,
+                helper_image,
+                &[format!("{root}:/countable-data-root:ro")],
+            )
+            .await?;
+        let out = self
+            .exec_capture(&id, &["df", "-Pk", "/countable-data-root"], &[])
+            .await;
+        let _ = self.remove(&id).await;
+        let out = out?;
+        let free = out
+            .stdout
+            .lines()
+            .nth(1)
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|k| k.parse::<u64>().ok())
+            .filter(|_| out.code == 0)
+            .map(|k| k * 1024);
+        Ok((root, free))
     }
 
     /// The chain IDs of every layer of every image on this engine.
@@ -117,7 +191,10 @@ impl Engine {
 
     /// The `Layers` of the manifest.json of this engine's export of `image`: a pass
     /// over the export that keeps only that small entry.
-    async fn export_manifest(&self, image: &str) -> Result<Vec<String>, EngineError> {
+    async fn export_manifest(
+        &self,
+        image: &str,
+    ) -> Result<(Vec<String>, HashMap<String, u64>), EngineError> {
         let mut filter = layers::TarFilter::new(|p| {
             if p == "manifest.json" {
                 layers::Action::Capture
@@ -132,7 +209,8 @@ impl Engine {
         if !filter.complete() {
             return Err(bad_export("the export ended early".into()));
         }
-        layers::manifest_layers(filter.captured()).map_err(bad_export)
+        let order = layers::manifest_layers(filter.captured()).map_err(bad_export)?;
+        Ok((order, std::mem::take(&mut filter.sizes)))
     }
 
     /// Export `image` from `from` without the directories in `drop` and load it here.

@@ -22,6 +22,14 @@ impl DirStore {
         }
     }
 
+    /// Free bytes for an unprivileged writer on the directory's filesystem (its nearest
+    /// existing ancestor when it does not exist yet).
+    pub fn free_space(&self) -> Option<u64> {
+        let dir = self.path.ancestors().find(|p| p.exists())?;
+        let st = rustix::fs::statvfs(dir).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
     fn io(&self, source: std::io::Error) -> StoreError {
         StoreError::Io {
             path: self.path.clone(),

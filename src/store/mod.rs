@@ -180,6 +180,15 @@ impl Store {
         Ok(Store::Dir(DirStore::new(path)))
     }
 
+    /// Free bytes where a new backup would be written: the directory's filesystem;
+    /// `None` for S3 (no limit to check) or when the directory cannot be read.
+    pub fn free_space(&self) -> Option<u64> {
+        match self {
+            Store::Dir(d) => d.free_space(),
+            Store::S3(_) => None,
+        }
+    }
+
     pub fn location(&self) -> String {
         match self {
             Store::Dir(d) => d.location(),
