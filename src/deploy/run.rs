@@ -177,9 +177,10 @@ fn dry_run(plan: &Plan, printer: &Printer) -> anyhow::Result<()> {
         format!("# secrets: {} keys from secrets/{}.env.age (values never printed): {}", keys.len(), s.env, keys.join(" ")),
         format!("DOCKER_HOST={host} docker compose -p {} up -d --wait --no-build {}", s.compose_project, s.db),
         format!("# lock: SELECT pg_try_advisory_lock(hashtext('countable:deploy')) in {}'s database", s.db),
-        format!("countable backup {}", s.env),
         format!("docker compose -f {files} -f <build override> build {}   # tags {tag}", s.web),
-        format!("# ship {tag} to {host} (docker save | docker load, skipped when the host has it)"),
+        format!("# room: the host's Docker disk holds the layers it lacks + {} free; the store holds the backup", ui::human_bytes(super::space::HOST_RESERVE)),
+        format!("countable backup {}", s.env),
+        format!("# ship {tag} to {host} (docker save | docker load of the layers it lacks, skipped when the host has it)"),
         format!("# write {}/releases/<n>/ (compose files, {OVERRIDE_FILE}, .env mode 0600) and point {} at it", s.home(), s.current_dir()),
         format!("DOCKER_HOST={host} docker compose -p {} --project-directory {} up -d --no-build --no-deps --no-recreate --scale {}=<running+1> {}", s.compose_project, s.current_dir(), s.web, s.web),
         format!("# gate: the new container healthy (migrations extend the deadline up to {} s), then GET {} through nginx", s.migrate_timeout.as_secs(), s.health_path),
@@ -768,7 +769,11 @@ async fn nginx_outdated(
     };
     for id in running {
         let labels = host.container_labels(id).await?;
-        if labels.get("com.docker.compose.config-hash").map(String::as_str) != Some(want) {
+        if labels
+            .get("com.docker.compose.config-hash")
+            .map(String::as_str)
+            != Some(want)
+        {
             return Ok(true);
         }
     }
