@@ -2,8 +2,9 @@
 //!
 //! In order: preflight (clean tree, right branch, engine up), the database up, the
 //! deploy lock, the image built here, room checked on the host's disk and in the store
-//! (`space`), a checked backup, the image shipped to the host (no registry: an API
-//! stream of the layers it lacks, skipped when it has the image), the release directory
+//! (`space`), the image shipped to the host (no registry: one API stream of the layers
+//! it lacks, within the room it has; skipped when it has the image), a checked backup,
+//! the release directory
 //! written, the new web container started beside the old one, the health gate, nginx
 //! switched, the old container drained and removed, the other services converged,
 //! the ledger completed and old images pruned. A failure before the switch leaves

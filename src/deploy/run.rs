@@ -178,9 +178,9 @@ fn dry_run(plan: &Plan, printer: &Printer) -> anyhow::Result<()> {
         format!("DOCKER_HOST={host} docker compose -p {} up -d --wait --no-build {}", s.compose_project, s.db),
         format!("# lock: SELECT pg_try_advisory_lock(hashtext('countable:deploy')) in {}'s database", s.db),
         format!("docker compose -f {files} -f <build override> build {}   # tags {tag}", s.web),
-        format!("# room: the host's Docker disk holds the layers it lacks + {} free; the store holds the backup", ui::human_bytes(super::space::HOST_RESERVE)),
+        format!("# room: more than {} free on the host's Docker disk, the backup's size in the store", ui::human_bytes(super::space::HOST_RESERVE)),
+        format!("# ship {tag} to {host} (docker save | docker load of the layers it lacks, within that room; skipped when the host has it)"),
         format!("countable backup {}", s.env),
-        format!("# ship {tag} to {host} (docker save | docker load of the layers it lacks, skipped when the host has it)"),
         format!("# write {}/releases/<n>/ (compose files, {OVERRIDE_FILE}, .env mode 0600) and point {} at it", s.home(), s.current_dir()),
         format!("DOCKER_HOST={host} docker compose -p {} --project-directory {} up -d --no-build --no-deps --no-recreate --scale {}=<running+1> {}", s.compose_project, s.current_dir(), s.web, s.web),
         format!("# gate: the new container healthy (migrations extend the deadline up to {} s), then GET {} through nginx", s.migrate_timeout.as_secs(), s.health_path),
@@ -321,23 +321,31 @@ async fn run(
         s.db,
         s.docker_host.as_deref().unwrap_or("the local engine")
     ));
-    compose_up(
-        &compose,
-        &[
-            "up",
-            "-d",
-            "--wait",
-            "--wait-timeout",
-            "300",
-            "--no-build",
-            &s.db,
-        ],
-        &s.compose_project,
-    )
-    .await?;
-    let db_container = target_engine
-        .service_container(&s.compose_project, &s.db)
-        .await?;
+    // Running, healthy and as compose would make it: no `compose up` (a second over ssh).
+    let hashes = config_hashes(&compose).await?;
+    let db_container =
+        match current_container(&target_engine, &s.compose_project, &s.db, &hashes).await? {
+            Some(id) => id,
+            None => {
+                compose_up(
+                    &compose,
+                    &[
+                        "up",
+                        "-d",
+                        "--wait",
+                        "--wait-timeout",
+                        "300",
+                        "--no-build",
+                        &s.db,
+                    ],
+                    &s.compose_project,
+                )
+                .await?;
+                target_engine
+                    .service_container(&s.compose_project, &s.db)
+                    .await?
+            }
+        };
     let db = Db::discover(target_engine.clone(), db_container).await?;
 
     steps.begin("lock");
@@ -537,22 +545,12 @@ async fn release(
     record.image_id = info.id.clone();
 
     steps.begin("space");
-    let ship = host.plan_ship(local, &record.image).await?;
-    room(host, db, store, s, &ship, printer).await?;
+    let budget = room(host, db, store, s, printer).await?;
 
-    steps.begin("backup");
-    let manifest = crate::backup::backup(
-        db,
-        s.env.as_str(),
-        store,
-        crate::backup::Compress::None,
-        printer,
-    )
-    .await?;
-    record.backup_key = Some(manifest.key.clone());
-
+    // Shipped before the backup: a host without room refuses before anything is
+    // taken or changed (an image beside the serving one changes nothing).
     steps.begin("ship");
-    if ship.present {
+    if host.image_info(&info.id).await?.is_some() {
         if !host.has_image(&record.image).await? {
             host.tag(&info.id, &record.image).await?;
         }
@@ -570,23 +568,46 @@ async fn release(
         printer.status(&format!("the host pulled {}", record.image));
     } else {
         let bar = printer.bytes_bar(
-            Some(ship.bytes_needed.max(1)),
+            Some(info.size),
             &format!("shipping {} to the host", record.image),
         );
         let b = bar.clone();
-        let sent = host
-            .ship_image(local, &record.image, &ship, move |n| b.set_position(n))
-            .await?;
+        let shipped = host
+            .ship_image(
+                local,
+                &record.image,
+                budget.as_ref().map(|b| b.spare),
+                move |n| b.set_position(n),
+            )
+            .await;
         bar.finish_and_clear();
-        record.bytes_shipped = sent;
+        let shipped = match (shipped, budget) {
+            (Err(crate::engine::EngineError::NoRoom { needed, .. }), Some(b)) => {
+                return Err(super::space::image_refused(s.env.as_str(), &b, needed).into())
+            }
+            (r, _) => r?,
+        };
+        record.bytes_shipped = shipped.sent;
         printer.status(&format!(
-            "shipped {} ({}; the host lacked {} of its {})",
+            "shipped {} ({}: the layers the host lacked, {} of its {}; {} layer(s) it had stayed here)",
             record.image,
-            ui::human_bytes(sent),
-            ui::human_bytes(ship.bytes_needed),
-            ui::human_bytes(info.size)
+            ui::human_bytes(shipped.sent),
+            ui::human_bytes(shipped.layer_bytes),
+            ui::human_bytes(info.size),
+            shipped.layers_left_out
         ));
     }
+
+    steps.begin("backup");
+    let manifest = crate::backup::backup(
+        db,
+        s.env.as_str(),
+        store,
+        crate::backup::Compress::None,
+        printer,
+    )
+    .await?;
+    record.backup_key = Some(manifest.key.clone());
 
     roll_out(
         plan, host, base_files, scratch, record, steps, printer, keep,
@@ -596,14 +617,14 @@ async fn release(
 
 /// The disk preflight (see `space`): the host's free space read through a helper
 /// container of the db's image (it is on the host: the db runs), the store's locally.
+/// The host's budget for the image's layers, enforced while they stream.
 async fn room(
     host: &Engine,
     db: &Db,
     store: &Store,
     s: &Settings,
-    ship: &crate::engine::ShipPlan,
     printer: &Printer,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<super::space::Budget>> {
     let db_image = host.image_id_of(&db.container).await?;
     let (host_root, host_free) = host
         .data_root_free(&format!("{}-countable-df", s.compose_project), &db_image)
@@ -629,7 +650,6 @@ async fn room(
     let r = super::space::Room {
         host_root,
         host_free,
-        image_needs: ship.bytes_needed,
         store: store.location(),
         store_free,
         backup_estimate,
@@ -641,7 +661,7 @@ async fn room(
         ));
     }
     super::space::check(s.env.as_str(), &r)?;
-    Ok(())
+    Ok(super::space::Budget::of(&r))
 }
 
 /// Write the release directory, point `current` at it, start, gate and switch; then
@@ -751,33 +771,69 @@ pub(super) async fn roll_out(
     switched
 }
 
-/// Whether a running `service` container differs from the definition `compose` would
-/// give it now (compose's own config hash, the label it set on the container).
-async fn nginx_outdated(
-    host: &Engine,
+/// Compose's own config hash of each service (the label compose sets on the
+/// containers it makes), as the model `compose` renders now.
+async fn config_hashes(
     compose: &Compose,
-    service: &str,
-    running: &[String],
-) -> anyhow::Result<bool> {
-    let out = capture(compose, &["config", "--hash", service]).await?;
-    let Some(want) = out
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let out = capture(compose, &["config", "--hash", "*"]).await?;
+    Ok(out
         .lines()
-        .find_map(|l| l.strip_prefix(&format!("{service} ")))
-        .map(str::trim)
-    else {
-        return Ok(false);
+        .filter_map(|l| l.trim().split_once(' '))
+        .map(|(svc, h)| (svc.to_string(), h.trim().to_string()))
+        .collect())
+}
+
+/// The running container of `service` whose definition is `hashes[service]` and that is
+/// healthy (or has no healthcheck): one `compose up` would leave it as it is.
+async fn current_container(
+    host: &Engine,
+    project: &str,
+    service: &str,
+    hashes: &std::collections::HashMap<String, String>,
+) -> anyhow::Result<Option<String>> {
+    let Some(want) = hashes.get(service) else {
+        return Ok(None);
     };
-    for id in running {
-        let labels = host.container_labels(id).await?;
-        if labels
-            .get("com.docker.compose.config-hash")
-            .map(String::as_str)
-            != Some(want)
+    for c in host.project_services(project).await? {
+        if c.service != service || c.state != "running" {
+            continue;
+        }
+        let labels = host.container_labels(&c.id).await?;
+        let health = host.health(&c.id).await?;
+        if labels.get("com.docker.compose.config-hash") == Some(want)
+            && matches!(health.health.as_deref(), None | Some("healthy"))
         {
-            return Ok(true);
+            return Ok(Some(c.id));
         }
     }
-    Ok(false)
+    Ok(None)
+}
+
+/// Whether `compose up` of `services` (with `--remove-orphans`) would change nothing:
+/// each runs as defined and healthy, and the project has no container of a service
+/// the model lacks.
+async fn converged(
+    host: &Engine,
+    compose: &Compose,
+    project: &str,
+    services: &[&str],
+    model: &[String],
+) -> anyhow::Result<bool> {
+    let hashes = config_hashes(compose).await?;
+    for svc in services {
+        if current_container(host, project, svc, &hashes)
+            .await?
+            .is_none()
+        {
+            return Ok(false);
+        }
+    }
+    Ok(host
+        .project_services(project)
+        .await?
+        .iter()
+        .all(|c| model.iter().any(|m| *m == c.service)))
 }
 
 /// Start the candidate beside the old release, gate it, and switch nginx to it.
@@ -862,13 +918,10 @@ async fn start_gate_switch(
             return fail(e.into()).await;
         }
     }
-    let nginx_now: Vec<String> = target::release_containers(host, s, &s.nginx)
+    let nginx_running = target::release_containers(host, s, &s.nginx)
         .await?
-        .into_iter()
-        .filter(|c| c.3)
-        .map(|c| c.0)
-        .collect();
-    let nginx_running = !nginx_now.is_empty();
+        .iter()
+        .any(|c| c.3);
     let others: Vec<&str> = plan
         .shape
         .services
@@ -891,7 +944,15 @@ async fn start_gate_switch(
         if let Err(e) = compose_up(compose, &converge, &s.compose_project).await {
             return fail(e).await;
         }
-    } else if nginx_outdated(host, compose, &s.nginx, &nginx_now).await? {
+    } else if current_container(
+        host,
+        &s.compose_project,
+        &s.nginx,
+        &config_hashes(compose).await?,
+    )
+    .await?
+    .is_none()
+    {
         // nginx's definition changed (its config, TLS's port 443 and mounts): recreate it
         // now, still sending requests to the serving release (live.conf is in a volume),
         // so a certificate is ordered through it and the candidate gated behind it.
@@ -946,7 +1007,18 @@ async fn start_gate_switch(
         let _ = host.remove(id).await;
     }
     steps.begin("converge");
-    compose_up(compose, &converge, &s.compose_project).await?;
+    // Nothing to converge (the usual deploy): no `compose up`, a second or two over ssh.
+    if !converged(
+        host,
+        compose,
+        &s.compose_project,
+        &others,
+        &plan.shape.services,
+    )
+    .await?
+    {
+        compose_up(compose, &converge, &s.compose_project).await?;
+    }
     gate::http_check(&url, s.domains.first().map(String::as_str), None).await?;
     Ok(())
 }

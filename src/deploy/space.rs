@@ -1,8 +1,9 @@
-//! Preflight for disk: before the backup is taken and before a byte is sent, the host
-//! must have room for the release's image (the unpacked layers it lacks, from the ship
-//! plan) with a reserve left over, and a directory store room for the backup (the size
-//! of the newest one, with growth, else the database's size). Reads only; a refusal
-//! says what is short, by how much, and how to make room.
+//! Preflight for disk. Before anything is sent or taken: the host's Docker disk must
+//! have more than a reserve free, and a directory store room for the backup (the size
+//! of the newest one, with growth, else the database's size). Then, while the image
+//! streams, its new layers may use only what is free beyond the reserve: the ship stops
+//! before it would cross that line (the layers' sizes are known only as they stream).
+//! Reads only; a refusal says what is short, by how much, and how to make room.
 //!
 //! It never removes anything to make room: that is `prune`'s job, after a success.
 
@@ -19,8 +20,6 @@ pub struct Room {
     /// The host's Docker data root and its free bytes (`None`: `df` gave nothing).
     pub host_root: String,
     pub host_free: Option<u64>,
-    /// Bytes the release's image adds on the host.
-    pub image_needs: u64,
     /// The backup store's location, its free bytes and the backup's estimated size
     /// (`None` free: S3, nothing to check).
     pub store: String,
@@ -37,19 +36,65 @@ pub fn backup_estimate(newest_backup: Option<u64>, database_bytes: Option<u64>) 
     }
 }
 
-/// Whether there is room; the refusal names each shortfall and the fix.
+/// What the image's layers may use on the host: its free space beyond the reserve.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    pub root: String,
+    pub free: u64,
+    pub spare: u64,
+}
+
+impl Budget {
+    /// None when the host's free space is unknown.
+    pub fn of(r: &Room) -> Option<Budget> {
+        r.host_free.map(|free| Budget {
+            root: r.host_root.clone(),
+            free,
+            spare: free.saturating_sub(HOST_RESERVE),
+        })
+    }
+}
+
+fn refusal(env: &str, short: &[String]) -> Hinted {
+    Hinted::new(
+        format!(
+            "not enough disk to deploy {env}, so nothing was changed: {}",
+            short.join("; ")
+        ),
+        format!(
+            "make room, then deploy again: on the host, `docker image prune` or a lower `keep_releases` for {env}; for the store, `countable backups {env} prune --apply`; or grow the disk"
+        ),
+    )
+}
+
+fn host_short(root: &str, free: u64, needs: &str) -> String {
+    format!(
+        "the host's Docker disk ({root}) has {} free; the release's image needs {needs} there, and {} must stay free",
+        human_bytes(free),
+        human_bytes(HOST_RESERVE)
+    )
+}
+
+/// The refusal when the image's layers, as they streamed, outgrew the budget: `needed`
+/// bytes were wanted and the stream was stopped (the load does not complete).
+pub fn image_refused(env: &str, b: &Budget, needed: u64) -> Hinted {
+    refusal(
+        env,
+        &[host_short(
+            &b.root,
+            b.free,
+            &format!("more than {}", human_bytes(needed.max(b.spare))),
+        )],
+    )
+}
+
+/// Whether there is room before anything is sent or taken; the refusal names each
+/// shortfall and the fix.
 pub fn check(env: &str, r: &Room) -> Result<(), Hinted> {
     let mut short = Vec::new();
     if let Some(free) = r.host_free {
-        let need = r.image_needs.saturating_add(HOST_RESERVE);
-        if free < need {
-            short.push(format!(
-                "the host's Docker disk ({}) has {} free; the release's image needs {} there, and {} must stay free",
-                r.host_root,
-                human_bytes(free),
-                human_bytes(r.image_needs),
-                human_bytes(HOST_RESERVE)
-            ));
+        if free <= HOST_RESERVE {
+            short.push(host_short(&r.host_root, free, "some room"));
         }
     }
     if let Some(free) = r.store_free {
@@ -63,17 +108,10 @@ pub fn check(env: &str, r: &Room) -> Result<(), Hinted> {
         }
     }
     if short.is_empty() {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(refusal(env, &short))
     }
-    Err(Hinted::new(
-        format!(
-            "not enough disk to deploy {env}, so nothing was changed: {}",
-            short.join("; ")
-        ),
-        format!(
-            "make room, then deploy again: on the host, `docker image prune` or a lower `keep_releases` for {env}; for the store, `countable backups {env} prune --apply`; or grow the disk"
-        ),
-    ))
 }
 
 #[cfg(test)]
@@ -84,7 +122,6 @@ mod tests {
         Room {
             host_root: "/var/lib/docker".into(),
             host_free: Some(10 << 30),
-            image_needs: 500 << 20,
             store: "backups/prod/".into(),
             store_free: Some(10 << 30),
             backup_estimate: 1 << 30,
@@ -92,25 +129,36 @@ mod tests {
     }
 
     #[test]
-    fn room_enough_passes() {
+    fn room_enough_passes_and_the_budget_keeps_the_reserve() {
         assert!(check("prod", &room()).is_ok());
+        let b = Budget::of(&room()).unwrap();
+        assert_eq!(b.spare, (10 << 30) - HOST_RESERVE);
     }
 
     #[test]
-    fn the_host_keeps_a_reserve_beyond_the_image() {
+    fn a_host_at_its_reserve_refuses_before_anything_is_sent() {
         let mut r = room();
-        r.host_free = Some((500 << 20) + HOST_RESERVE - 1);
+        r.host_free = Some(HOST_RESERVE);
         let e = check("prod", &r).unwrap_err();
         assert!(
             e.message
-                .contains("the host's Docker disk (/var/lib/docker) has"),
+                .contains("the host's Docker disk (/var/lib/docker) has 256.0 MiB free"),
             "{}",
             e.message
         );
         assert!(e.message.contains("nothing was changed"), "{}", e.message);
         assert!(e.hint.contains("docker image prune"), "{}", e.hint);
-        r.host_free = Some((500 << 20) + HOST_RESERVE);
+        r.host_free = Some(HOST_RESERVE + 1);
         assert!(check("prod", &r).is_ok());
+    }
+
+    #[test]
+    fn layers_over_the_budget_are_refused_with_the_figures() {
+        let mut r = room();
+        r.host_free = Some(HOST_RESERVE + (100 << 20));
+        let b = Budget::of(&r).unwrap();
+        let e = image_refused("prod", &b, 150 << 20);
+        assert!(e.message.contains("has 356.0 MiB free; the release's image needs more than 150.0 MiB there, and 256.0 MiB must stay free"), "{}", e.message);
     }
 
     #[test]
@@ -133,8 +181,8 @@ mod tests {
     fn unknown_host_free_space_is_not_a_refusal() {
         let mut r = room();
         r.host_free = None;
-        r.image_needs = u64::MAX;
         assert!(check("prod", &r).is_ok());
+        assert_eq!(Budget::of(&r), None);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::error::Hint;
 
 mod layers;
 mod release;
-pub use release::{FileEntry, Health, ImageInfo, ShipPlan};
+pub use release::{FileEntry, Health, ImageInfo, Shipped};
 
 const PROJECT_LABEL: &str = "com.docker.compose.project";
 const SERVICE_LABEL: &str = "com.docker.compose.service";
@@ -63,6 +63,8 @@ pub enum EngineError {
     SshPort(String),
     #[error("a program in a container printed a line longer than {0} bytes")]
     LineTooLong(usize),
+    #[error("the image's new layers need more than the {} the engine's disk can spare ({} sent so far)", crate::ui::human_bytes(*budget), crate::ui::human_bytes(*needed))]
+    NoRoom { needed: u64, budget: u64 },
 }
 
 impl Hint for EngineError {
@@ -77,6 +79,7 @@ impl Hint for EngineError {
             EngineError::Scheme(_) => Some("set docker_host in countable.yml to ssh://user@host (the engine over ssh, as the docker CLI does) or unix:///path/to/docker.sock".into()),
             EngineError::SshPort(_) => Some("give the host a name with its port in ~/.ssh/config (`Host prod` / `HostName …` / `Port 2222`) and set `docker_host: ssh://user@prod`".into()),
             EngineError::Api(_) | EngineError::LineTooLong(_) => None,
+            EngineError::NoRoom { .. } => Some("make room on the engine's disk (`docker image prune` there), then try again".into()),
         }
     }
 }

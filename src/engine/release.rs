@@ -31,15 +31,15 @@ pub struct FileEntry {
     pub mode: u32,
 }
 
-/// How an image would travel to an engine: see [`Engine::plan_ship`].
+/// What [`Engine::ship_image`] did.
 #[derive(Debug, Clone, Default)]
-pub struct ShipPlan {
-    /// The engine has the image already: nothing travels.
-    pub present: bool,
-    /// Layer directories of the export left out (the engine has those layers).
-    drop: HashSet<String>,
-    /// What the engine must store: the unpacked size of the layers it lacks.
-    pub bytes_needed: u64,
+pub struct Shipped {
+    /// Bytes of the (filtered) export sent.
+    pub sent: u64,
+    /// Of those, the layers' own bytes: what the engine stores.
+    pub layer_bytes: u64,
+    /// Layers left out because the engine had them.
+    pub layers_left_out: usize,
 }
 
 /// An image on an engine, as a prune sees it.
@@ -64,71 +64,44 @@ pub struct Health {
 }
 
 impl Engine {
-    /// What copying `image` from `from` into this engine would take: nothing when this
-    /// engine has the image (by ID); else the layer directories of the export that can
-    /// stay behind and the bytes this engine must store (the unpacked layers it lacks).
+    /// Copy `image` (a name: tags travel with it) from `from` into this engine in one
+    /// streamed pass; `on_bytes` sees the running total sent.
     ///
-    /// Layer-aware: when this engine already holds some of the image's layers (by chain
-    /// ID, from its images' `RootFS.Layers`), a pass over the local export reads its
-    /// manifest.json (which layer directory is which layer) and each layer's size, and
-    /// the export later sent leaves those directories out; `docker load` reuses the
-    /// layers it has.
-    pub async fn plan_ship(&self, from: &Engine, image: &str) -> Result<ShipPlan, EngineError> {
-        let local = from.docker.inspect_image(image).await?;
-        let whole = ShipPlan {
-            present: false,
-            drop: HashSet::new(),
-            bytes_needed: local.size.unwrap_or(0).max(0) as u64,
-        };
-        if let Some(id) = &local.id {
-            if self.image_info(id).await?.is_some() {
-                return Ok(ShipPlan {
-                    present: true,
-                    drop: HashSet::new(),
-                    bytes_needed: 0,
-                });
-            }
-        }
-        let diff_ids = local.root_fs.and_then(|r| r.layers).unwrap_or_default();
-        let chains = layers::chain_ids(&diff_ids);
-        let present = self.layer_chains().await?;
-        if !chains.iter().any(|c| present.contains(c)) {
-            return Ok(whole);
-        }
-        let (order, sizes) = from.export_manifest(image).await?;
-        if order.len() != chains.len() {
-            return Ok(whole);
-        }
-        let drop = layers::dirs_to_drop(&order, &chains, &present);
-        Ok(ShipPlan {
-            present: false,
-            bytes_needed: layers::bytes_to_load(&order, &drop, &sizes)
-                .unwrap_or(whole.bytes_needed),
-            drop,
-        })
-    }
-
-    /// Copy `image` (a name: tags travel with it) from `from` into this engine as `plan`
-    /// says, streamed; `on_bytes` sees the running total. Returns the bytes sent. Should
-    /// a filtered load fail (a layer pruned meanwhile), the whole image is sent.
+    /// Layer-aware: the layers this engine already holds (by chain ID, from its images'
+    /// `RootFS.Layers`) are left out of the export as it streams (see `layers`), and
+    /// `docker load` reuses them. With `budget`, the load is stopped before the layers
+    /// sent would exceed it ([`EngineError::NoRoom`]). Should a filtered load fail (a
+    /// layer pruned meanwhile), the whole image is sent.
     pub async fn ship_image<F>(
         &self,
         from: &Engine,
         image: &str,
-        plan: &ShipPlan,
+        budget: Option<u64>,
         on_bytes: F,
-    ) -> Result<u64, EngineError>
+    ) -> Result<Shipped, EngineError>
     where
         F: Fn(u64) + Send + Sync + 'static,
     {
         let on_bytes = std::sync::Arc::new(on_bytes);
-        let none = HashSet::new();
+        let diff_ids = from
+            .docker
+            .inspect_image(image)
+            .await?
+            .root_fs
+            .and_then(|r| r.layers)
+            .unwrap_or_default();
+        let present = self.layer_chains().await?;
+        let shared = layers::chain_ids(&diff_ids)
+            .iter()
+            .any(|c| present.contains(c));
+        let chooser = layers::LayerChooser::new(diff_ids.clone(), present, budget);
         match self
-            .load_filtered(from, image, &plan.drop, on_bytes.clone())
+            .load_filtered(from, image, chooser, on_bytes.clone())
             .await
         {
-            Err(_) if !plan.drop.is_empty() => {
-                self.load_filtered(from, image, &none, on_bytes).await
+            Err(e) if shared && !matches!(e, EngineError::NoRoom { .. }) => {
+                let all = layers::LayerChooser::new(diff_ids, HashSet::new(), budget);
+                self.load_filtered(from, image, all, on_bytes).await
             }
             r => r,
         }
@@ -189,38 +162,14 @@ impl Engine {
         Ok(out)
     }
 
-    /// The `Layers` of the manifest.json of this engine's export of `image`: a pass
-    /// over the export that keeps only that small entry.
-    async fn export_manifest(
-        &self,
-        image: &str,
-    ) -> Result<(Vec<String>, HashMap<String, u64>), EngineError> {
-        let mut filter = layers::TarFilter::new(|p| {
-            if p == "manifest.json" {
-                layers::Action::Capture
-            } else {
-                layers::Action::Drop
-            }
-        });
-        let mut export = self.docker.export_image(image);
-        while let Some(chunk) = export.next().await {
-            filter.push(&chunk?).map_err(bad_export)?;
-        }
-        if !filter.complete() {
-            return Err(bad_export("the export ended early".into()));
-        }
-        let order = layers::manifest_layers(filter.captured()).map_err(bad_export)?;
-        Ok((order, std::mem::take(&mut filter.sizes)))
-    }
-
-    /// Export `image` from `from` without the directories in `drop` and load it here.
+    /// Export `image` from `from`, filtered by `chooser` as it streams, and load it here.
     async fn load_filtered<F>(
         &self,
         from: &Engine,
         image: &str,
-        drop: &HashSet<String>,
+        chooser: layers::LayerChooser,
         on_bytes: std::sync::Arc<F>,
-    ) -> Result<u64, EngineError>
+    ) -> Result<Shipped, EngineError>
     where
         F: Fn(u64) + Send + Sync + 'static,
     {
@@ -228,9 +177,10 @@ impl Engine {
         use std::sync::{Arc, Mutex};
         let failed: Arc<Mutex<Option<EngineError>>> = Arc::default();
         let sent = Arc::new(AtomicU64::new(0));
-        let (failed_in, sent_in) = (failed.clone(), sent.clone());
-        let drop = drop.clone();
-        let mut filter = layers::TarFilter::new(move |p| layers::drop_dirs(&drop, p));
+        let chooser = Arc::new(Mutex::new(chooser));
+        let (failed_in, sent_in, chooser_in) = (failed.clone(), sent.clone(), chooser.clone());
+        let mut filter =
+            layers::TarFilter::new(move |e| chooser_in.lock().expect("not poisoned").choose(e));
         let source = from.docker.export_image(image).scan((), move |_, chunk| {
             let passed = chunk
                 .map_err(EngineError::from)
@@ -268,11 +218,19 @@ impl Engine {
                 }
             }
         }
+        let c = chooser.lock().expect("not poisoned");
+        if let Some((needed, budget)) = c.over {
+            return Err(EngineError::NoRoom { needed, budget });
+        }
         if let Some(e) = failed.lock().expect("not poisoned").take() {
             return Err(e);
         }
         outcome?;
-        Ok(sent.load(Ordering::Relaxed))
+        Ok(Shipped {
+            sent: sent.load(Ordering::Relaxed),
+            layer_bytes: c.layer_bytes,
+            layers_left_out: c.dropped_layers,
+        })
     }
 
     /// The image's ID, labels and size, or None when this engine lacks it.
