@@ -5,9 +5,10 @@
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::Client;
 
-use super::{Backup, Opened, StoreError};
+use super::{Backup, Object, Opened, StoreError};
 use crate::project::Environment;
 
+#[derive(Clone)]
 pub struct S3Store {
     client: Client,
     bucket: String,
@@ -113,7 +114,10 @@ impl S3Store {
         }
     }
 
-    /// Every object at the location, side files included.
+    /// Every object at the location, side files included, and each "folder" below it
+    /// (a key prefix ending in `/`, such as a backup's `<stamp>.media/`) as one entry
+    /// whose key ends with `/`: one listing with a delimiter, so objects in folders
+    /// (media files, other projects' backups) are not paged through.
     pub async fn entries(&self) -> Result<Vec<Backup>, StoreError> {
         let mut out = Vec::new();
         let mut pages = self
@@ -121,6 +125,7 @@ impl S3Store {
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(&self.prefix)
+            .delimiter("/")
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
@@ -135,6 +140,49 @@ impl S3Store {
                     key: key.to_string(),
                     size: obj.size().unwrap_or(0).max(0) as u64,
                     modified: obj.last_modified().map(|t| t.secs()).unwrap_or(0),
+                });
+            }
+            for folder in page.common_prefixes() {
+                let Some(full) = folder.prefix() else {
+                    continue;
+                };
+                let key = full.strip_prefix(&self.prefix).unwrap_or(full);
+                if !key.is_empty() {
+                    out.push(Backup {
+                        key: key.to_string(),
+                        size: 0,
+                        modified: 0,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every object whose key starts with `under` (relative to the location), at any
+    /// depth, with its ETag (quotes taken off, otherwise verbatim); keys relative to
+    /// the location. Paginated.
+    pub async fn walk(&self, under: &str) -> Result<Vec<Object>, StoreError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full(under))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.map_err(e, None))?;
+            for obj in page.contents() {
+                let Some(full) = obj.key() else { continue };
+                let Some(key) = full.strip_prefix(&self.prefix) else {
+                    continue;
+                };
+                out.push(Object {
+                    key: key.to_string(),
+                    size: obj.size().unwrap_or(0).max(0) as u64,
+                    modified: obj.last_modified().map(|t| t.secs()).unwrap_or(0),
+                    etag: obj.e_tag().map(unquote),
                 });
             }
         }
@@ -157,6 +205,11 @@ impl S3Store {
             size,
         })
     }
+}
+
+/// An ETag as S3 sends it (`"9b2c…"`, `"3f1a…-2"`), without its quotes.
+fn unquote(etag: &str) -> String {
+    etag.trim_matches('"').to_string()
 }
 
 fn shorten(s: &str) -> String {
@@ -241,6 +294,30 @@ impl S3Store {
             .await
             .map_err(|e| self.map_err(e, Some(key)))?;
         Ok(())
+    }
+
+    /// Store `bytes` under `key` in one request, never over an existing object
+    /// (`If-None-Match: *`).
+    pub async fn put_new(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let sent = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .if_none_match("*")
+            .body(bytes.into())
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(412) => {
+                Err(StoreError::Exists {
+                    key: key.to_string(),
+                    location: self.location(),
+                })
+            }
+            Err(e) => Err(self.map_err(e, Some(key))),
+        }
     }
 
     /// Start a multipart upload of `key`; parts as `super::parts` sizes and sends them.
