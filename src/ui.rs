@@ -266,6 +266,14 @@ pub fn count(n: u64) -> String {
     out
 }
 
+/// `1 file`, `2,000 files`.
+pub fn counted(n: u64, thing: &str) -> String {
+    match n {
+        1 => format!("1 {thing}"),
+        n => format!("{} {thing}s", count(n)),
+    }
+}
+
 /// `1.5 GiB`, `12.0 MiB`, `512 B`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -293,6 +301,8 @@ mod tests {
         assert_eq!(count(999), "999");
         assert_eq!(count(2000), "2,000");
         assert_eq!(count(1234567), "1,234,567");
+        assert_eq!(counted(1, "file"), "1 file");
+        assert_eq!(counted(2000, "file"), "2,000 files");
     }
 
     #[tokio::test]

@@ -53,8 +53,8 @@ impl MediaSummary {
     /// `2,000 files, 500.0 MiB (12 new, 3.1 MiB sent)`
     pub fn describe(&self) -> String {
         format!(
-            "{} files, {} ({} new, {} sent)",
-            ui::count(self.count),
+            "{}, {} ({} new, {} sent)",
+            ui::counted(self.count, "file"),
             ui::human_bytes(self.bytes),
             ui::count(self.new),
             ui::human_bytes(self.sent)

@@ -39,8 +39,8 @@ impl MediaCheck {
             n => format!("{} damaged", ui::count(n)),
         };
         format!(
-            "{} files, {}, {verdict}",
-            ui::count(self.files),
+            "{}, {}, {verdict}",
+            ui::counted(self.files, "file"),
             ui::human_bytes(self.bytes)
         )
     }

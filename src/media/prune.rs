@@ -25,6 +25,11 @@ impl MediaPrune {
     pub fn bytes(&self) -> u64 {
         self.objects.iter().map(|o| o.size).sum()
     }
+
+    /// Whether there is anything of media to speak of.
+    pub fn touches_anything(&self) -> bool {
+        !self.manifests.is_empty() || !self.objects.is_empty() || self.still_referenced > 0
+    }
 }
 
 /// Plan the media part of a prune of `store`, whose listing is `entries`, once the
