@@ -481,6 +481,45 @@ SELECT nextval('shop.invoice_no') FROM generate_series(1, 7);
     }
 }
 
+/// The `<name>-prod` compose project beside a scratch project (its "production"),
+/// taken down (volumes too) when dropped, also when a test fails.
+pub struct Prod {
+    pub project: String,
+    pub dir: PathBuf,
+}
+
+impl std::ops::Deref for Prod {
+    type Target = String;
+    fn deref(&self) -> &String {
+        &self.project
+    }
+}
+
+impl Drop for Prod {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["compose", "-p", &self.project, "down", "--volumes"])
+            .current_dir(&self.dir)
+            .output();
+    }
+}
+
+impl Scratch {
+    /// Start the db service under compose project `<name>-prod`: environment `prod`'s
+    /// database, reached like a remote engine's.
+    pub fn start_prod(&self) -> Prod {
+        let prod = format!("{}-prod", self.name);
+        let r = run(Command::new("docker")
+            .args(["compose", "-p", &prod, "up", "--detach", "--wait", "db"])
+            .current_dir(self.root()));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        Prod {
+            project: prod,
+            dir: self.root(),
+        }
+    }
+}
+
 /// Run `cmd` with `input` on its stdin.
 pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Run {
     let mut child = cmd
