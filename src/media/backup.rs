@@ -106,6 +106,13 @@ pub async fn back_up(
         }
         return Ok(None);
     };
+    if store.location().starts_with(name.as_str()) {
+        return Err(MediaError::StoreInMedia {
+            store: store.location(),
+            media: name.clone(),
+        }
+        .into());
+    }
     let key = manifest_key(stamp);
     if store.exists(&key).await? || !store.walk(&folder(stamp)).await?.is_empty() {
         return Err(MediaError::Exists(key).into());

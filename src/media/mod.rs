@@ -36,6 +36,8 @@ pub enum MediaError {
     BadVolume(String),
     #[error("media is the bucket {0}, and media_volume is set too")]
     VolumeWithBucket(String),
+    #[error("the backups ({store}) are inside the media ({media}): each backup would hold the ones before it")]
+    StoreInMedia { store: String, media: String },
     #[error("listing the media in {place} failed: {message}")]
     List { place: String, message: String },
     #[error("{0} exists already; countable never writes over a backup's media")]
@@ -54,6 +56,7 @@ impl Hint for MediaError {
             MediaError::BadLocation(_) => "set `media: volume` (the compose volume, the default) or `media: s3://<bucket>/<prefix>/` under the environment in countable.yml".into(),
             MediaError::BadVolume(_) => "set `media_volume:` to the name of the volume under `volumes:` in the compose file (default `media`)".into(),
             MediaError::VolumeWithBucket(_) => "remove `media_volume:` (it names a compose volume, for `media: volume`) or `media:` from this environment in countable.yml".into(),
+            MediaError::StoreInMedia { .. } => "keep backups outside the media prefix: set `backups:` (or `media:`) of this environment in countable.yml to another bucket or prefix".into(),
             MediaError::List { .. } => "the helper container runs the db's image with the media volume mounted read-only; check that image has `find` and `sh` (`docker run --rm --entrypoint find <db image> --version` on that engine)".into(),
             MediaError::Exists(_) => "wait a second and run the backup again (keys carry the time to the second)".into(),
             MediaError::BadManifest { .. } => "make a new backup (`countable backup <env>`); a damaged manifest cannot be trusted".into(),
