@@ -119,74 +119,69 @@ impl S3Store {
     /// whose key ends with `/`: one listing with a delimiter, so objects in folders
     /// (media files, other projects' backups) are not paged through.
     pub async fn entries(&self) -> Result<Vec<Backup>, StoreError> {
-        let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&self.prefix)
-            .delimiter("/")
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.map_err(e, None))?;
-            for obj in page.contents() {
-                let Some(full) = obj.key() else { continue };
-                let key = full.strip_prefix(&self.prefix).unwrap_or(full);
-                if key.is_empty() || key.contains('/') {
-                    continue;
-                }
-                out.push(Backup {
-                    key: key.to_string(),
-                    size: obj.size().unwrap_or(0).max(0) as u64,
-                    modified: obj.last_modified().map(|t| t.secs()).unwrap_or(0),
-                });
-            }
-            for folder in page.common_prefixes() {
-                let Some(full) = folder.prefix() else {
-                    continue;
-                };
-                let key = full.strip_prefix(&self.prefix).unwrap_or(full);
-                if !key.is_empty() {
-                    out.push(Backup {
-                        key: key.to_string(),
-                        size: 0,
-                        modified: 0,
-                    });
-                }
-            }
-        }
-        Ok(out)
+        let (objects, folders) = self.list("", true).await?;
+        let files = objects
+            .into_iter()
+            .filter(|o| !o.key.is_empty() && !o.key.contains('/'))
+            .map(|o| Backup {
+                key: o.key,
+                size: o.size,
+                modified: o.modified,
+            });
+        let folders = folders.into_iter().map(|key| Backup {
+            key,
+            size: 0,
+            modified: 0,
+        });
+        Ok(files.chain(folders).collect())
     }
 
     /// Every object whose key starts with `under` (relative to the location), at any
     /// depth, with its ETag (quotes taken off, otherwise verbatim); keys relative to
-    /// the location. Paginated.
+    /// the location.
     pub async fn walk(&self, under: &str) -> Result<Vec<Object>, StoreError> {
-        let mut out = Vec::new();
+        Ok(self.list(under, false).await?.0)
+    }
+
+    /// ListObjectsV2 of the keys starting with `under` (relative to the location), every
+    /// page: the objects and, with `folders`, the common prefixes below (delimiter
+    /// `/`), all relative to the location.
+    async fn list(
+        &self,
+        under: &str,
+        folders: bool,
+    ) -> Result<(Vec<Object>, Vec<String>), StoreError> {
+        let (mut objects, mut prefixes) = (Vec::new(), Vec::new());
         let mut pages = self
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(self.full(under))
+            .set_delimiter(folders.then(|| "/".to_string()))
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.map_err(e, None))?;
             for obj in page.contents() {
-                let Some(full) = obj.key() else { continue };
-                let Some(key) = full.strip_prefix(&self.prefix) else {
+                let Some(key) = obj.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
                     continue;
                 };
-                out.push(Object {
+                objects.push(Object {
                     key: key.to_string(),
                     size: obj.size().unwrap_or(0).max(0) as u64,
                     modified: obj.last_modified().map(|t| t.secs()).unwrap_or(0),
                     etag: obj.e_tag().map(unquote),
                 });
             }
+            prefixes.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix()?.strip_prefix(&self.prefix))
+                    .filter(|p| !p.is_empty())
+                    .map(String::from),
+            );
         }
-        Ok(out)
+        Ok((objects, prefixes))
     }
 
     pub async fn open(&self, key: &str) -> Result<Opened, StoreError> {

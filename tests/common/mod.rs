@@ -326,6 +326,35 @@ impl Moto {
             .args(args)
             .envs(aws_env()))
     }
+
+    /// The keys in `bucket` that start with `prefix`, as the server lists them.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let r = self
+            .aws(&[
+                "s3api",
+                "list-objects-v2",
+                "--bucket",
+                bucket,
+                "--prefix",
+                prefix,
+                "--query",
+                "Contents[].Key",
+                "--output",
+                "json",
+            ])
+            .ok();
+        serde_json::from_str::<Option<Vec<String>>>(&r.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
+            .unwrap_or_default()
+    }
+
+    /// The bytes of object `url` (`s3://bucket/key`).
+    pub fn read(&self, url: &str) -> Vec<u8> {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("object");
+        self.aws(&["s3", "cp", url, path.to_str().unwrap()]).ok();
+        std::fs::read(path).unwrap()
+    }
 }
 
 impl Drop for Moto {
