@@ -100,16 +100,17 @@ pub async fn back_up(
     created_at: &str,
     printer: &Printer,
 ) -> anyhow::Result<Option<MediaSummary>> {
-    let (Media::Volume { source: name, .. } | Media::Bucket { source: name, .. }) = media else {
-        if let Media::None { why } = media {
+    let name = match media.describe() {
+        Ok(name) => name,
+        Err(why) => {
             printer.note(&format!("   media: {why}"));
+            return Ok(None);
         }
-        return Ok(None);
     };
-    if store.location().starts_with(name.as_str()) {
+    if store.location().starts_with(name) {
         return Err(MediaError::StoreInMedia {
             store: store.location(),
-            media: name.clone(),
+            media: name.to_string(),
         }
         .into());
     }

@@ -41,7 +41,7 @@ impl Listing {
 /// Where an environment's media is, for reading it.
 pub enum Media {
     /// There is none to read: the compose files declare no such volume.
-    None { why: String },
+    Undeclared { why: String },
     /// Volume `volume` of compose project `compose_project` on `engine`, read through
     /// a helper container of `image`.
     Volume {
@@ -82,7 +82,7 @@ impl Media {
             }),
             MediaLocation::Volume { volume } => {
                 let Some(named) = declared.get(&volume) else {
-                    return Ok(Media::None {
+                    return Ok(Media::Undeclared {
                         why: format!(
                             "the compose files declare no volume `{volume}`{}: no media to back up",
                             if volume == super::location::DEFAULT_VOLUME {
@@ -106,11 +106,11 @@ impl Media {
         }
     }
 
-    /// `volume media`, `s3://bucket/prefix/`; `None` when there is no media.
-    pub fn describe(&self) -> Option<String> {
+    /// `volume media`, `s3://bucket/prefix/`; `Err`: there is no media, and why.
+    pub fn describe(&self) -> Result<&str, &str> {
         match self {
-            Media::None { .. } => None,
-            Media::Volume { source, .. } | Media::Bucket { source, .. } => Some(source.clone()),
+            Media::Undeclared { why } => Err(why),
+            Media::Volume { source, .. } | Media::Bucket { source, .. } => Ok(source),
         }
     }
 
@@ -118,7 +118,7 @@ impl Media {
     /// when done.
     pub async fn open(&self) -> anyhow::Result<MediaSource> {
         match self {
-            Media::None { .. } => Ok(MediaSource::Missing),
+            Media::Undeclared { .. } => Ok(MediaSource::Missing),
             Media::Bucket {
                 bucket,
                 prefix,
@@ -225,11 +225,12 @@ impl Batch<'_> {
             if let Some(next) = whole.next().await? {
                 return Ok(Some(next));
             }
-            let mut gone: Vec<String> = whole.wanted.drain().map(|(p, _)| p).collect();
-            gone.sort();
-            self.vanished.extend(gone);
+            // Not in the stream as a file (gone meanwhile, or a hard link to one met
+            // before): asked for one by one, so that only what is gone is missed.
+            let mut rest: Vec<MediaFile> = whole.wanted.drain().map(|(_, f)| f).collect();
+            rest.sort_by(|a, b| a.path.cmp(&b.path));
+            self.queue.extend(rest);
             self.whole = None;
-            return Ok(None);
         }
         while let Some(file) = self.queue.pop_front() {
             match self.source.open(&file.path).await? {

@@ -117,11 +117,7 @@ impl VolumeMedia {
         let Some(tar) = self.engine.download(&self.helper, MOUNT).await? else {
             return Ok(None);
         };
-        let mut archive = tokio_tar::Archive::new(tar);
-        Ok(Some(Entries {
-            entries: archive.entries()?,
-            wanted: wanted.iter().map(|f| (f.path.clone(), f.clone())).collect(),
-        }))
+        Ok(Some(Entries::new(tar, wanted)?))
     }
 }
 
@@ -133,6 +129,15 @@ pub struct Entries {
 }
 
 impl Entries {
+    /// The files of `wanted` in `tar`, the engine's archive of the mount point.
+    fn new(tar: crate::engine::TarStream, wanted: &[MediaFile]) -> std::io::Result<Self> {
+        let mut archive = tokio_tar::Archive::new(tar);
+        Ok(Self {
+            entries: archive.entries()?,
+            wanted: wanted.iter().map(|f| (f.path.clone(), f.clone())).collect(),
+        })
+    }
+
     /// The next wanted file (its size and mtime as the archive says) and its content;
     /// read it before asking for the next one. `None` at the end of the stream.
     pub async fn next(&mut self) -> anyhow::Result<Option<(MediaFile, Reader)>> {
@@ -192,6 +197,70 @@ fn parse_listing(out: &[u8]) -> Listing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn listed(path: &str) -> MediaFile {
+        MediaFile {
+            path: path.into(),
+            size: 0,
+            mtime: 0,
+            sha256: None,
+            etag: None,
+        }
+    }
+
+    /// A tar as the engine's archive endpoint sends one for the mount point.
+    fn archive() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, data: &[u8], kind: tar::EntryType| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_size(data.len() as u64);
+            h.set_mtime(1_767_225_600);
+            h.set_mode(0o644);
+            if kind == tar::EntryType::Link {
+                h.set_link_name("countable-media/a b.jpg").unwrap();
+            }
+            b.append_data(&mut h, path, data).unwrap();
+        };
+        add("countable-media/", b"", tar::EntryType::Directory);
+        add("countable-media/a b.jpg", b"jpeg", tar::EntryType::Regular);
+        add(
+            "countable-media/skip.txt",
+            b"not wanted",
+            tar::EntryType::Regular,
+        );
+        add(
+            "countable-media/deep/er/empty",
+            b"",
+            tar::EntryType::Regular,
+        );
+        add("countable-media/same", b"", tar::EntryType::Link);
+        b.into_inner().unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_wanted_files_of_the_archive_in_its_order() {
+        let wanted = [listed("deep/er/empty"), listed("a b.jpg"), listed("same")];
+        let mut e = Entries::new(Box::pin(std::io::Cursor::new(archive())), &wanted).unwrap();
+        let mut got = Vec::new();
+        while let Some((file, mut reader)) = e.next().await.unwrap() {
+            let mut content = Vec::new();
+            reader.read_to_end(&mut content).await.unwrap();
+            assert_eq!(file.size, content.len() as u64);
+            assert_eq!(file.mtime, 1_767_225_600);
+            got.push((file.path, content));
+        }
+        assert_eq!(
+            got,
+            [
+                ("a b.jpg".to_string(), b"jpeg".to_vec()),
+                ("deep/er/empty".to_string(), Vec::new())
+            ]
+        );
+        // A hard link has no content in the stream: left for a read of its own.
+        assert_eq!(e.wanted.keys().collect::<Vec<_>>(), ["same"]);
+    }
 
     #[test]
     fn listings_of_gnu_find_and_stat() {
