@@ -179,9 +179,9 @@ impl Work<'_> {
         }
         let entries = self.store.entries().await?;
         let previous = MediaManifest::previous(self.store, &entries, self.stamp, self.name).await?;
-        let all = listing.files.clone();
+        let (listed, listed_bytes) = (listing.files.len() as u64, listing.bytes());
         let (mut files, send) = plan(listing.files, previous.as_ref());
-        let (sent, vanished) = self.send(send, &all).await?;
+        let (sent, vanished) = self.send(send, listed, listed_bytes).await?;
         self.check(&sent).await?;
         let new = sent.len() as u64;
         let sent_bytes = sent.iter().map(|e| e.file.size).sum();
@@ -211,12 +211,13 @@ impl Work<'_> {
         })
     }
 
-    /// Send `wanted` (of the listing `all`) into the stamp's folder: their entries, and
-    /// how many had vanished.
+    /// Send `wanted` (of the `listed` files, `listed_bytes` in all) into the stamp's
+    /// folder: their entries, and how many had vanished.
     async fn send(
         &self,
         wanted: Vec<MediaFile>,
-        all: &[MediaFile],
+        listed: u64,
+        listed_bytes: u64,
     ) -> anyhow::Result<(Vec<Entry>, u64)> {
         if wanted.is_empty() {
             return Ok((Vec::new(), 0));
@@ -228,12 +229,12 @@ impl Work<'_> {
             &format!(
                 "media: sending {} of {} files ({}) from {}",
                 ui::count(files),
-                ui::count(all.len() as u64),
+                ui::count(listed),
                 ui::human_bytes(total),
                 self.name
             ),
         );
-        let mut batch = self.source.read(wanted, all).await?;
+        let mut batch = self.source.read(wanted, listed_bytes).await?;
         let mut puts = Puts::new(self.store.clone());
         let mut sent = Vec::new();
         let copied = async {

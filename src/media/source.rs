@@ -177,15 +177,15 @@ impl MediaSource {
         }
     }
 
-    /// Read `wanted` (files of the listing `all`), one after the other: a volume in one
-    /// tar stream when that is cheaper than a request a file.
+    /// Read `wanted` (files of a listing of `listed_bytes` in all), one after the
+    /// other: a volume in one tar stream when that is cheaper than a request a file.
     pub async fn read(
         &self,
         wanted: Vec<MediaFile>,
-        all: &[MediaFile],
+        listed_bytes: u64,
     ) -> anyhow::Result<Batch<'_>> {
         let whole = match self {
-            MediaSource::Volume(v) => v.whole_if_cheaper(&wanted, all).await?,
+            MediaSource::Volume(v) => v.whole_if_cheaper(&wanted, listed_bytes).await?,
             _ => None,
         };
         Ok(Batch {

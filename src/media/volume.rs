@@ -102,16 +102,16 @@ impl VolumeMedia {
         Ok(None)
     }
 
-    /// The whole volume as one tar stream, when reading `wanted` (out of `all`) one
-    /// request a file would cost more than reading everything once.
+    /// The whole volume as one tar stream, when reading `wanted` (of files of
+    /// `listed_bytes` in all) one request a file would cost more than reading
+    /// everything once.
     pub async fn whole_if_cheaper(
         &self,
         wanted: &[MediaFile],
-        all: &[MediaFile],
+        listed_bytes: u64,
     ) -> anyhow::Result<Option<Entries>> {
         let want: u64 = wanted.iter().map(|f| f.size + REQUEST_COST).sum();
-        let whole: u64 = all.iter().map(|f| f.size).sum::<u64>() + REQUEST_COST;
-        if wanted.is_empty() || want < whole {
+        if wanted.is_empty() || want < listed_bytes + REQUEST_COST {
             return Ok(None);
         }
         let Some(tar) = self.engine.download(&self.helper, MOUNT).await? else {
