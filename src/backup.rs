@@ -2,10 +2,13 @@
 //! pg_dump inside its db container (custom format, version-matched), streamed through
 //! optional compression and SHA-256 into the environment's store under a new UTC
 //! timestamped key, then checked against what the store holds, with a manifest beside
-//! it. Retention is in `retention`, the drill (`verify-backup`) is in `drill`.
+//! it; then the environment's media under the same stamp (`media::backup`). Retention
+//! is in `retention`, the drill (`verify-backup`) is in `drill`.
 //!
-//! Nothing here overwrites a stored backup; a failed backup leaves no object behind.
+//! Nothing here overwrites a stored backup; a failed backup leaves no object behind
+//! (but a database dump that was stored and checked stays when its media fails).
 
+use anyhow::Context;
 use async_compression::tokio::write::{BzEncoder, GzipEncoder, XzEncoder, ZstdEncoder};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -14,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::digest::HashingWriter;
 use crate::error::Hint;
 use crate::interrupt::Interrupt;
+use crate::media::{Media, MediaSummary};
 use crate::process;
 use crate::restore::{Census, Db};
 use crate::store::Upload;
@@ -104,25 +108,80 @@ pub fn verified_key(key: &str) -> String {
 const STAMP: &[time::format_description::BorrowedFormatItem<'static>] =
     time::macros::format_description!("[year]-[month]-[day]T[hour][minute][second]Z");
 
-/// `2026-11-30T021500Z.backup[.zst]`
-pub fn new_key(now: OffsetDateTime, compress: Compress) -> String {
-    let stamp = now.format(STAMP).expect("formatting a UTC time");
-    format!("{stamp}.backup{}", compress.suffix())
+/// `2026-11-30T021500Z`: the time of a backup, in its keys.
+pub fn stamp(now: OffsetDateTime) -> String {
+    now.format(STAMP).expect("formatting a UTC time")
 }
 
-/// Dump `db`'s database into `store` and prove the stored object is what was sent. The
-/// manifest's counts are read in the very snapshot pg_dump dumps, so writes going on
-/// meanwhile are in neither or in both. Interrupted (Ctrl-C, SIGTERM) or failed, it
-/// leaves no object and no temporary file behind.
+/// The time a stamp of countable's own says; `None` for anything else.
+pub fn parse_stamp(stamp: &str) -> Option<OffsetDateTime> {
+    time::PrimitiveDateTime::parse(stamp, STAMP)
+        .ok()
+        .map(|t| t.assume_utc())
+}
+
+/// `2026-11-30T021500Z.backup[.zst]`
+pub fn new_key(now: OffsetDateTime, compress: Compress) -> String {
+    format!("{}.backup{}", stamp(now), compress.suffix())
+}
+
+/// What a backup stored: the database dump (its manifest) and, under the same stamp,
+/// the media (`None`: the environment has none).
+#[derive(Debug, Clone, Serialize)]
+pub struct Backed {
+    #[serde(flatten)]
+    pub manifest: Manifest,
+    pub media: Option<MediaSummary>,
+}
+
+/// Back up environment `env`: its database (`db`), then its `media`, into `store`
+/// under one stamp. A media part that fails fails the backup, but the database dump,
+/// stored and checked by then, stays.
 pub async fn backup(
     db: &Db,
     env: &str,
     store: &Store,
     compress: Compress,
+    media: &Media,
+    printer: &Printer,
+) -> anyhow::Result<Backed> {
+    let now = OffsetDateTime::now_utc();
+    let manifest = backup_db(db, env, store, compress, now, printer).await?;
+    let media = crate::media::backup::back_up(
+        media,
+        env,
+        store,
+        &stamp(now),
+        &manifest.created_at,
+        printer,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "the database is backed up ({}{}), its media is not",
+            store.location(),
+            manifest.key
+        )
+    })?;
+    if let Some(m) = &media {
+        printer.success(&format!("media: {}", m.describe()));
+    }
+    Ok(Backed { manifest, media })
+}
+
+/// Dump `db`'s database into `store` under the stamp of `now` and prove the stored
+/// object is what was sent. The manifest's counts are read in the very snapshot
+/// pg_dump dumps, so writes going on meanwhile are in neither or in both. Interrupted
+/// (Ctrl-C, SIGTERM) or failed, it leaves no object and no temporary file behind.
+async fn backup_db(
+    db: &Db,
+    env: &str,
+    store: &Store,
+    compress: Compress,
+    now: OffsetDateTime,
     printer: &Printer,
 ) -> anyhow::Result<Manifest> {
     let interrupt = Interrupt::get()?;
-    let now = OffsetDateTime::now_utc();
     let key = new_key(now, compress);
     if store.exists(&key).await? {
         return Err(BackupError::Exists(key).into());

@@ -1,8 +1,9 @@
 //! `verify-backup`, the drill that proves a backup: download it (SHA-256 checked against
 //! its manifest), restore it into a throwaway database in a disposable container of the
 //! environment's db image (never the environment's own database), compare object and
-//! row counts with the manifest, record the outcome beside the backup, and remove the
-//! container, whatever happened.
+//! row counts with the manifest, read back its media (every file's size and SHA-256
+//! against the media manifest, `media::check`), record the outcome beside the backup,
+//! and remove the container, whatever happened.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use crate::engine::Engine;
 use crate::envfile;
 use crate::error::Hinted;
 use crate::interrupt::Interrupt;
+use crate::media::MediaCheck;
 use crate::restore::{self, Db, Options, Source};
 use crate::store::{Backup, Store};
 use crate::ui::Printer;
@@ -43,6 +45,9 @@ pub struct Verification {
     pub format: Option<String>,
     pub restore_seconds: f64,
     pub total_seconds: f64,
+    /// The media check; `None`: the backup has no media manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaCheck>,
 }
 
 /// Wait until the server in `container` answers over TCP (not its first-start init
@@ -217,7 +222,15 @@ pub async fn verify(
     // By name: it also finds a container whose creation was under way when interrupted.
     let _ = engine.remove(&name).await;
     spinner.finish_and_clear();
-    let (problems, sha256, bytes, format, restore_seconds) = drilled?;
+    let (mut problems, sha256, bytes, format, restore_seconds) = drilled?;
+    let media = tokio::select! {
+        r = crate::media::check::check(store, backup, printer) => r?,
+        _ = interrupt.wait() => return Err(interrupted(&format!("the drill of {}", backup.key))),
+    };
+    let media = media.map(|(check, damaged)| {
+        problems.extend(damaged);
+        check
+    });
     let outcome = if !problems.is_empty() {
         Outcome::Failed
     } else if manifest.is_none() {
@@ -238,6 +251,7 @@ pub async fn verify(
         format,
         restore_seconds,
         total_seconds: started.elapsed().as_secs_f64(),
+        media,
     };
     store
         .put_small(&verified_key(&backup.key), serde_json::to_vec_pretty(&v)?)

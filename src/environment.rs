@@ -254,10 +254,7 @@ impl Local {
     ) -> anyhow::Result<(Engine, crate::restore::Db)> {
         let config = &self.project.config.environments[env];
         let engine = Engine::connect_to(config.docker_host.as_deref()).await?;
-        let compose_project = config
-            .compose_project
-            .clone()
-            .unwrap_or_else(|| format!("{}-{env}", self.project.compose_name()));
+        let compose_project = self.compose_project_of(env);
         let service = &self.project.config.services.db;
         let container = match engine.service_container(&compose_project, service).await {
             Ok(c) => c,
@@ -284,6 +281,37 @@ impl Local {
         };
         let db = crate::restore::Db::discover(engine.clone(), container).await?;
         Ok((engine, db))
+    }
+
+    /// The compose project of environment `env` (`compose_project`, default
+    /// `<project>-<env>`).
+    pub fn compose_project_of(&self, env: &crate::names::EnvName) -> String {
+        self.project.config.environments[env]
+            .compose_project
+            .clone()
+            .unwrap_or_else(|| format!("{}-{env}", self.project.compose_name()))
+    }
+
+    /// The media of environment `env`, whose database is `db` (from [`Self::env_db`]):
+    /// where countable.yml says it is, checked against the volumes the environment's
+    /// compose files declare.
+    pub async fn env_media(
+        &self,
+        env: &crate::names::EnvName,
+        db: &crate::restore::Db,
+    ) -> anyhow::Result<crate::media::Media> {
+        let config = &self.project.config;
+        let settings = &config.environments[env];
+        let files = settings
+            .compose_files
+            .as_ref()
+            .unwrap_or(&config.compose_files);
+        let shape = crate::deploy::model::shape(&crate::deploy::run::read_files(
+            &self.project.root,
+            files,
+        )?)?;
+        crate::media::Media::resolve(settings, &shape.volumes, &self.compose_project_of(env), db)
+            .await
     }
 
     /// Does the local database have any table outside the system schemas?

@@ -19,6 +19,7 @@ pub mod environment;
 pub mod error;
 pub mod git;
 pub mod interrupt;
+pub mod media;
 pub mod names;
 pub mod process;
 pub mod project;

@@ -152,6 +152,23 @@ pub struct Environment {
     /// Where releases live on the target host (default `/srv/countable`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_root: Option<String>,
+    /// Where the environment's uploaded media lives: `volume` (the default: the
+    /// compose volume `media_volume` on its engine) or `s3://bucket/prefix/` (with
+    /// this environment's `aws_profile`, `region` and `endpoint_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<String>,
+    /// The compose volume holding the media, mounted at web's media root (default
+    /// `media`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_volume: Option<String>,
+}
+
+impl Environment {
+    /// Where this environment's media lives, validated (`countable.yml` was checked
+    /// when it was loaded, so this fails only for settings made by hand).
+    pub fn media_location(&self) -> Result<crate::media::MediaLocation, crate::media::MediaError> {
+        crate::media::MediaLocation::of(self.media.as_deref(), self.media_volume.as_deref())
+    }
 }
 
 /// How an environment gets its certificates.
@@ -217,6 +234,8 @@ impl Config {
         let mut environments = BTreeMap::new();
         for (name, env) in raw.environments {
             let name = EnvName::parse(&name).map_err(|e| invalid(e.to_string()))?;
+            env.media_location()
+                .map_err(|e| invalid(format!("environments.{name}: {e}")))?;
             environments.insert(name, env);
         }
         let data_from = match raw.data_from {
@@ -323,6 +342,33 @@ mod tests {
             staging.drill_host.as_deref(),
             Some("unix:///var/run/docker.sock")
         );
+        // Media: a volume unless said otherwise.
+        use crate::media::MediaLocation;
+        assert_eq!(
+            staging.media_location().unwrap(),
+            MediaLocation::Volume {
+                volume: "media".into()
+            }
+        );
+        let c = parse("project: shop\nenvironments:\n  prod:\n    media: s3://shop-media/files\n  staging:\n    media: volume\n    media_volume: uploads\n").unwrap();
+        let env = |n: &str| {
+            c.environments[&EnvName::parse(n).unwrap()]
+                .media_location()
+                .unwrap()
+        };
+        assert_eq!(
+            env("prod"),
+            MediaLocation::Bucket {
+                bucket: "shop-media".into(),
+                prefix: "files/".into()
+            }
+        );
+        assert_eq!(
+            env("staging"),
+            MediaLocation::Volume {
+                volume: "uploads".into()
+            }
+        );
     }
 
     #[test]
@@ -342,6 +388,14 @@ mod tests {
             (
                 "project: shop\nenvironments:\n  prod:\n    bakups: x\n",
                 "unknown field `bakups`",
+            ),
+            (
+                "project: shop\nenvironments:\n  prod:\n    media: ftp://x/\n",
+                "environments.prod: media is `ftp://x/`",
+            ),
+            (
+                "project: shop\nenvironments:\n  prod:\n    media_volume: \"a b\"\n",
+                "not a compose volume name",
             ),
             ("project: [\n", "not valid"),
             ("port: 80\n", "missing field `project`"),

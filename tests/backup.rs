@@ -12,42 +12,14 @@ use std::process::Command;
 
 use common::*;
 
-/// The `<name>-prod` compose project, taken down (volumes too) when dropped, also when
-/// a test fails.
-struct Prod {
-    project: String,
-    dir: std::path::PathBuf,
-}
-
-impl std::ops::Deref for Prod {
-    type Target = String;
-    fn deref(&self) -> &String {
-        &self.project
-    }
-}
-
-impl Drop for Prod {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["compose", "-p", &self.project, "down", "--volumes"])
-            .current_dir(&self.dir)
-            .output();
-    }
-}
-
 /// A project whose `prod` environment is the db service under compose project
 /// `<name>-prod`, seeded; returns the project and the prod compose project.
 fn with_prod(prefix: &str, rows: u32) -> (Scratch, Prod) {
     let s = Scratch::new(prefix);
-    let prod = format!("{}-prod", s.name);
-    let r = run(Command::new("docker")
-        .args(["compose", "-p", &prod, "up", "--detach", "--wait", "db"])
-        .current_dir(s.root()));
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let prod = s.start_prod();
     // Seed through the same helper, aimed at the prod project.
-    ProdView(&s, prod.clone()).seed(rows);
-    let dir = s.root();
-    (s, Prod { project: prod, dir })
+    ProdView(&s, prod.to_string()).seed(rows);
+    (s, prod)
 }
 
 /// The prod db, for seeding and checks.

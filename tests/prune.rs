@@ -169,23 +169,9 @@ fn prune_on_s3_deletes_only_backups() {
         moto.url()
     ));
     prune_and_check(&s, &aws_env(), || {
-        let r = moto
-            .aws(&[
-                "s3api",
-                "list-objects-v2",
-                "--bucket",
-                "countable",
-                "--prefix",
-                "backups/shop/",
-                "--query",
-                "Contents[].Key",
-                "--output",
-                "text",
-            ])
-            .ok();
-        let mut v: Vec<String> = r
-            .stdout
-            .split_whitespace()
+        let mut v: Vec<String> = moto
+            .keys("countable", "backups/shop/")
+            .into_iter()
             .map(|k| k.trim_start_matches("backups/shop/").to_string())
             .collect();
         v.sort();

@@ -1,15 +1,18 @@
 //! `countable backups [<env>]`: the backups an environment has, newest first, with
-//! their manifest and drill state; `countable backups prune <env>`: retention.
+//! their manifest, media and drill state; `countable backups prune <env>`: retention,
+//! the database dump and the media of one stamp being one backup.
 
 use crate::backup;
 use crate::data;
 use crate::drill::Verification;
 use crate::environment::Local;
+use crate::media::{self, manifest, MediaManifest};
 use crate::retention::{self, Dated, Retention};
 use crate::ui::{self, Printer};
 use time::format_description::well_known::Rfc3339;
 
-/// List an environment's backups: key, size, time, manifest and drill state; newest first
+/// List an environment's backups: key, size, time, manifest, media (files and bytes)
+/// and drill state; newest first
 #[derive(Debug, clap::Args)]
 #[command(
     args_conflicts_with_subcommands = true,
@@ -34,7 +37,9 @@ pub enum Action {
 /// only lists what would go. The newest verified backup is never deleted. A backup is
 /// an object whose key carries its time and ends like a dump (`2026-11-30T021500Z.backup`,
 /// `prod-20261130-0215.sql.gz`, `2026-11-30_02-15.tar.lrz`); anything else is listed as
-/// "kept: not a backup" and never deleted
+/// "kept: not a backup" and never deleted. A deleted backup's media manifest goes with
+/// it, then the media files no remaining backup refers to (files unchanged since a
+/// deleted backup stay while a kept one refers to them)
 #[derive(Debug, clap::Args)]
 pub struct PruneArgs {
     /// The environment (default: `data_from`)
@@ -51,7 +56,7 @@ pub struct PruneArgs {
     /// Keep the newest backup of each of the N most recent months
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub keep_monthly: usize,
-    /// Delete (with their manifests and drill records); without it, a dry run
+    /// Delete (with their manifests, drill records and media); without it, a dry run
     #[arg(long)]
     pub apply: bool,
 }
@@ -64,6 +69,27 @@ struct Row<'a> {
     taken_at: Option<String>,
     manifest: bool,
     verification: Option<String>,
+    /// Its media: files and bytes (`null`: no media manifest).
+    media: Option<MediaRow>,
+}
+
+#[derive(serde::Serialize)]
+struct MediaRow {
+    count: u64,
+    bytes: u64,
+}
+
+impl MediaRow {
+    fn describe(media: Option<&Self>) -> String {
+        match media {
+            Some(m) => format!(
+                "media {} {}",
+                ui::counted(m.count, "file"),
+                ui::human_bytes(m.bytes)
+            ),
+            None => "no media".into(),
+        }
+    }
 }
 
 pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
@@ -75,8 +101,20 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     let store = data::store_of(&local, &env).await?;
     let list = store.list().await?;
     let sides = store.side_files(&list).await?;
+    let entries: std::collections::HashSet<String> =
+        store.entries().await?.into_iter().map(|b| b.key).collect();
     let mut rows = Vec::new();
     for (b, side) in list.iter().zip(&sides) {
+        let media_key = manifest::manifest_key(manifest::stamp_of(&b.key));
+        let media = match b.taken_at().is_some() && entries.contains(&media_key) {
+            true => MediaManifest::load(&store, &media_key)
+                .await?
+                .map(|m| MediaRow {
+                    count: m.count,
+                    bytes: m.bytes,
+                }),
+            false => None,
+        };
         let verification = if side.verified {
             let v = store.get_small(&backup::verified_key(&b.key)).await?;
             v.and_then(|bytes| serde_json::from_slice::<Verification>(&bytes).ok())
@@ -98,6 +136,7 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
             taken_at: b.taken_at().and_then(|t| t.format(&Rfc3339).ok()),
             manifest: side.manifest,
             verification,
+            media,
         });
     }
     if args.json {
@@ -120,7 +159,7 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
             continue;
         };
         printer.data(&format!(
-            "{:<36} {:>10}  {}  {}  {}",
+            "{:<36} {:>10}  {}  {}  {}  {}",
             r.backup.key,
             ui::human_bytes(r.backup.size),
             taken,
@@ -129,6 +168,7 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
             } else {
                 "no manifest"
             },
+            MediaRow::describe(r.media.as_ref()),
             r.verification.as_deref().unwrap_or("not verified")
         ));
     }
@@ -183,12 +223,31 @@ async fn prune(args: PruneArgs, printer: &Printer) -> anyhow::Result<()> {
         0 => String::new(),
         n => format!(", {n} not a backup (kept)"),
     };
+    let remaining: Vec<String> = kept
+        .iter()
+        .cloned()
+        .chain(not_backups.iter().map(|k| k.to_string()))
+        .collect();
+    let entries = store.entries().await?;
+    let gc = media::prune::plan(&store, &entries, &remaining, &dropped).await?;
+    let media_line = |verb: &str| {
+        format!(
+            "media: {} and {} ({}) {verb}; {} of those backups kept (newer backups refer to them)",
+            ui::counted(gc.manifests.len() as u64, "manifest"),
+            ui::counted(gc.objects.len() as u64, "file"),
+            ui::human_bytes(gc.bytes()),
+            ui::counted(gc.still_referenced, "file")
+        )
+    };
     if !args.apply {
         printer.note(&format!(
             "dry run: {} would be deleted, {} kept{others}; add --apply to delete",
             dropped.len(),
             kept.len()
         ));
+        if gc.touches_anything() {
+            printer.note(&media_line("would be deleted"));
+        }
         return Ok(());
     }
     for k in &dropped {
@@ -196,10 +255,14 @@ async fn prune(args: PruneArgs, printer: &Printer) -> anyhow::Result<()> {
         store.delete(&backup::manifest_key(k)).await?;
         store.delete(&backup::verified_key(k)).await?;
     }
+    media::prune::apply(&store, &gc).await?;
     printer.success(&format!(
         "deleted {} backups, kept {}{others}",
         dropped.len(),
         kept.len()
     ));
+    if gc.touches_anything() {
+        printer.success(&media_line("deleted"));
+    }
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! `countable verify-backup [<env>]`: restore backups in a disposable container and
-//! compare them with their manifests.
+//! compare them with their manifests; read their media back.
 
 use crate::data;
 use crate::drill::{self, Outcome};
@@ -10,8 +10,9 @@ use crate::ui::Printer;
 
 /// Prove backups: download (checksum checked), restore into a disposable container of
 /// the environment's db image on this machine's engine (or `drill_host`), never on the
-/// environment's, compare counts with the manifest, record the result beside the
-/// backup (`<key>.verified.json`). Exits 1 on any mismatch
+/// environment's, compare counts with the manifest, read every media file back (size
+/// and SHA-256 against the media manifest), record the result beside the backup
+/// (`<key>.verified.json`). Exits 1 on any mismatch
 #[derive(Debug, clap::Args)]
 #[command(
     after_long_help = "Examples:\n  countable verify-backup prod                 the newest backup\n  countable verify-backup prod --backup 2026-11-30T021500Z.backup\n  countable verify-backup prod --since 2026-11-01   a scheduled drill over many"
@@ -62,17 +63,22 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for b in &backups {
         let v = drill::verify(&engine, &image, &db.container, &store, b, printer).await?;
+        let media = v
+            .media
+            .as_ref()
+            .map(|m| format!("; media: {}", m.describe()))
+            .unwrap_or_else(|| "; no media".into());
         match v.outcome {
             Outcome::Passed => printer.success(&format!(
-                "{}: restored in {:.1} s, every count matches its manifest",
+                "{}: restored in {:.1} s, every count matches its manifest{media}",
                 v.key, v.restore_seconds
             )),
             Outcome::RestoredWithoutManifest => printer.warn(&format!(
-                "{}: restored in {:.1} s; no manifest, nothing compared",
+                "{}: restored in {:.1} s; no manifest, nothing compared{media}",
                 v.key, v.restore_seconds
             )),
             Outcome::Failed => {
-                printer.warn(&format!("{}: FAILED", v.key));
+                printer.warn(&format!("{}: FAILED{media}", v.key));
                 for p in &v.problems {
                     printer.note(&format!("    {p}"));
                 }

@@ -24,6 +24,8 @@ pub struct Shape {
     pub env_file_services: Vec<String>,
     /// Every service name, in file order.
     pub services: Vec<String>,
+    /// The top-level volumes: key → the engine's name when the files give one.
+    pub volumes: crate::media::Volumes,
 }
 
 /// Read the services and their `env_file`s from the compose files' text.
@@ -32,6 +34,17 @@ pub fn shape(files: &[(String, String)]) -> anyhow::Result<Shape> {
     for (name, text) in files {
         let doc: serde_yaml_ng::Value =
             serde_yaml_ng::from_str(text).with_context(|| format!("reading {name}"))?;
+        if let Some(volumes) = doc.get("volumes").and_then(|v| v.as_mapping()) {
+            for (k, v) in volumes {
+                if let Some(k) = k.as_str() {
+                    let named = volume_name(k, v);
+                    let known = shape.volumes.entry(k.to_string()).or_default();
+                    if named.is_some() {
+                        *known = named;
+                    }
+                }
+            }
+        }
         let Some(services) = doc.get("services").and_then(|s| s.as_mapping()) else {
             continue;
         };
@@ -46,6 +59,18 @@ pub fn shape(files: &[(String, String)]) -> anyhow::Result<Shape> {
         }
     }
     Ok(shape)
+}
+
+/// The engine's name of top-level volume `key` declared as `v`, when the files say it:
+/// its `name:` (unless it interpolates a variable), or the key of an `external` one.
+fn volume_name(key: &str, v: &serde_yaml_ng::Value) -> Option<String> {
+    if let Some(name) = v.get("name").and_then(|n| n.as_str()) {
+        return (!name.contains('$')).then(|| name.to_string());
+    }
+    v.get("external")
+        .and_then(|e| e.as_bool())
+        .filter(|e| *e)
+        .map(|_| key.to_string())
 }
 
 /// Which rendering.
@@ -234,6 +259,24 @@ mod tests {
         let s = shape(&[("compose.yaml".into(), BASE.into())]).unwrap();
         assert_eq!(s.services, ["db", "web", "nginx"]);
         assert_eq!(s.env_file_services, ["db", "web"]);
+        assert!(s.volumes.is_empty());
+        let s = shape(&[
+            ("compose.yaml".into(), format!("{BASE}volumes:\n  db-data:\n  media:\n")),
+            (
+                "compose.prod.yaml".into(),
+                "volumes:\n  media:\n    name: shop_uploads\n  old:\n    external: true\n  env:\n    name: ${X}\n".into(),
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.volumes,
+            BTreeMap::from([
+                ("db-data".to_string(), None),
+                ("env".to_string(), None),
+                ("media".to_string(), Some("shop_uploads".to_string())),
+                ("old".to_string(), Some("old".to_string())),
+            ])
+        );
     }
 
     #[test]

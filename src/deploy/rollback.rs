@@ -407,15 +407,23 @@ pub async fn rollback(
     let mut steps = Steps::default();
     let outcome = async {
         steps.begin("backup");
-        let m = crate::backup::backup(
+        let media = crate::media::Media::resolve(
+            &s.environment,
+            &plan.shape.volumes,
+            &s.compose_project,
+            &db,
+        )
+        .await?;
+        let backed = crate::backup::backup(
             &db,
             env.as_str(),
             &store,
             crate::backup::Compress::None,
+            &media,
             printer,
         )
         .await?;
-        record.backup_key = Some(m.key);
+        record.backup_key = Some(backed.manifest.key);
         if !undo.is_empty() {
             if irreversible.is_empty() {
                 steps.begin("reverse migrations");

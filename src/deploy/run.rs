@@ -12,6 +12,7 @@ use crate::compose::{self, Compose};
 use crate::engine::{Engine, FileEntry};
 use crate::error::Hinted;
 use crate::git::Repo;
+use crate::media::Media;
 use crate::names::EnvName;
 use crate::project::Project;
 use crate::restore::Db;
@@ -79,7 +80,8 @@ pub async fn deploy(
     run(project, &plan, opts, printer).await.map(Some)
 }
 
-pub(super) fn read_files(tree: &Path, files: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+/// The text of each of `files` (compose files) under `tree`.
+pub(crate) fn read_files(tree: &Path, files: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     files
         .iter()
         .map(|f| {
@@ -599,15 +601,17 @@ async fn release(
     }
 
     steps.begin("backup");
-    let manifest = crate::backup::backup(
+    let media = Media::resolve(&s.environment, &plan.shape.volumes, &s.compose_project, db).await?;
+    let backed = crate::backup::backup(
         db,
         s.env.as_str(),
         store,
         crate::backup::Compress::None,
+        &media,
         printer,
     )
     .await?;
-    record.backup_key = Some(manifest.key.clone());
+    record.backup_key = Some(backed.manifest.key.clone());
 
     roll_out(
         plan, host, base_files, scratch, record, steps, printer, keep,

@@ -39,6 +39,9 @@ pub struct Settings {
     pub nginx: String,
     /// TLS and proxy settings (deploy::tls).
     pub site: super::tls::Site,
+    /// The environment as countable.yml describes it (its media and S3 settings, for
+    /// the backup a deploy takes).
+    pub environment: crate::project::Environment,
 }
 
 impl Settings {
@@ -96,6 +99,7 @@ impl Settings {
             db: config.services.db.clone(),
             nginx: config.services.nginx.clone(),
             site: super::tls::Site::resolve(project, env, e),
+            environment: e.clone(),
         })
     }
 

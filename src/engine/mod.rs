@@ -20,7 +20,9 @@ use crate::error::Hint;
 
 mod layers;
 mod release;
+mod volume;
 pub use release::{FileEntry, Health, ImageInfo, Shipped};
+pub use volume::TarStream;
 
 const PROJECT_LABEL: &str = "com.docker.compose.project";
 const SERVICE_LABEL: &str = "com.docker.compose.service";

@@ -172,6 +172,11 @@ impl Db {
         Ok(db)
     }
 
+    /// The engine the db container runs on.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     pub fn server_major(&self) -> u32 {
         self.server_version / 10000
     }

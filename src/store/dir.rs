@@ -1,9 +1,29 @@
 //! A local directory as a backup store: the embedded default, no cloud account needed.
+//!
+//! Keys may have `/` in them (a backup's media, `<stamp>.media/<path>`): they are paths
+//! below the directory, made as needed; temporary files live beside their final name.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::{unix, Backup, Opened, StoreError};
+use super::{unix, Backup, Object, Opened, StoreError};
 
+/// Whether a file name is one of our temporary files (`.<name>.partial-<pid>`,
+/// `.<name>.tmp-<pid>`): never listed, never an object.
+fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && (name.contains(".partial-") || name.contains(".tmp-"))
+}
+
+/// `dest`'s temporary sibling: `.<file name>.<kind>-<pid>` in the same directory, so
+/// that it is linked or renamed into place on the same filesystem.
+fn sibling(dest: &Path, kind: &str) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dest.with_file_name(format!(".{name}.{kind}-{}", std::process::id()))
+}
+
+#[derive(Clone)]
 pub struct DirStore {
     path: PathBuf,
 }
@@ -37,7 +57,8 @@ impl DirStore {
         }
     }
 
-    /// Every object at the location, side files included.
+    /// Every object at the location, side files included, and each directory in it
+    /// as one entry whose key ends with `/` (a backup's `<stamp>.media/`).
     pub async fn entries(&self) -> Result<Vec<Backup>, StoreError> {
         let mut out = Vec::new();
         let mut dir = tokio::fs::read_dir(&self.path)
@@ -46,7 +67,18 @@ impl DirStore {
         while let Some(entry) = dir.next_entry().await.map_err(|e| self.io(e))? {
             let meta = entry.metadata().await.map_err(|e| self.io(e))?;
             let key = entry.file_name().to_string_lossy().into_owned();
-            if !meta.is_file() || key.starts_with('.') {
+            if key.starts_with('.') {
+                continue;
+            }
+            if meta.is_dir() {
+                out.push(Backup {
+                    key: format!("{key}/"),
+                    size: 0,
+                    modified: 0,
+                });
+                continue;
+            }
+            if !meta.is_file() {
                 continue;
             }
             out.push(Backup {
@@ -56,6 +88,60 @@ impl DirStore {
             });
         }
         Ok(out)
+    }
+
+    /// Every file below the directory `under` (a key ending in `/`), at any depth,
+    /// temporary files left out; keys relative to the store. A missing directory
+    /// holds nothing.
+    pub async fn walk(&self, under: &str) -> Result<Vec<Object>, StoreError> {
+        let mut out = Vec::new();
+        let mut todo = vec![under.trim_end_matches('/').to_string()];
+        while let Some(rel) = todo.pop() {
+            let path = self.path.join(&rel);
+            let mut dir = match tokio::fs::read_dir(&path).await {
+                Ok(d) => d,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(StoreError::Io { path, source }),
+            };
+            while let Some(entry) = dir.next_entry().await.map_err(|e| self.io(e))? {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let key = format!("{rel}/{name}");
+                let meta = entry.metadata().await.map_err(|e| self.io(e))?;
+                if meta.is_dir() {
+                    todo.push(key);
+                } else if meta.is_file() && !is_temporary(&name) {
+                    out.push(Object {
+                        key,
+                        size: meta.len(),
+                        modified: meta.modified().map(unix).unwrap_or(0),
+                        etag: None,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remove the directory `under` (a key ending in `/`) and everything in it.
+    pub async fn delete_tree(&self, under: &str) -> Result<(), StoreError> {
+        let path = self.path.join(under.trim_end_matches('/'));
+        match tokio::fs::remove_dir_all(&path).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(StoreError::Io { path, source: e })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Make the directories `dest` goes in.
+    async fn parents(&self, dest: &Path) -> Result<(), StoreError> {
+        let dir = dest.parent().unwrap_or(&self.path);
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|source| StoreError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })
     }
 
     pub async fn open(&self, key: &str) -> Result<Opened, StoreError> {
@@ -120,13 +206,9 @@ impl DirStore {
     }
 
     pub async fn upload(&self, key: &str) -> Result<DirUpload, StoreError> {
-        tokio::fs::create_dir_all(&self.path)
-            .await
-            .map_err(|e| self.io(e))?;
         let dest = self.path.join(key);
-        let tmp = self
-            .path
-            .join(format!(".{key}.partial-{}", std::process::id()));
+        self.parents(&dest).await?;
+        let tmp = sibling(&dest, "partial");
         let file = tokio::fs::File::create(&tmp)
             .await
             .map_err(|e| self.io(e))?;
@@ -140,20 +222,31 @@ impl DirStore {
     }
 
     pub async fn put_small(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
-        let tmp = self.path.join(format!(".{key}.tmp-{}", std::process::id()));
+        let dest = self.path.join(key);
+        self.parents(&dest).await?;
+        let tmp = sibling(&dest, "tmp");
         tokio::fs::write(&tmp, bytes)
             .await
             .map_err(|e| self.io(e))?;
-        tokio::fs::rename(&tmp, self.path.join(key))
-            .await
-            .map_err(|e| self.io(e))
+        tokio::fs::rename(&tmp, dest).await.map_err(|e| self.io(e))
     }
 
+    /// Delete `key`; directories it leaves empty below the store go too.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        match tokio::fs::remove_file(self.path.join(key)).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.io(e)),
-            _ => Ok(()),
+        let path = self.path.join(key);
+        match tokio::fs::remove_file(&path).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(self.io(e)),
+            _ => {}
         }
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| d.starts_with(&self.path) && *d != self.path) {
+            // Fails (and stops) at the first directory that still holds something.
+            if tokio::fs::remove_dir(d).await.is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
     }
 }
 
@@ -177,5 +270,49 @@ mod tests {
         );
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(left.len(), 1, "no partial file is left");
+    }
+
+    #[tokio::test]
+    async fn nested_keys_are_written_walked_and_deleted_with_their_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path().to_path_buf());
+        let mut upload = store.upload("s.media/a b/c.jpg").await.unwrap();
+        upload.file.write_all(b"jpeg").await.unwrap();
+        upload.commit().await.unwrap();
+        store
+            .put_small("s.media/d.txt", b"d".to_vec())
+            .await
+            .unwrap();
+        store.put_small("s.backup", b"x".to_vec()).await.unwrap();
+        // A partial file of another writer is never an object.
+        std::fs::write(dir.path().join("s.media/a b/.e.partial-1"), b"").unwrap();
+        let mut walked: Vec<(String, u64)> = store
+            .walk("s.media/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.key, o.size))
+            .collect();
+        walked.sort();
+        assert_eq!(
+            walked,
+            [("s.media/a b/c.jpg".into(), 4), ("s.media/d.txt".into(), 1)]
+        );
+        let mut top: Vec<String> = store
+            .entries()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.key)
+            .collect();
+        top.sort();
+        assert_eq!(top, ["s.backup", "s.media/"]);
+        std::fs::remove_file(dir.path().join("s.media/a b/.e.partial-1")).unwrap();
+        store.delete("s.media/a b/c.jpg").await.unwrap();
+        assert!(!dir.path().join("s.media/a b").exists(), "emptied: removed");
+        assert!(dir.path().join("s.media/d.txt").exists());
+        store.delete("s.media/d.txt").await.unwrap();
+        assert!(!dir.path().join("s.media").exists());
+        assert!(dir.path().exists(), "never the store itself");
     }
 }

@@ -102,13 +102,45 @@ impl Backup {
     }
 }
 
-/// Side files that live beside backups and are not backups themselves.
+/// One object found by [`Store::walk`]: its key relative to the location, and the
+/// ETag S3 gave it (quotes taken off; none in a directory).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object {
+    pub key: String,
+    pub size: u64,
+    /// Seconds since the Unix epoch.
+    pub modified: i64,
+    pub etag: Option<String>,
+}
+
+/// Side files that live beside backups and are not backups themselves: manifests,
+/// drill records, a backup's media (`<stamp>.media.json` and everything under
+/// `<stamp>.media/`), and folders.
 pub fn is_side_file(key: &str) -> bool {
     key.ends_with(".manifest.json")
         || key.ends_with(".verified.json")
         || key.ends_with(".ledger.json")
         || key.ends_with(".acme.json")
+        || key.ends_with(".media.json")
+        || key.contains(".media/")
         || key.ends_with('/')
+}
+
+/// `s3://bucket/prefix` → (bucket, prefix), the prefix empty or ending in `/` (with or
+/// without the trailing slash, `s3://b/p` and `s3://b/p/` name the same place); `None`
+/// when it is not an S3 URL with a bucket.
+pub fn parse_s3_url(url: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("s3://")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return None;
+    }
+    let prefix = match prefix.trim_start_matches('/') {
+        "" => String::new(),
+        p if p.ends_with('/') => p.to_string(),
+        p => format!("{p}/"),
+    };
+    Some((bucket.to_string(), prefix))
 }
 
 pub(crate) fn unix(t: SystemTime) -> i64 {
@@ -137,7 +169,8 @@ pub struct Opened {
     pub size: Option<u64>,
 }
 
-/// A configured store.
+/// A configured store; a clone talks to the same place (for uploads in parallel).
+#[derive(Clone)]
 pub enum Store {
     Dir(DirStore),
     S3(S3Store),
@@ -155,18 +188,10 @@ impl Store {
             .backups
             .as_deref()
             .ok_or_else(|| StoreError::NoLocation(name.to_string()))?;
-        if let Some(rest) = location.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(StoreError::BadLocation(location.to_string()));
-            }
-            // `s3://b/backups/shop` and `s3://b/backups/shop/` name the same place.
-            let prefix = match prefix.trim_start_matches('/') {
-                "" => String::new(),
-                p if p.ends_with('/') => p.to_string(),
-                p => format!("{p}/"),
-            };
-            return Ok(Store::S3(S3Store::new(bucket, &prefix, env).await));
+        if location.starts_with("s3://") {
+            let (bucket, prefix) = parse_s3_url(location)
+                .ok_or_else(|| StoreError::BadLocation(location.to_string()))?;
+            return Ok(Store::S3(S3Store::new(&bucket, &prefix, env).await));
         }
         if location.contains("://") {
             return Err(StoreError::BadLocation(location.to_string()));
@@ -325,6 +350,9 @@ mod tests {
         );
         assert!(is_side_file("x.backup.manifest.json"));
         assert!(!is_side_file("x.tar.lrz"));
+        assert!(is_side_file("2026-11-30T021500Z.media.json"));
+        assert!(is_side_file("2026-11-30T021500Z.media/photos/a.sql.gz"));
+        assert!(is_side_file("2026-11-30T021500Z.media/"));
     }
 }
 
@@ -425,6 +453,11 @@ impl Store {
 
     /// Read a small side file, if it exists (at most 16 MiB).
     pub async fn get_small(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_up_to(key, 16 * 1024 * 1024).await
+    }
+
+    /// Read an object whole, if it exists (at most `cap` bytes of it).
+    pub async fn get_up_to(&self, key: &str, cap: u64) -> Result<Option<Vec<u8>>, StoreError> {
         use tokio::io::AsyncReadExt;
         if self.size_of(key).await?.is_none() {
             return Ok(None);
@@ -436,7 +469,7 @@ impl Store {
         let mut buf = Vec::new();
         opened
             .reader
-            .take(16 * 1024 * 1024)
+            .take(cap)
             .read_to_end(&mut buf)
             .await
             .map_err(|source| StoreError::Io {
@@ -454,8 +487,51 @@ impl Store {
         }
     }
 
-    /// Every object at the location, side files included (one listing).
-    async fn entries(&self) -> Result<Vec<Backup>, StoreError> {
+    /// Store `bytes` under `key` (in one write or request), never over an existing
+    /// object.
+    pub async fn put_new(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        match self {
+            Store::Dir(d) => {
+                use tokio::io::AsyncWriteExt;
+                let mut upload = d.upload(key).await?;
+                if let Err(source) = upload.file.write_all(&bytes).await {
+                    upload.abort().await;
+                    return Err(StoreError::Io {
+                        path: key.into(),
+                        source,
+                    });
+                }
+                upload.commit().await
+            }
+            Store::S3(s) => s.put_new(key, bytes).await,
+        }
+    }
+
+    /// Every object whose key starts with `under` (a folder such as
+    /// `2026-11-30T021500Z.media/`), at any depth, with keys relative to the location.
+    pub async fn walk(&self, under: &str) -> Result<Vec<Object>, StoreError> {
+        match self {
+            Store::Dir(d) => d.walk(under).await,
+            Store::S3(s) => s.walk(under).await,
+        }
+    }
+
+    /// Delete every object under the folder `under` (one that is countable's own).
+    pub async fn delete_tree(&self, under: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Dir(d) => d.delete_tree(under).await,
+            Store::S3(s) => {
+                for o in s.walk(under).await? {
+                    s.delete(&o.key).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Every object at the location, side files included, and each folder as one
+    /// entry whose key ends with `/` (one listing).
+    pub async fn entries(&self) -> Result<Vec<Backup>, StoreError> {
         match self {
             Store::Dir(d) => d.entries().await,
             Store::S3(s) => s.entries().await,

@@ -5,9 +5,10 @@
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::Client;
 
-use super::{Backup, Opened, StoreError};
+use super::{Backup, Object, Opened, StoreError};
 use crate::project::Environment;
 
+#[derive(Clone)]
 pub struct S3Store {
     client: Client,
     bucket: String,
@@ -113,32 +114,74 @@ impl S3Store {
         }
     }
 
-    /// Every object at the location, side files included.
+    /// Every object at the location, side files included, and each "folder" below it
+    /// (a key prefix ending in `/`, such as a backup's `<stamp>.media/`) as one entry
+    /// whose key ends with `/`: one listing with a delimiter, so objects in folders
+    /// (media files, other projects' backups) are not paged through.
     pub async fn entries(&self) -> Result<Vec<Backup>, StoreError> {
-        let mut out = Vec::new();
+        let (objects, folders) = self.list("", true).await?;
+        let files = objects
+            .into_iter()
+            .filter(|o| !o.key.is_empty() && !o.key.contains('/'))
+            .map(|o| Backup {
+                key: o.key,
+                size: o.size,
+                modified: o.modified,
+            });
+        let folders = folders.into_iter().map(|key| Backup {
+            key,
+            size: 0,
+            modified: 0,
+        });
+        Ok(files.chain(folders).collect())
+    }
+
+    /// Every object whose key starts with `under` (relative to the location), at any
+    /// depth, with its ETag (quotes taken off, otherwise verbatim); keys relative to
+    /// the location.
+    pub async fn walk(&self, under: &str) -> Result<Vec<Object>, StoreError> {
+        Ok(self.list(under, false).await?.0)
+    }
+
+    /// ListObjectsV2 of the keys starting with `under` (relative to the location), every
+    /// page: the objects and, with `folders`, the common prefixes below (delimiter
+    /// `/`), all relative to the location.
+    async fn list(
+        &self,
+        under: &str,
+        folders: bool,
+    ) -> Result<(Vec<Object>, Vec<String>), StoreError> {
+        let (mut objects, mut prefixes) = (Vec::new(), Vec::new());
         let mut pages = self
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
-            .prefix(&self.prefix)
+            .prefix(self.full(under))
+            .set_delimiter(folders.then(|| "/".to_string()))
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.map_err(e, None))?;
             for obj in page.contents() {
-                let Some(full) = obj.key() else { continue };
-                let key = full.strip_prefix(&self.prefix).unwrap_or(full);
-                if key.is_empty() || key.contains('/') {
+                let Some(key) = obj.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
                     continue;
-                }
-                out.push(Backup {
+                };
+                objects.push(Object {
                     key: key.to_string(),
                     size: obj.size().unwrap_or(0).max(0) as u64,
                     modified: obj.last_modified().map(|t| t.secs()).unwrap_or(0),
+                    etag: obj.e_tag().map(unquote),
                 });
             }
+            prefixes.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix()?.strip_prefix(&self.prefix))
+                    .filter(|p| !p.is_empty())
+                    .map(String::from),
+            );
         }
-        Ok(out)
+        Ok((objects, prefixes))
     }
 
     pub async fn open(&self, key: &str) -> Result<Opened, StoreError> {
@@ -157,6 +200,11 @@ impl S3Store {
             size,
         })
     }
+}
+
+/// An ETag as S3 sends it (`"9b2c…"`, `"3f1a…-2"`), without its quotes.
+fn unquote(etag: &str) -> String {
+    etag.trim_matches('"').to_string()
 }
 
 fn shorten(s: &str) -> String {
@@ -241,6 +289,30 @@ impl S3Store {
             .await
             .map_err(|e| self.map_err(e, Some(key)))?;
         Ok(())
+    }
+
+    /// Store `bytes` under `key` in one request, never over an existing object
+    /// (`If-None-Match: *`).
+    pub async fn put_new(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let sent = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .if_none_match("*")
+            .body(bytes.into())
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(412) => {
+                Err(StoreError::Exists {
+                    key: key.to_string(),
+                    location: self.location(),
+                })
+            }
+            Err(e) => Err(self.map_err(e, Some(key))),
+        }
     }
 
     /// Start a multipart upload of `key`; parts as `super::parts` sizes and sends them.

@@ -326,6 +326,35 @@ impl Moto {
             .args(args)
             .envs(aws_env()))
     }
+
+    /// The keys in `bucket` that start with `prefix`, as the server lists them.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let r = self
+            .aws(&[
+                "s3api",
+                "list-objects-v2",
+                "--bucket",
+                bucket,
+                "--prefix",
+                prefix,
+                "--query",
+                "Contents[].Key",
+                "--output",
+                "json",
+            ])
+            .ok();
+        serde_json::from_str::<Option<Vec<String>>>(&r.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
+            .unwrap_or_default()
+    }
+
+    /// The bytes of object `url` (`s3://bucket/key`).
+    pub fn read(&self, url: &str) -> Vec<u8> {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("object");
+        self.aws(&["s3", "cp", url, path.to_str().unwrap()]).ok();
+        std::fs::read(path).unwrap()
+    }
 }
 
 impl Drop for Moto {
@@ -478,6 +507,45 @@ SELECT nextval('shop.invoice_no') FROM generate_series(1, 7);
             "pg_dump failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// The `<name>-prod` compose project beside a scratch project (its "production"),
+/// taken down (volumes too) when dropped, also when a test fails.
+pub struct Prod {
+    pub project: String,
+    pub dir: PathBuf,
+}
+
+impl std::ops::Deref for Prod {
+    type Target = String;
+    fn deref(&self) -> &String {
+        &self.project
+    }
+}
+
+impl Drop for Prod {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["compose", "-p", &self.project, "down", "--volumes"])
+            .current_dir(&self.dir)
+            .output();
+    }
+}
+
+impl Scratch {
+    /// Start the db service under compose project `<name>-prod`: environment `prod`'s
+    /// database, reached like a remote engine's.
+    pub fn start_prod(&self) -> Prod {
+        let prod = format!("{}-prod", self.name);
+        let r = run(Command::new("docker")
+            .args(["compose", "-p", &prod, "up", "--detach", "--wait", "db"])
+            .current_dir(self.root()));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        Prod {
+            project: prod,
+            dir: self.root(),
+        }
     }
 }
 
