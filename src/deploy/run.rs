@@ -837,7 +837,7 @@ async fn converged(
         .project_services(project)
         .await?
         .iter()
-        .all(|c| model.iter().any(|m| *m == c.service)))
+        .all(|c| model.contains(&c.service)))
 }
 
 /// Start the candidate beside the old release, gate it, and switch nginx to it.
