@@ -90,7 +90,7 @@ pub async fn wait_healthy(
     let started = Instant::now();
     let mut progress = Instant::now();
     let mut watched = Watched::default();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     let tail = |engine: Engine, c: String| async move {
         engine.log_tail(&c, 30).await.unwrap_or_default()
     };

@@ -518,7 +518,8 @@ async fn release(
     let number = record.release;
 
     // Built first: a build that fails costs no backup, and the backup is taken as close
-    // to the migrations as it can be.
+    // to the migrations as it can be. The host's room is read meanwhile (round trips
+    // over ssh while the build works here); a refusal waits for nothing but the build.
     steps.begin("build");
     let build_override = scratch.join("build.yaml");
     std::fs::write(
@@ -537,7 +538,13 @@ async fn release(
     )
     .remote(&plan.tree, plan.secrets.clone());
     printer.status(&format!("building {}", record.image));
-    compose_up(&build, &["build", &s.web], &s.compose_project).await?;
+    let build_args = ["build", s.web.as_str()];
+    let (built, budget) = tokio::join!(
+        compose_up(&build, &build_args, &s.compose_project),
+        room(host, db, store, s, printer)
+    );
+    built?;
+    let budget = budget?;
     let info = local.image_info(&record.image).await?.with_context(|| {
         format!(
             "the build did not produce {} (compose's output above says why)",
@@ -545,9 +552,6 @@ async fn release(
         )
     })?;
     record.image_id = info.id.clone();
-
-    steps.begin("space");
-    let budget = room(host, db, store, s, printer).await?;
 
     // Shipped before the backup: a host without room refuses before anything is
     // taken or changed (an image beside the serving one changes nothing).
