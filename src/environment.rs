@@ -46,6 +46,13 @@ pub struct UpOptions {
     pub dry_run: bool,
 }
 
+/// The environment, store and backup an empty database was filled from.
+type FilledFrom = (
+    crate::names::EnvName,
+    crate::store::Store,
+    crate::store::Backup,
+);
+
 /// What `up` found in the database before the app started.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DataOutcome {
@@ -115,10 +122,21 @@ impl Local {
         printer.status(&format!("starting the database ({db})"));
         let started = run_teed(&compose, &db_args, true).await;
         self.require_healthy(printer, started, Some(&db)).await?;
-        let outcome = self.fill_if_empty(printer, opts).await?;
+        let (outcome, filled_from) = self.fill_if_empty(printer, opts).await?;
         printer.status(&format!("building and starting {project_name}"));
         let started = run_teed(&compose, &all_args, true).await;
         self.require_healthy(printer, started, None).await?;
+        // After web has mounted the volume: a volume compose made took the owner of
+        // web's media root then, and what is written takes it over.
+        if let Some((env, store, backup)) = filled_from {
+            if opts.no_media {
+                printer.note("   media not filled from the same backup (--no-media)");
+            } else {
+                self.fill_media(printer, &env, &store, &backup)
+                    .await
+                    .with_context(|| format!("filling the empty media volume from `{env}`'s backup {} failed (`countable up --no-media` starts without media)", backup.key))?;
+            }
+        }
         Ok(outcome)
     }
 
@@ -464,31 +482,31 @@ impl Local {
         Ok(())
     }
 
-    /// The seam where `up` fills an empty database from `data_from` (pull-db).
+    /// The seam where `up` fills an empty database from `data_from` (pull-db); the
+    /// backup it was filled from, for the media of the same stamp.
     async fn fill_if_empty(
         &mut self,
         printer: &Printer,
         opts: &UpOptions,
-    ) -> anyhow::Result<DataOutcome> {
+    ) -> anyhow::Result<(DataOutcome, Option<FilledFrom>)> {
         if self.db_has_tables(printer).await? {
-            return Ok(DataOutcome::HasTables);
+            return Ok((DataOutcome::HasTables, None));
         }
         let Some(source) = self.project.config.data_from.clone() else {
             printer.note("   the database is empty; migrations will create the schema (set `data_from` in countable.yml to fill it from a backup)");
-            return Ok(DataOutcome::EmptyNoSource);
+            return Ok((DataOutcome::EmptyNoSource, None));
         };
         if opts.no_data {
             printer.note(&format!(
                 "   the database is empty; not filling it (nor media) from `{source}` (--no-data)"
             ));
-            return Ok(DataOutcome::EmptySkipped);
+            return Ok((DataOutcome::EmptySkipped, None));
         }
         printer.status(&format!(
             "the database is empty: filling it from `{source}`'s newest backup"
         ));
         let store = crate::data::store_of(self, &source).await?;
         let backup = store.pick(None).await?;
-        let no_media = opts.no_media;
         let opts = crate::restore::Options {
             keep_previous: false,
             jobs: 1,
@@ -499,14 +517,7 @@ impl Local {
             .await
             .with_context(|| format!("filling the empty database from `{source}` failed (`countable up --no-data` starts without data)"))?;
         crate::data::report(printer, &summary, false)?;
-        if no_media {
-            printer.note("   media not filled from the same backup (--no-media)");
-        } else {
-            self.fill_media(printer, &source, &store, &backup)
-                .await
-                .with_context(|| format!("filling the empty media volume from `{source}`'s backup failed (`countable up --no-media` starts without media)"))?;
-        }
-        Ok(DataOutcome::Filled)
+        Ok((DataOutcome::Filled, Some((source, store, backup))))
     }
 
     /// Stop the environment; `volumes` also removes its named volumes (the database!).
