@@ -234,8 +234,14 @@ fn bucket_media_full_copy_then_nothing_then_resume_after_ctrl_c() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let kill = run(Command::new("kill").args(["-INT", &format!("-{}", child.id())]));
-    assert_eq!(kill.code, 0, "{}", kill.stderr);
+    // Ctrl-C: SIGINT to countable's own process group, and nothing else.
+    let group = rustix::process::Pid::from_raw(child.id() as i32).expect("a child's pid");
+    assert_eq!(
+        rustix::process::getpgid(Some(group)).unwrap(),
+        group,
+        "countable leads its own process group"
+    );
+    rustix::process::kill_process_group(group, rustix::process::Signal::INT).unwrap();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
