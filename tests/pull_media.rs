@@ -24,43 +24,13 @@ fn json(r: &Run) -> serde_json::Value {
     serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.stdout))
 }
 
-/// Run `script` (sh) in a throwaway container of the db image with `volume` at /m.
-fn in_volume(volume: &str, script: &str) -> Run {
-    let r = run(Command::new("docker").args([
-        "run",
-        "--rm",
-        "-v",
-        &format!("{volume}:/m"),
-        "--entrypoint",
-        "sh",
-        DB_IMAGE,
-        "-c",
-        script,
-    ]));
-    assert_eq!(r.code, 0, "`{script}`: {}", r.stderr);
-    r
-}
-
-/// path → SHA-256 of every file below `dir` (host) or in a volume (`find` output).
-fn parse_sums(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .map(|l| {
-            let (sum, path) = l.split_once("  ").unwrap();
-            (path.trim_start_matches("./").to_string(), sum.to_string())
-        })
-        .collect()
-}
-
+/// path → SHA-256 of every file below `dir`.
 fn host_sums(dir: &Path) -> BTreeMap<String, String> {
     let r = run(Command::new("sh")
         .args(["-c", "find . -type f -exec sha256sum {} +"])
         .current_dir(dir));
     assert_eq!(r.code, 0, "{}", r.stderr);
     parse_sums(&r.stdout)
-}
-
-fn volume_sums(volume: &str) -> BTreeMap<String, String> {
-    parse_sums(&in_volume(volume, "cd /m && find . -type f -exec sha256sum {} +").stdout)
 }
 
 fn remove_volume(name: &str) {

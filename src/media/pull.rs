@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::file::MediaFile;
 use super::plan::{plan, Counts, Filter, Tally};
 use super::source::MediaSource;
+use super::volume::VolumeMedia;
 use super::write::{Progress, VolumeWriter, Written, MAX_BYTES, MAX_FILES};
 use super::MediaError;
 use crate::engine::Engine;
@@ -105,7 +106,9 @@ pub async fn pull(
     let writer = match &name {
         Some(n) => {
             let helper = format!("{}-countable-pull-{}", target.project, std::process::id());
-            Some(VolumeWriter::open(&target.engine, n, &target.image, &helper).await?)
+            let volume =
+                VolumeMedia::open_writable(&target.engine, n, &target.image, &helper).await?;
+            Some(VolumeWriter::new(volume).await?)
         }
         None => None,
     };

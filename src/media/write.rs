@@ -19,7 +19,6 @@ use tokio::sync::mpsc;
 use super::file::MediaFile;
 use super::source::{Batch, Listing, Reader};
 use super::volume::{VolumeMedia, MOUNT};
-use crate::engine::Engine;
 
 /// At most this many files go in one upload…
 pub const MAX_FILES: usize = 64;
@@ -62,15 +61,9 @@ pub struct VolumeWriter {
 }
 
 impl VolumeWriter {
-    /// Start a writable helper of `image` on `engine` for `volume`; learn its root's
-    /// owner.
-    pub async fn open(
-        engine: &Engine,
-        volume: &str,
-        image: &str,
-        name: &str,
-    ) -> anyhow::Result<Self> {
-        let volume = VolumeMedia::open_writable(engine, volume, image, name).await?;
+    /// Write through `volume` (opened with [`VolumeMedia::open_writable`]); learn its
+    /// root's owner.
+    pub async fn new(volume: VolumeMedia) -> anyhow::Result<Self> {
         let out = volume
             .engine
             .exec_capture(&volume.helper, &["stat", "-c", "%u %g", MOUNT], &[])
