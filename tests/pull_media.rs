@@ -142,6 +142,14 @@ fn bucket_media_full_copy_then_nothing_then_resume_after_ctrl_c() {
     assert_eq!(labels["com.docker.compose.project"], s.name.as_str());
     assert_eq!(labels["com.docker.compose.volume"], "media");
     assert!(labels["com.docker.compose.version"].is_string(), "{labels}");
+    // nginx mounts the media volume and needs no build: compose adopts it silently.
+    let adopted = s.compose(&["up", "--no-start", "--no-deps", "nginx"]);
+    assert_eq!(adopted.code, 0, "{}", adopted.stderr);
+    assert!(
+        !adopted.stderr.contains("already exists"),
+        "{}",
+        adopted.stderr
+    );
 
     // The second run moves nothing: every file kept the source's mtime.
     let second = pull(&s, &["--exclude", "thumbs/**", "--max-size", "1M"]);
