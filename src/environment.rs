@@ -382,6 +382,21 @@ impl Local {
         };
         let image = engine.image_id_of(&container).await?;
         let compose_version = self.compose()?.version().unwrap_or_else(|| "2".into());
+        let web = &self.project.config.services.web;
+        let prime = match shape.mounts.get(&(web.clone(), volume.clone())) {
+            Some(path) => {
+                let web_image = shape
+                    .images
+                    .get(web)
+                    .cloned()
+                    .unwrap_or_else(|| format!("{project}-{web}"));
+                engine
+                    .has_image(&web_image)
+                    .await?
+                    .then(|| (web_image, path.clone()))
+            }
+            None => None,
+        };
         Ok(crate::media::pull::Target {
             engine,
             project,
@@ -389,6 +404,7 @@ impl Local {
             named,
             image,
             compose_version,
+            prime,
         })
     }
 

@@ -326,5 +326,12 @@ fn volume_media_live_and_from_backup_and_up_on_a_fresh_clone() {
         owners[0] != "0" && owners.iter().all(|o| *o == owners[0]),
         "{owners:?}"
     );
+    // With web's image built, a volume pull-media makes gets web's owner as well.
+    let app_user = owners[0].to_string();
+    s.compose(&["down"]);
+    remove_volume(&local_volume);
+    assert_eq!(pull(&s, &["--from-backup"])["copied"]["files"], 8);
+    let owners = in_volume(&local_volume, "stat -c '%u' /m /m/photos /m/empty.txt").stdout;
+    assert!(owners.lines().all(|o| o == app_user), "{owners}");
     s.compose(&["down", "--volumes"]);
 }

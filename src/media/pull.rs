@@ -37,6 +37,10 @@ pub struct Target {
     pub image: String,
     /// For the `com.docker.compose.version` label of a volume made here.
     pub compose_version: String,
+    /// Web's image and the path it mounts the volume at, when that image is built: a
+    /// volume made here is first mounted there, so that the engine gives it the owner
+    /// (and content) of web's media root, as when compose makes it for web.
+    pub prime: Option<(String, String)>,
 }
 
 /// How to pull.
@@ -91,17 +95,7 @@ pub async fn pull(
     let name = match existing {
         Some(n) => Some(n),
         None if opts.dry_run => None,
-        None => Some(
-            target
-                .engine
-                .create_compose_volume(
-                    &target.project,
-                    &target.volume,
-                    target.named.as_deref(),
-                    &target.compose_version,
-                )
-                .await?,
-        ),
+        None => Some(create(target, printer).await?),
     };
     let writer = match &name {
         Some(n) => {
@@ -207,6 +201,33 @@ pub async fn pull(
     summary.vanished = vanished;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Make the volume as compose would, primed with web's media root when web's image
+/// is built (else its root belongs to root, and the user is told).
+async fn create(target: &Target, printer: &Printer) -> anyhow::Result<String> {
+    let engine = &target.engine;
+    let name = engine
+        .create_compose_volume(
+            &target.project,
+            &target.volume,
+            target.named.as_deref(),
+            &target.compose_version,
+        )
+        .await?;
+    match &target.prime {
+        Some((image, path)) => {
+            let helper = format!("{}-countable-prime-{}", target.project, std::process::id());
+            let id = engine
+                .run_helper(&helper, image, &[format!("{name}:{path}")])
+                .await?;
+            engine.remove(&id).await?;
+        }
+        None => printer.note(&format!(
+            "   made volume {name}; web's image is not built yet, so its root belongs to root (`countable up` before pull-media gives it web's owner)"
+        )),
+    }
+    Ok(name)
 }
 
 async fn close(writer: Option<VolumeWriter>) {
