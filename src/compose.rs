@@ -294,6 +294,12 @@ impl Compose {
         }
     }
 
+    /// Compose's own version (`2.40.3`), as `version --short` prints it; what compose
+    /// writes into the `com.docker.compose.version` label of what it creates.
+    pub fn version(&self) -> Option<String> {
+        version_of(&self.program).map(|v| v.trim_start_matches('v').to_string())
+    }
+
     /// A project whose directory is `dir` on the environment's host (a path that need
     /// not exist here): compose runs in `cwd`, reads no `.env` for interpolation, and
     /// takes its variables from `env` (secrets stay off every command line).

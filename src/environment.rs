@@ -38,11 +38,20 @@ async fn run_teed(compose: &Compose, args: &[String], echo: bool) -> anyhow::Res
 /// How `up` should behave.
 #[derive(Debug, Clone, Default)]
 pub struct UpOptions {
-    /// Skip filling an empty database from `data_from`.
+    /// Skip filling an empty database (and media) from `data_from`.
     pub no_data: bool,
+    /// Skip filling an empty media volume from the same backup.
+    pub no_media: bool,
     /// Print the commands instead of running them.
     pub dry_run: bool,
 }
+
+/// The environment, store and backup an empty database was filled from.
+type FilledFrom = (
+    crate::names::EnvName,
+    crate::store::Store,
+    crate::store::Backup,
+);
 
 /// What `up` found in the database before the app started.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,7 +113,7 @@ impl Local {
         let compose = self.compose()?.clone();
         if opts.dry_run {
             printer.data(&compose.display(&as_refs(&db_args)));
-            printer.data("# if the database has no tables and data_from is set: fill it");
+            printer.data("# if the database has no tables and data_from is set: fill it (and an empty media volume) from its newest backup");
             printer.data(&compose.display(&as_refs(&all_args)));
             return Ok(DataOutcome::HasTables);
         }
@@ -113,10 +122,21 @@ impl Local {
         printer.status(&format!("starting the database ({db})"));
         let started = run_teed(&compose, &db_args, true).await;
         self.require_healthy(printer, started, Some(&db)).await?;
-        let outcome = self.fill_if_empty(printer, opts).await?;
+        let (outcome, filled_from) = self.fill_if_empty(printer, opts).await?;
         printer.status(&format!("building and starting {project_name}"));
         let started = run_teed(&compose, &all_args, true).await;
         self.require_healthy(printer, started, None).await?;
+        // After web has mounted the volume: a volume compose made took the owner of
+        // web's media root then, and what is written takes it over.
+        if let Some((env, store, backup)) = filled_from {
+            if opts.no_media {
+                printer.note("   media not filled from the same backup (--no-media)");
+            } else {
+                self.fill_media(printer, &env, &store, &backup)
+                    .await
+                    .with_context(|| format!("filling the empty media volume from `{env}`'s backup {} failed (`countable up --no-media` starts without media)", backup.key))?;
+            }
+        }
         Ok(outcome)
     }
 
@@ -314,6 +334,122 @@ impl Local {
             .await
     }
 
+    /// The media of environment `env` to read: its bucket (no engine needed), or its
+    /// volume on its engine (reached like `backup` reaches it).
+    pub async fn env_media_to_read(
+        &self,
+        env: &crate::names::EnvName,
+    ) -> anyhow::Result<crate::media::Media> {
+        let settings = &self.project.config.environments[env];
+        if let Some(bucket) = crate::media::Media::bucket_of(settings)? {
+            return Ok(bucket);
+        }
+        let (_, db) = self.env_db(env).await?;
+        self.env_media(env, &db).await
+    }
+
+    /// The local media volume that environment `env`'s media goes into (the compose
+    /// volume `media_volume` of `env`, default `media`), with the local db's image for
+    /// the helper that writes it; the db is started when it is not running.
+    pub async fn media_target(
+        &mut self,
+        printer: &Printer,
+        env: &crate::names::EnvName,
+    ) -> anyhow::Result<crate::media::pull::Target> {
+        let config = &self.project.config;
+        let volume = match config.environments[env].media_location()? {
+            crate::media::MediaLocation::Volume { volume } => volume,
+            crate::media::MediaLocation::Bucket { .. } => crate::media::DEFAULT_VOLUME.into(),
+        };
+        let shape = crate::deploy::model::shape(&crate::deploy::run::read_files(
+            &self.project.root,
+            &config.compose_files,
+        )?)?;
+        let Some(named) = shape.volumes.get(&volume).cloned() else {
+            return Err(crate::media::MediaError::NoLocalVolume(volume).into());
+        };
+        let project = self.project.compose_name().to_string();
+        let service = config.services.db.clone();
+        let engine = self.engine().await?.clone();
+        let container = match engine.service_container(&project, &service).await {
+            Ok(c) => c,
+            Err(crate::engine::EngineError::NoContainer { .. }) => {
+                printer.status(&format!("starting the local database ({service})"));
+                self.ensure_db(printer).await?;
+                engine.service_container(&project, &service).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let image = engine.image_id_of(&container).await?;
+        let compose_version = self.compose()?.version().unwrap_or_else(|| "2".into());
+        let web = &self.project.config.services.web;
+        let prime = match shape.mounts.get(&(web.clone(), volume.clone())) {
+            Some(path) => {
+                let web_image = shape
+                    .images
+                    .get(web)
+                    .cloned()
+                    .unwrap_or_else(|| format!("{project}-{web}"));
+                engine
+                    .has_image(&web_image)
+                    .await?
+                    .then(|| (web_image, path.clone()))
+            }
+            None => None,
+        };
+        Ok(crate::media::pull::Target {
+            engine,
+            project,
+            volume,
+            named,
+            image,
+            compose_version,
+            prime,
+        })
+    }
+
+    /// Fill the local media volume from the media of `backup` of `env` (same stamp as
+    /// the database just restored), when the volume is empty.
+    async fn fill_media(
+        &mut self,
+        printer: &Printer,
+        env: &crate::names::EnvName,
+        store: &crate::store::Store,
+        backup: &crate::store::Backup,
+    ) -> anyhow::Result<()> {
+        let Some(stored) = crate::media::StoredMedia::find(store, Some(&backup.key)).await? else {
+            printer.note(&format!(
+                "   the backup {} has no media; media left as it is",
+                backup.key
+            ));
+            return Ok(());
+        };
+        let target = self.media_target(printer, env).await?;
+        let source = crate::media::MediaSource::Backup(stored);
+        let label = format!("{env}'s backup {}", backup.key);
+        let mut opts = crate::media::pull::Options {
+            filter: Default::default(),
+            jobs: 4,
+            dry_run: true,
+            retry: format!("countable pull-media {env} --from-backup {}", backup.key),
+        };
+        let look = crate::media::pull::pull(&source, &label, &target, &opts, printer).await?;
+        if look.existing > 0 || look.plan.copy.files == 0 {
+            printer.note(&format!(
+                "   the local media volume is not empty (or the backup's media is): left as it is (`{}` copies what is missing)",
+                opts.retry
+            ));
+            return Ok(());
+        }
+        printer.status(&format!(
+            "the media volume is empty: filling it from {label} ({})",
+            crate::ui::counted(look.plan.copy.files, "file")
+        ));
+        opts.dry_run = false;
+        let summary = crate::media::pull::pull(&source, &label, &target, &opts, printer).await?;
+        crate::media::pull::report(printer, &summary, false)
+    }
+
     /// Does the local database have any table outside the system schemas?
     pub async fn db_has_tables(&mut self, printer: &Printer) -> anyhow::Result<bool> {
         let db = self.local_db(printer).await?;
@@ -362,24 +498,25 @@ impl Local {
         Ok(())
     }
 
-    /// The seam where `up` fills an empty database from `data_from` (pull-db).
+    /// The seam where `up` fills an empty database from `data_from` (pull-db); the
+    /// backup it was filled from, for the media of the same stamp.
     async fn fill_if_empty(
         &mut self,
         printer: &Printer,
         opts: &UpOptions,
-    ) -> anyhow::Result<DataOutcome> {
+    ) -> anyhow::Result<(DataOutcome, Option<FilledFrom>)> {
         if self.db_has_tables(printer).await? {
-            return Ok(DataOutcome::HasTables);
+            return Ok((DataOutcome::HasTables, None));
         }
         let Some(source) = self.project.config.data_from.clone() else {
             printer.note("   the database is empty; migrations will create the schema (set `data_from` in countable.yml to fill it from a backup)");
-            return Ok(DataOutcome::EmptyNoSource);
+            return Ok((DataOutcome::EmptyNoSource, None));
         };
         if opts.no_data {
             printer.note(&format!(
-                "   the database is empty; not filling it from `{source}` (--no-data)"
+                "   the database is empty; not filling it (nor media) from `{source}` (--no-data)"
             ));
-            return Ok(DataOutcome::EmptySkipped);
+            return Ok((DataOutcome::EmptySkipped, None));
         }
         printer.status(&format!(
             "the database is empty: filling it from `{source}`'s newest backup"
@@ -396,7 +533,7 @@ impl Local {
             .await
             .with_context(|| format!("filling the empty database from `{source}` failed (`countable up --no-data` starts without data)"))?;
         crate::data::report(printer, &summary, false)?;
-        Ok(DataOutcome::Filled)
+        Ok((DataOutcome::Filled, Some((source, store, backup))))
     }
 
     /// Stop the environment; `volumes` also removes its named volumes (the database!).

@@ -28,23 +28,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
     out.stdout.split_whitespace().next().unwrap().to_string()
 }
 
-/// Run `script` (sh) in a throwaway container of the db image with `volume` at /m.
-fn in_volume(volume: &str, script: &str) -> Run {
-    let r = run(Command::new("docker").args([
-        "run",
-        "--rm",
-        "-v",
-        &format!("{volume}:/m"),
-        "--entrypoint",
-        "sh",
-        DB_IMAGE,
-        "-c",
-        script,
-    ]));
-    assert_eq!(r.code, 0, "`{script}`: {}", r.stderr);
-    r
-}
-
 /// The media volume of the prod compose project, made the way compose makes it (its
 /// labels), removed when dropped.
 struct MediaVolume(String);
@@ -67,14 +50,7 @@ impl MediaVolume {
 
     /// path → SHA-256 of every file in the volume.
     fn checksums(&self) -> BTreeMap<String, String> {
-        let r = in_volume(&self.0, "cd /m && find . -type f -exec sha256sum {} +");
-        r.stdout
-            .lines()
-            .map(|l| {
-                let (sum, path) = l.split_once("  ").unwrap();
-                (path.trim_start_matches("./").to_string(), sum.to_string())
-            })
-            .collect()
+        volume_sums(&self.0)
     }
 }
 

@@ -19,6 +19,7 @@ mod init;
 mod logs;
 mod new;
 mod pull_db;
+mod pull_media;
 mod releases;
 mod restore_args;
 mod rollback;
@@ -56,6 +57,7 @@ pub enum Command {
     Status(status::Args),
     Logs(logs::Args),
     PullDb(pull_db::Args),
+    PullMedia(pull_media::Args),
     ImportDb(import_db::Args),
     UndoDb(undo_db::Args),
     Backups(backups::Args),
@@ -77,6 +79,7 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
         Command::Status(a) => status::run(a, printer).await,
         Command::Logs(a) => logs::run(a),
         Command::PullDb(a) => pull_db::run(a, printer).await,
+        Command::PullMedia(a) => pull_media::run(a, printer).await,
         Command::ImportDb(a) => import_db::run(a, printer).await,
         Command::UndoDb(a) => undo_db::run(a, printer).await,
         Command::Backups(a) => backups::run(a, printer).await,

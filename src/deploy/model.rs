@@ -26,6 +26,10 @@ pub struct Shape {
     pub services: Vec<String>,
     /// The top-level volumes: key → the engine's name when the files give one.
     pub volumes: crate::media::Volumes,
+    /// Named volumes mounted by services: (service, volume key) → path in the container.
+    pub mounts: BTreeMap<(String, String), String>,
+    /// Services' `image:` where the files give one.
+    pub images: BTreeMap<String, String>,
 }
 
 /// Read the services and their `env_file`s from the compose files' text.
@@ -56,6 +60,19 @@ pub fn shape(files: &[(String, String)]) -> anyhow::Result<Shape> {
             if v.get("env_file").is_some() && !shape.env_file_services.iter().any(|s| s == k) {
                 shape.env_file_services.push(k.to_string());
             }
+            if let Some(image) = v.get("image").and_then(|i| i.as_str()) {
+                shape.images.insert(k.to_string(), image.to_string());
+            }
+            for m in v
+                .get("volumes")
+                .and_then(|m| m.as_sequence())
+                .into_iter()
+                .flatten()
+            {
+                if let Some((volume, target)) = volume_mount(m) {
+                    shape.mounts.insert((k.to_string(), volume), target);
+                }
+            }
         }
     }
     Ok(shape)
@@ -63,6 +80,26 @@ pub fn shape(files: &[(String, String)]) -> anyhow::Result<Shape> {
 
 /// The engine's name of top-level volume `key` declared as `v`, when the files say it:
 /// its `name:` (unless it interpolates a variable), or the key of an `external` one.
+/// A service's mount of a named volume: `media:/app/media[:ro]`, or the long syntax
+/// (`source:`/`target:`); binds (`./x:/y`, `/x:/y`) are none.
+fn volume_mount(m: &serde_yaml_ng::Value) -> Option<(String, String)> {
+    let (source, target) = match m.as_str() {
+        Some(short) => {
+            let mut parts = short.split(':');
+            (parts.next()?.to_string(), parts.next()?.to_string())
+        }
+        None => (
+            m.get("source")?.as_str()?.to_string(),
+            m.get("target")?.as_str()?.to_string(),
+        ),
+    };
+    let named = source
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    named.then_some((source, target))
+}
+
 fn volume_name(key: &str, v: &serde_yaml_ng::Value) -> Option<String> {
     if let Some(name) = v.get("name").and_then(|n| n.as_str()) {
         return (!name.contains('$')).then(|| name.to_string());
@@ -276,6 +313,24 @@ mod tests {
                 ("media".to_string(), Some("shop_uploads".to_string())),
                 ("old".to_string(), Some("old".to_string())),
             ])
+        );
+    }
+
+    #[test]
+    fn mounts_of_named_volumes_and_images() {
+        let text = "services:\n  web:\n    build: .\n    volumes:\n      - media:/app/media\n      - ./src:/app/src\n  nginx:\n    image: nginx\n    volumes:\n      - type: volume\n        source: media\n        target: /srv/media\n        read_only: true\n      - /etc/x:/x:ro\n";
+        let s = shape(&[("compose.yaml".into(), text.into())]).unwrap();
+        let key = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            s.mounts,
+            BTreeMap::from([
+                (key("nginx", "media"), "/srv/media".to_string()),
+                (key("web", "media"), "/app/media".to_string()),
+            ])
+        );
+        assert_eq!(
+            s.images,
+            BTreeMap::from([("nginx".to_string(), "nginx".to_string())])
         );
     }
 

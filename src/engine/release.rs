@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use bollard::query_parameters::{
     InspectContainerOptions, ListImagesOptions, LogsOptions, RemoveImageOptions,
-    StopContainerOptions, UploadToContainerOptions,
+    StopContainerOptions,
 };
 use futures_util::StreamExt;
 
@@ -317,17 +317,8 @@ impl Engine {
         let bytes = builder
             .into_inner()
             .map_err(|e| EngineError::Api(bollard::errors::Error::IOError { err: e }))?;
-        self.docker
-            .upload_to_container(
-                container,
-                Some(UploadToContainerOptions {
-                    path: dir.to_string(),
-                    ..Default::default()
-                }),
-                bollard::body_full(bytes.into()),
-            )
-            .await?;
-        Ok(())
+        let whole = futures_util::stream::once(std::future::ready(Ok(bytes.into())));
+        self.upload_tar(container, dir, whole).await
     }
 
     /// Start a helper container of `image` as root, running `sleep`, with `binds`

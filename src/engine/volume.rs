@@ -1,16 +1,20 @@
 //! Volumes and files in containers, for reading an environment's media through the
 //! Docker API: find a compose project's volume, and stream a path out of a container
-//! as the engine's tar archive (the endpoint behind `docker cp`). Still the Docker API
-//! seam: it knows no media policy, and it never writes into a container here.
+//! as the engine's tar archive (the endpoint behind `docker cp`); and for pull-media,
+//! create a compose project's volume the way compose would, and stream a tar archive
+//! into a container. Still the Docker API seam: it knows no media policy.
 
 use std::collections::HashMap;
 
-use bollard::query_parameters::{DownloadFromContainerOptions, ListVolumesOptions};
+use bollard::query_parameters::{
+    DownloadFromContainerOptions, ListVolumesOptions, UploadToContainerOptions,
+};
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::{Engine, EngineError, PROJECT_LABEL};
 
 const VOLUME_LABEL: &str = "com.docker.compose.volume";
+const VERSION_LABEL: &str = "com.docker.compose.version";
 
 /// A tar stream out of a container.
 pub type TarStream = std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>;
@@ -56,6 +60,55 @@ impl Engine {
             return Ok(Some(v.name));
         }
         self.volume_exists(&format!("{project}_{volume}")).await
+    }
+
+    /// Create volume `volume` of compose project `project` as compose would: named
+    /// `named` (the compose file's `name:`) or `<project>_<volume>`, with compose's
+    /// labels (`compose_version` is the version of compose that is to adopt it), so a
+    /// later `docker compose up` takes it as its own without a warning. Its name.
+    pub async fn create_compose_volume(
+        &self,
+        project: &str,
+        volume: &str,
+        named: Option<&str>,
+        compose_version: &str,
+    ) -> Result<String, EngineError> {
+        let name = named
+            .map(String::from)
+            .unwrap_or_else(|| format!("{project}_{volume}"));
+        let labels = HashMap::from([
+            (PROJECT_LABEL.to_string(), project.to_string()),
+            (VOLUME_LABEL.to_string(), volume.to_string()),
+            (VERSION_LABEL.to_string(), compose_version.to_string()),
+        ]);
+        let created = self
+            .docker
+            .create_volume(bollard::models::VolumeCreateOptions {
+                name: Some(name),
+                labels: Some(labels),
+                ..Default::default()
+            })
+            .await?;
+        Ok(created.name)
+    }
+
+    /// Unpack the tar archive `tar` (streamed: it is sent as it is produced) under
+    /// `dir` in `container`; the entries' owners, modes and times are kept.
+    pub async fn upload_tar<S>(&self, container: &str, dir: &str, tar: S) -> Result<(), EngineError>
+    where
+        S: futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+    {
+        self.docker
+            .upload_to_container(
+                container,
+                Some(UploadToContainerOptions {
+                    path: dir.to_string(),
+                    ..Default::default()
+                }),
+                bollard::body_try_stream(tar),
+            )
+            .await?;
+        Ok(())
     }
 
     /// `name`, when this engine has a volume so named.

@@ -4,9 +4,11 @@
 //! [`MediaSource`]: what `backup` uses, and `pull-media` is to use), and its part of a
 //! backup: the incremental copy into the backup store with its manifest
 //! ([`backup`]), its check in `verify-backup` ([`check`]) and its retention
-//! ([`prune`]).
+//! ([`prune`]); and `pull-media`, which copies any of them into the local project's
+//! media volume ([`pull`], planned by [`plan`], written by [`write`]).
 //!
-//! It never writes to the media it reads. File contents stream with bounded buffers;
+//! It never writes to the media it reads; the only media it writes is the local volume
+//! (through [`write`]). File contents stream with bounded buffers;
 //! only the list of files (their metadata) is held in memory.
 
 pub mod backup;
@@ -15,9 +17,13 @@ pub mod check;
 mod file;
 mod location;
 pub mod manifest;
+pub mod plan;
 pub mod prune;
+pub mod pull;
 mod source;
+mod stored;
 mod volume;
+mod write;
 
 pub use backup::MediaSummary;
 pub use check::MediaCheck;
@@ -25,6 +31,7 @@ pub use file::{etag_md5, valid_path, MediaFile};
 pub use location::{MediaLocation, DEFAULT_VOLUME};
 pub use manifest::MediaManifest;
 pub use source::{Batch, Listing, Media, MediaSource, Reader, Volumes};
+pub use stored::StoredMedia;
 
 use crate::error::Hint;
 
@@ -48,6 +55,16 @@ pub enum MediaError {
     Mismatch { path: String, message: String },
     #[error("the media backup was interrupted; its files were deleted again")]
     Interrupted,
+    #[error("pull-media was interrupted: {copied} of {total} files copied; they stay, and running the same command again resumes")]
+    PullInterrupted {
+        copied: u64,
+        total: u64,
+        retry: String,
+    },
+    #[error("the local compose files declare no volume `{0}` to pull media into")]
+    NoLocalVolume(String),
+    #[error("{0} has no backup with media")]
+    NoBackupMedia(String),
 }
 
 impl Hint for MediaError {
@@ -62,6 +79,9 @@ impl Hint for MediaError {
             MediaError::BadManifest { .. } => "make a new backup (`countable backup <env>`); a damaged manifest cannot be trusted".into(),
             MediaError::Mismatch { .. } => "the store changed an object: run the backup again, and check the store".into(),
             MediaError::Interrupted => "run the backup again when it may finish: `countable backup <env>`".into(),
+            MediaError::PullInterrupted { retry, .. } => format!("resume with `{retry}`"),
+            MediaError::NoLocalVolume(v) => format!("declare `{v}:` under `volumes:` in the compose file (mounted at web's media root), or set `media_volume:` of the environment to the volume that is"),
+            MediaError::NoBackupMedia(_) => "back media up with `countable backup <env>`, or pull the live media: `countable pull-media <env>` without --from-backup".into(),
         })
     }
 }

@@ -1,6 +1,7 @@
 //! An environment's media as something to read: [`Media`] says where it is (resolved
 //! against its engine and compose files), [`MediaSource`] lists it and opens its files
-//! as streams, whatever it is (a volume, a bucket, a volume that does not exist yet),
+//! as streams, whatever it is (a volume, a bucket, a backup's media, a volume that
+//! does not exist yet),
 //! and [`Batch`] reads many files the cheapest way. `backup` and `pull-media` read
 //! media only through these.
 //!
@@ -11,6 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 use super::bucket::BucketMedia;
 use super::file::MediaFile;
 use super::location::MediaLocation;
+use super::stored::StoredMedia;
 use super::volume::{Entries, VolumeMedia};
 use crate::engine::Engine;
 use crate::project::Environment;
@@ -74,12 +76,9 @@ impl Media {
         let location = env.media_location()?;
         let source = location.describe();
         match location {
-            MediaLocation::Bucket { bucket, prefix } => Ok(Media::Bucket {
-                source,
-                bucket,
-                prefix,
-                env: Box::new(env.clone()),
-            }),
+            MediaLocation::Bucket { .. } => {
+                Ok(Self::bucket_of(env)?.expect("a bucket location is a bucket's media"))
+            }
             MediaLocation::Volume { volume } => {
                 let Some(named) = declared.get(&volume) else {
                     return Ok(Media::Undeclared {
@@ -104,6 +103,22 @@ impl Media {
                 })
             }
         }
+    }
+
+    /// The media of an environment whose settings are `env` when it is in a bucket
+    /// (nothing to resolve against an engine); `None` for a volume.
+    pub fn bucket_of(env: &Environment) -> anyhow::Result<Option<Self>> {
+        let location = env.media_location()?;
+        let source = location.describe();
+        Ok(match location {
+            MediaLocation::Bucket { bucket, prefix } => Some(Media::Bucket {
+                source,
+                bucket,
+                prefix,
+                env: Box::new(env.clone()),
+            }),
+            MediaLocation::Volume { .. } => None,
+        })
     }
 
     /// `volume media`, `s3://bucket/prefix/`; `Err`: there is no media, and why.
@@ -154,6 +169,8 @@ impl Media {
 pub enum MediaSource {
     Volume(VolumeMedia),
     Bucket(BucketMedia),
+    /// A backup's media, from the store.
+    Backup(StoredMedia),
     /// No media: a volume the engine does not have (yet), or none declared.
     Missing,
 }
@@ -164,6 +181,7 @@ impl MediaSource {
         match self {
             MediaSource::Volume(v) => v.list().await,
             MediaSource::Bucket(b) => b.list().await,
+            MediaSource::Backup(b) => Ok(b.list()),
             MediaSource::Missing => Ok(Listing::default()),
         }
     }
@@ -173,6 +191,7 @@ impl MediaSource {
         match self {
             MediaSource::Volume(v) => v.open_file(path).await,
             MediaSource::Bucket(b) => b.open_file(path).await,
+            MediaSource::Backup(b) => b.open_file(path).await,
             MediaSource::Missing => Ok(None),
         }
     }
@@ -198,6 +217,12 @@ impl MediaSource {
             whole,
             vanished: Vec::new(),
         })
+    }
+
+    /// Whether files are best read one stream after the other (a volume's one tar
+    /// stream), rather than several at once.
+    pub fn sequential(&self) -> bool {
+        matches!(self, MediaSource::Volume(_))
     }
 
     /// Remove what was started to read (a volume's helper container).

@@ -15,7 +15,7 @@ use super::source::{Listing, Reader};
 use crate::engine::Engine;
 
 /// Where the helper mounts the volume.
-const MOUNT: &str = "/countable-media";
+pub(super) const MOUNT: &str = "/countable-media";
 
 /// Lists regular files (not following links) as `<size> <mtime> <path>\0`, with GNU
 /// find's `-printf` where there is one, else with `stat` (busybox images).
@@ -30,9 +30,9 @@ exec find . -type f -exec sh -c 'for f do s=$(stat -c "%s %Y" "$f") || exit 1; p
 const REQUEST_COST: u64 = 256 * 1024;
 
 pub struct VolumeMedia {
-    engine: Engine,
+    pub(super) engine: Engine,
     /// The helper container's ID.
-    helper: String,
+    pub(super) helper: String,
     /// The volume's name on the engine.
     pub volume: String,
 }
@@ -45,8 +45,28 @@ impl VolumeMedia {
         image: &str,
         name: &str,
     ) -> anyhow::Result<Self> {
+        Self::start(engine, volume, image, name, ":ro").await
+    }
+
+    /// [`Self::open`], with the volume mounted read-write (for [`super::write`]).
+    pub async fn open_writable(
+        engine: &Engine,
+        volume: &str,
+        image: &str,
+        name: &str,
+    ) -> anyhow::Result<Self> {
+        Self::start(engine, volume, image, name, "").await
+    }
+
+    async fn start(
+        engine: &Engine,
+        volume: &str,
+        image: &str,
+        name: &str,
+        mode: &str,
+    ) -> anyhow::Result<Self> {
         let helper = engine
-            .run_helper(name, image, &[format!("{volume}:{MOUNT}:ro")])
+            .run_helper(name, image, &[format!("{volume}:{MOUNT}{mode}")])
             .await?;
         Ok(Self {
             engine: engine.clone(),

@@ -576,3 +576,35 @@ pub fn sh(dir: &Path, script: &str) {
     let r = run(Command::new("sh").args(["-c", script]).current_dir(dir));
     assert_eq!(r.code, 0, "`{script}` failed: {}", r.stderr);
 }
+
+/// Run `script` (sh) in a throwaway container of the db image with `volume` at /m.
+pub fn in_volume(volume: &str, script: &str) -> Run {
+    let r = run(Command::new("docker").args([
+        "run",
+        "--rm",
+        "-v",
+        &format!("{volume}:/m"),
+        "--entrypoint",
+        "sh",
+        DB_IMAGE,
+        "-c",
+        script,
+    ]));
+    assert_eq!(r.code, 0, "`{script}`: {}", r.stderr);
+    r
+}
+
+/// path → SHA-256 of every file below `dir` (host) or in a volume (`find` output).
+pub fn parse_sums(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .map(|l| {
+            let (sum, path) = l.split_once("  ").unwrap();
+            (path.trim_start_matches("./").to_string(), sum.to_string())
+        })
+        .collect()
+}
+
+/// path → SHA-256 of every file in `volume`.
+pub fn volume_sums(volume: &str) -> std::collections::BTreeMap<String, String> {
+    parse_sums(&in_volume(volume, "cd /m && find . -type f -exec sha256sum {} +").stdout)
+}
