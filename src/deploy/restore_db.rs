@@ -39,7 +39,7 @@ pub async fn restore(
     };
     let target = Target {
         db: db.clone(),
-        compose,
+        apps: restore::Apps::Compose(compose),
         app_services: Vec::new(),
         keep_stopped: replaced,
     };

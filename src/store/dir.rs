@@ -119,14 +119,24 @@ impl DirStore {
         }
     }
 
-    pub async fn upload(&self, key: &str) -> Result<DirUpload, StoreError> {
-        tokio::fs::create_dir_all(&self.path)
+    /// Where `key` goes and the hidden temporary file beside it (`a/b` keys live in
+    /// subdirectories, made on the way; the listing of backups never sees them).
+    async fn place(&self, key: &str, what: &str) -> Result<(PathBuf, PathBuf), StoreError> {
+        let dest = self.path.join(key);
+        let dir = dest.parent().unwrap_or(&self.path).to_path_buf();
+        tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| self.io(e))?;
-        let dest = self.path.join(key);
-        let tmp = self
-            .path
-            .join(format!(".{key}.partial-{}", std::process::id()));
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.{what}-{}", std::process::id()));
+        Ok((dest, tmp))
+    }
+
+    pub async fn upload(&self, key: &str) -> Result<DirUpload, StoreError> {
+        let (dest, tmp) = self.place(key, "partial").await?;
         let file = tokio::fs::File::create(&tmp)
             .await
             .map_err(|e| self.io(e))?;
@@ -140,13 +150,11 @@ impl DirStore {
     }
 
     pub async fn put_small(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
-        let tmp = self.path.join(format!(".{key}.tmp-{}", std::process::id()));
+        let (dest, tmp) = self.place(key, "tmp").await?;
         tokio::fs::write(&tmp, bytes)
             .await
             .map_err(|e| self.io(e))?;
-        tokio::fs::rename(&tmp, self.path.join(key))
-            .await
-            .map_err(|e| self.io(e))
+        tokio::fs::rename(&tmp, dest).await.map_err(|e| self.io(e))
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -177,5 +185,27 @@ mod tests {
         );
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(left.len(), 1, "no partial file is left");
+    }
+
+    #[tokio::test]
+    async fn nested_keys_live_in_subdirectories_the_listing_skips() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path().to_path_buf());
+        store
+            .put_small("sync/pair/state.json", b"{}".to_vec())
+            .await
+            .unwrap();
+        let mut upload = store.upload("sync/pair/undo/1").await.unwrap();
+        upload.file.write_all(b"kept").await.unwrap();
+        upload.commit().await.unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("sync/pair/undo/1")).unwrap(),
+            b"kept"
+        );
+        assert_eq!(
+            store.size_of("sync/pair/state.json").await.unwrap(),
+            Some(2)
+        );
+        assert!(store.entries().await.unwrap().is_empty());
     }
 }
