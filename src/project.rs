@@ -152,6 +152,10 @@ pub struct Environment {
     /// Where releases live on the target host (default `/srv/countable`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_root: Option<String>,
+    /// `countable sync` may write into this environment although `master` deploys to
+    /// it (a pre-production copy that tracks master).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sync_target: bool,
 }
 
 /// How an environment gets its certificates.
@@ -183,6 +187,9 @@ pub struct RawConfig {
     pub db_template: Option<String>,
     #[serde(default)]
     pub environments: BTreeMap<String, Environment>,
+    /// Named `countable sync` pairs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sync: BTreeMap<String, crate::sync::config::RawPair>,
 }
 
 /// The validated configuration.
@@ -195,6 +202,7 @@ pub struct Config {
     pub data_from: Option<EnvName>,
     pub db_template: Option<String>,
     pub environments: BTreeMap<EnvName, Environment>,
+    pub sync: BTreeMap<String, crate::sync::config::Pair>,
 }
 
 impl Config {
@@ -231,8 +239,15 @@ impl Config {
                 Some(name)
             }
         };
+        let mut sync = BTreeMap::new();
+        for (name, pair) in raw.sync {
+            let pair =
+                crate::sync::config::validate(&name, pair, &environments).map_err(invalid)?;
+            sync.insert(name, pair);
+        }
         Ok(Self {
             project,
+            sync,
             compose_files: raw.compose_files,
             services: raw.services,
             port: raw.port,

@@ -164,7 +164,7 @@ pub fn pick<'a>(
         Some(n) => {
             let r = ledger
                 .get(n)
-                .filter(|r| r.outcome == Outcome::Succeeded)
+                .filter(|r| r.outcome == Outcome::Succeeded && r.is_release())
                 .ok_or(RollbackError::NotServable(n))?;
             if r.release == live.release {
                 return Err(RollbackError::IsLive { release: n });
@@ -175,7 +175,10 @@ pub fn pick<'a>(
             .newest_first()
             .into_iter()
             .find(|r| {
-                r.release < live.release && r.outcome == Outcome::Succeeded && r.image != live.image
+                r.is_release()
+                    && r.release < live.release
+                    && r.outcome == Outcome::Succeeded
+                    && r.image != live.image
             })
             .ok_or(RollbackError::NoTarget {
                 env: env.into(),
@@ -571,6 +574,7 @@ mod tests {
             steps: vec![],
             error: None,
             rollback_to: None,
+            report: None,
         };
         let mut l = Ledger::default();
         l.put(rec(1, Outcome::Succeeded, "i1"));
