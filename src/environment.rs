@@ -245,6 +245,15 @@ impl Local {
         })
     }
 
+    /// The compose project of environment `env` on its engine: `compose_project`, else
+    /// `<project>-<env>`.
+    pub fn env_compose_project(&self, env: &crate::names::EnvName) -> String {
+        self.project.config.environments[env]
+            .compose_project
+            .clone()
+            .unwrap_or_else(|| format!("{}-{env}", self.project.compose_name()))
+    }
+
     /// The database of environment `env` (prod, staging): its engine (`docker_host`) and
     /// the db container of its compose project (`compose_project`, default
     /// `<project>-<env>`).
@@ -254,10 +263,7 @@ impl Local {
     ) -> anyhow::Result<(Engine, crate::restore::Db)> {
         let config = &self.project.config.environments[env];
         let engine = Engine::connect_to(config.docker_host.as_deref()).await?;
-        let compose_project = config
-            .compose_project
-            .clone()
-            .unwrap_or_else(|| format!("{}-{env}", self.project.compose_name()));
+        let compose_project = self.env_compose_project(env);
         let service = &self.project.config.services.db;
         let container = match engine.service_container(&compose_project, service).await {
             Ok(c) => c,
