@@ -40,7 +40,8 @@ const ENV_COMPOSE: &str = "services:
       retries: 120
   web:
     image: countable-test/postgres:15
-    entrypoint: [\"sleep\", \"infinity\"]
+    # Ends on SIGTERM at once, as gunicorn does (a bare `sleep` as PID 1 would not).
+    entrypoint: [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep infinity & wait\"]
 ";
 
 struct Env {
@@ -148,7 +149,13 @@ impl Story {
     }
 
     fn run(&mut self, args: &[&str]) -> Run {
+        let t = Instant::now();
         let r = run(&mut self.countable(args));
+        eprintln!(
+            "    countable {} ({:.1} s)",
+            args.iter().take(3).cloned().collect::<Vec<_>>().join(" "),
+            t.elapsed().as_secs_f64()
+        );
         self.printed.push_str(&r.stdout);
         self.printed.push_str(&r.stderr);
         r

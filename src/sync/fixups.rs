@@ -206,13 +206,15 @@ impl Plan {
                 note: s.note.clone(),
             })
             .collect();
+        let needed: Vec<&str> = self.steps.iter().filter_map(|s| s.table).collect();
+        let missing = missing_tables(db, database, &needed).await?;
         let mut runnable = Vec::new();
         for (i, s) in self.steps.iter().enumerate() {
             if s.sql.is_none() {
                 continue;
             }
             match s.table {
-                Some(t) if !table_exists(db, database, t).await? => {
+                Some(t) if missing.contains(&t) => {
                     outcomes[i].note = Some(format!("no table {t} in the database"));
                 }
                 _ => runnable.push(i),
@@ -277,17 +279,28 @@ impl Plan {
     }
 }
 
-async fn table_exists(db: &Db, database: &str, table: &str) -> anyhow::Result<bool> {
+/// Which of `tables` the database does not have (one query).
+async fn missing_tables<'a>(
+    db: &Db,
+    database: &str,
+    tables: &[&'a str],
+) -> anyhow::Result<Vec<&'a str>> {
+    if tables.is_empty() {
+        return Ok(Vec::new());
+    }
+    let checks: Vec<String> = tables
+        .iter()
+        .map(|t| format!("to_regclass({}) IS NULL", crate::restore::db::literal(t)))
+        .collect();
     let out = db
-        .sql(
-            database,
-            &format!(
-                "SELECT to_regclass({}) IS NOT NULL",
-                crate::restore::db::literal(table)
-            ),
-        )
+        .sql(database, &format!("SELECT {}", checks.join(", ")))
         .await?;
-    Ok(out.trim() == "t")
+    Ok(tables
+        .iter()
+        .zip(out.trim().split('|'))
+        .filter(|(_, missing)| *missing == "t")
+        .map(|(t, _)| *t)
+        .collect())
 }
 
 #[cfg(test)]

@@ -123,9 +123,9 @@ pub async fn check(local: &Local, pair: &Pair) -> anyhow::Result<Sides> {
         &local.project.root,
     )
     .await?;
-    let (_, from_db) = local.env_db(&pair.from).await?;
-    let (to_engine, to_db) = local.env_db(&pair.to).await?;
-    let (a, b) = (migrations(&from_db).await?, migrations(&to_db).await?);
+    let ((_, from_db), (to_engine, to_db)) =
+        tokio::try_join!(local.env_db(&pair.from), local.env_db(&pair.to))?;
+    let (a, b) = tokio::try_join!(migrations(&from_db), migrations(&to_db))?;
     if a != b {
         return Err(SyncError::Migrations {
             from: pair.from.to_string(),
