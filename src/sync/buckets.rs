@@ -328,7 +328,7 @@ pub async fn apply(
     applied.done.changed_at_destination = plan
         .copy
         .iter()
-        .filter(|(s, _, w)| *w == Why::ChangedAtDestination && applied.state.get(&s.key).is_some())
+        .filter(|(s, _, w)| *w == Why::ChangedAtDestination && applied.state.contains_key(&s.key))
         .count();
     applied
 }

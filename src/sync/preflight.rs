@@ -31,11 +31,15 @@ pub struct Sides {
     pub migrations: BTreeSet<String>,
 }
 
+/// What the checks that need no engine found: the fixups' secret values (secret name →
+/// value) and the target's first domain for the `site` scrub.
+pub struct Configured {
+    pub secrets: Vec<(String, String)>,
+    pub site_domain: Option<String>,
+}
+
 /// The checks that need no engine: production, scrub prerequisites, secrets.
-pub fn check_config(
-    local: &Local,
-    pair: &Pair,
-) -> anyhow::Result<(Vec<(String, String)>, Option<String>)> {
+pub fn check_config(local: &Local, pair: &Pair) -> anyhow::Result<Configured> {
     let config = &local.project.config;
     let to = &config.environments[&pair.to];
     if to.branch.as_deref() == Some("master") && !to.sync_target {
@@ -59,7 +63,10 @@ pub fn check_config(
     };
     let names = pair.secret_names();
     if names.is_empty() && !pair.scrub.contains(&Scrub::Mail) {
-        return Ok((Vec::new(), site_domain));
+        return Ok(Configured {
+            secrets: Vec::new(),
+            site_domain,
+        });
     }
     let secrets = crate::secrets::load(&local.project.root, &pair.to)?;
     let get = |k: &str| secrets.as_ref().and_then(|s| s.get(k));
@@ -86,11 +93,14 @@ pub fn check_config(
             .into());
         }
     }
-    let values = names
+    let secrets = names
         .iter()
         .map(|n| (n.to_string(), get(n).unwrap_or_default().to_string()))
         .collect();
-    Ok((values, site_domain))
+    Ok(Configured {
+        secrets,
+        site_domain,
+    })
 }
 
 /// Which setting makes the scaffold's settings send mail over SMTP (see its
@@ -115,7 +125,10 @@ pub fn sends_mail(email_url: Option<&str>, email_host: Option<&str>) -> Option<&
 /// Resolve both environments (their engines answer, their databases run) and compare
 /// their migrations; the config checks first.
 pub async fn check(local: &Local, pair: &Pair) -> anyhow::Result<Sides> {
-    let (secrets, site_domain) = check_config(local, pair)?;
+    let Configured {
+        secrets,
+        site_domain,
+    } = check_config(local, pair)?;
     let config = &local.project.config;
     let to_store = Store::for_environment(
         pair.to.as_str(),
