@@ -17,6 +17,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::hosts::TestHost;
+use common::story::Chapter;
 use common::*;
 use sha2::{Digest, Sha256};
 
@@ -808,10 +809,8 @@ fn no_secret_in_any_output(s: &mut Story) {
     }
 }
 
-type Chapter = (&'static str, fn(&mut Story));
-
 fn main() {
-    let chapters: &[Chapter] = &[
+    let chapters: &[Chapter<Story>] = &[
         ("refusals_change_nothing", refusals_change_nothing),
         (
             "dry_run_plans_and_changes_nothing",
@@ -839,49 +838,5 @@ fn main() {
         ),
         ("no_secret_in_any_output", no_secret_in_any_output),
     ];
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    if std::env::args().any(|a| a == "--list") {
-        for (n, _) in chapters {
-            println!("{n}: test");
-        }
-        return;
-    }
-    let last = args
-        .first()
-        .and_then(|w| chapters.iter().position(|(n, _)| n.contains(w.as_str())));
-    let setup_started = Instant::now();
-    let mut story = setup();
-    eprintln!(
-        "sync: setup ({:.0} s)",
-        setup_started.elapsed().as_secs_f64()
-    );
-    let mut failed = None;
-    for (i, (name, f)) in chapters.iter().enumerate() {
-        if last.is_some_and(|l| i > l) {
-            break;
-        }
-        let started = Instant::now();
-        eprintln!("test sync::{name} ...");
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut story)));
-        match r {
-            Ok(()) => eprintln!(
-                "test sync::{name} ... ok ({:.0} s)",
-                started.elapsed().as_secs_f64()
-            ),
-            Err(_) => {
-                eprintln!("test sync::{name} ... FAILED");
-                failed = Some(*name);
-                break;
-            }
-        }
-    }
-    drop(story);
-    if let Some(name) = failed {
-        eprintln!("sync: {name} failed; later chapters did not run");
-        std::process::exit(1);
-    }
-    eprintln!("test result: ok");
+    common::story::run("sync", chapters, setup, drop);
 }

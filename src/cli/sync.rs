@@ -53,12 +53,5 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
         strict: args.strict,
     };
     let report = sync::sync(&local, pair, &opts, printer).await?;
-    if args.json {
-        printer.data(&serde_json::to_string_pretty(&report)?);
-    } else {
-        for line in report.table() {
-            printer.data(&line);
-        }
-    }
-    Ok(())
+    report.print(printer, args.json)
 }

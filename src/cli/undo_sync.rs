@@ -27,12 +27,5 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     let local = Local::open(&std::env::current_dir()?)?;
     let pair = find_pair(&local.project.config, &args.pair, None)?;
     let report = sync::undo_sync(&local, pair, args.dry_run, printer).await?;
-    if args.json {
-        printer.data(&serde_json::to_string_pretty(&report)?);
-    } else {
-        for line in report.table() {
-            printer.data(&line);
-        }
-    }
-    Ok(())
+    report.print(printer, args.json)
 }

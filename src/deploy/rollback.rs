@@ -462,12 +462,16 @@ pub async fn rollback(
                 // Only web stops, and stays stopped (compose's `start` of a service
                 // that depends on web would start it too). Other services are
                 // disconnected by the swap and reconnect to the restored database.
+                let target = crate::restore::Target {
+                    db: db.clone(),
+                    apps: crate::restore::Apps::Compose(compose),
+                    app_services: Vec::new(),
+                    keep_stopped: vec![s.web.clone()],
+                };
                 super::restore_db::restore(
-                    &db,
+                    &target,
                     &store,
                     &key,
-                    compose,
-                    vec![s.web.clone()],
                     project.config.db_template.clone(),
                     printer,
                 )

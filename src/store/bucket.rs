@@ -169,15 +169,7 @@ impl Bucket {
                 size: h.content_length().unwrap_or(0).max(0) as u64,
                 etag: unquote(h.e_tag()),
             })),
-            Err(e) => match self.err(e, Some(key)) {
-                StoreError::NoSuchKey { .. } => Ok(None),
-                StoreError::S3 { message, .. }
-                    if message.contains("404") || message.trim().is_empty() =>
-                {
-                    Ok(None)
-                }
-                other => Err(other),
-            },
+            Err(e) => s3::absent(self.err(e, Some(key))),
         }
     }
 
@@ -315,27 +307,8 @@ impl Bucket {
                         .build(),
                 );
             }
-            let done = self
-                .client
-                .complete_multipart_upload()
-                .bucket(&self.url.bucket)
-                .key(&full)
-                .upload_id(&id)
-                .multipart_upload(
-                    aws_sdk_s3::types::CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await;
-            match done {
-                Ok(out) => Ok(unquote(out.e_tag())),
-                // moto answers 200 with a body the SDK cannot parse (see s3::multipart).
-                Err(aws_sdk_s3::error::SdkError::ServiceError(e))
-                    if e.raw().status().is_success() =>
-                {
-                    Ok(String::new())
-                }
+            match s3::complete(&self.client, &self.url.bucket, &full, &id, parts, false).await {
+                Ok(etag) => Ok(etag.unwrap_or_default()),
                 Err(e) => Err(self.err(e, Some(key))),
             }
         }

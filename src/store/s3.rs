@@ -185,6 +185,55 @@ where
     }
 }
 
+/// Complete multipart upload `id` of `full` in `bucket` with `parts` (only if no
+/// object has the key, with `if_none_match`); the new ETag when the answer says it.
+/// Some S3-compatible servers (moto, for one) answer 200 with a body the SDK cannot
+/// parse: the server accepted the upload, so that is success too (what follows every
+/// copy or backup checks the object).
+pub(super) async fn complete(
+    client: &Client,
+    bucket: &str,
+    full: &str,
+    id: &str,
+    parts: Vec<aws_sdk_s3::types::CompletedPart>,
+    if_none_match: bool,
+) -> Result<
+    Option<String>,
+    SdkError<aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadError>,
+> {
+    let mut request = client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(full)
+        .upload_id(id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        );
+    if if_none_match {
+        // Never over an existing key, even one that appeared during the upload.
+        request = request.if_none_match("*");
+    }
+    match request.send().await {
+        Ok(out) => Ok(out.e_tag().map(|e| e.trim_matches('"').to_string())),
+        Err(SdkError::ServiceError(e)) if e.raw().status().is_success() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A HEAD's error: `None` when it says the object is not there (HEAD answers carry no
+/// error code, so a bare 404 counts too), else the error.
+pub(super) fn absent<T>(e: StoreError) -> Result<Option<T>, StoreError> {
+    match e {
+        StoreError::NoSuchKey { .. } => Ok(None),
+        StoreError::S3 { message, .. } if message.contains("404") || message.trim().is_empty() => {
+            Ok(None)
+        }
+        other => Err(other),
+    }
+}
+
 fn shorten(s: &str) -> String {
     let s = s.replace('\n', " ");
     if s.len() > 300 {
@@ -234,15 +283,7 @@ impl S3Store {
             .await
         {
             Ok(h) => Ok(Some(h.content_length().unwrap_or(0).max(0) as u64)),
-            Err(e) => match self.map_err(e, Some(key)) {
-                StoreError::NoSuchKey { .. } => Ok(None),
-                StoreError::S3 { message, .. }
-                    if message.contains("404") || message.trim().is_empty() =>
-                {
-                    Ok(None)
-                }
-                other => Err(other),
-            },
+            Err(e) => absent(self.map_err(e, Some(key))),
         }
     }
 
@@ -379,29 +420,8 @@ pub(super) async fn multipart(
         };
         let commit = result.is_ok() && decision.await.unwrap_or(false);
         let result = if commit {
-            let mut complete = client
-                .complete_multipart_upload()
-                .bucket(&bucket)
-                .key(&full)
-                .upload_id(&upload_id);
-            if !overwrite {
-                // Never over an existing key, even one that appeared during the upload.
-                complete = complete.if_none_match("*");
-            }
-            let completed = complete
-                .multipart_upload(
-                    aws_sdk_s3::types::CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await;
-            match completed {
+            match complete(&client, &bucket, &full, &upload_id, parts, !overwrite).await {
                 Ok(_) => return Ok(()),
-                // Some S3-compatible servers (moto, for one) answer 200 with a body the
-                // SDK cannot parse. The server accepted the upload; the size and
-                // SHA-256 check that follows every backup proves the object.
-                Err(SdkError::ServiceError(e)) if e.raw().status().is_success() => return Ok(()),
                 Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(412) => {
                     Err(StoreError::Exists {
                         key: name,

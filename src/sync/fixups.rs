@@ -222,21 +222,10 @@ impl Plan {
         }
         if !runnable.is_empty() {
             let script = self.script(&runnable);
-            let psql = [
-                "psql",
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-U",
-                &db.user,
-                "-d",
-                database,
-            ];
             let input: crate::archive::Reader = Box::pin(Cursor::new(script.into_bytes()));
-            let r = db.exec_capped(&psql, Some(input), 1024 * 1024).await?;
+            let r = db
+                .exec_capped(&db.psql_args(database), Some(input), 1024 * 1024)
+                .await?;
             if r.code != 0 {
                 return Err(SyncError::Fixups {
                     to: to.to_string(),

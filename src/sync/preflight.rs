@@ -129,13 +129,7 @@ pub async fn check(local: &Local, pair: &Pair) -> anyhow::Result<Sides> {
         secrets,
         site_domain,
     } = check_config(local, pair)?;
-    let config = &local.project.config;
-    let to_store = Store::for_environment(
-        pair.to.as_str(),
-        &config.environments[&pair.to],
-        &local.project.root,
-    )
-    .await?;
+    let to_store = crate::data::store_of(local, &pair.to).await?;
     let ((_, from_db), (to_engine, to_db)) =
         tokio::try_join!(local.env_db(&pair.from), local.env_db(&pair.to))?;
     let (a, b) = tokio::try_join!(migrations(&from_db), migrations(&to_db))?;

@@ -68,6 +68,18 @@ fn plural(n: u64, one: &str) -> String {
 }
 
 impl Report {
+    /// On stdout: the JSON with `json`, else the table.
+    pub fn print(&self, printer: &crate::ui::Printer, json: bool) -> anyhow::Result<()> {
+        if json {
+            printer.data(&serde_json::to_string_pretty(self)?);
+        } else {
+            for line in self.table() {
+                printer.data(&line);
+            }
+        }
+        Ok(())
+    }
+
     /// The table, line by line.
     pub fn table(&self) -> Vec<String> {
         let mut out = vec![format!(

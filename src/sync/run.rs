@@ -384,12 +384,7 @@ async fn apply(
     record::save(store, &undo_key, &undo).await?;
 
     let (source, expected) = if opts.from_backup {
-        let from_store = Store::for_environment(
-            pair.from.as_str(),
-            &local.project.config.environments[&pair.from],
-            &local.project.root,
-        )
-        .await?;
+        let from_store = crate::data::store_of(local, &pair.from).await?;
         database::newest_backup(pair.from.as_str(), &from_store).await?
     } else {
         let (s, c) = database::fresh_dump(pair.from.as_str(), &sides.from_db).await?;

@@ -21,7 +21,6 @@ use super::run::{now, restore_target, write_ledger};
 use super::SyncError;
 use crate::deploy::ledger::Kind;
 use crate::environment::Local;
-use crate::restore::{self, Options, Source};
 use crate::store::bucket::{Bucket, S3Url};
 use crate::store::{Backup, Store};
 use crate::ui::Printer;
@@ -35,12 +34,7 @@ pub async fn undo_sync(
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
     let config = &local.project.config;
-    let store = Store::for_environment(
-        pair.to.as_str(),
-        &config.environments[&pair.to],
-        &local.project.root,
-    )
-    .await?;
+    let store = crate::data::store_of(local, &pair.to).await?;
     let undo: Undo = record::load(&store, &record::undo_key(&pair.name)).await?;
     let nothing = |why: String| SyncError::NothingToUndo {
         pair: pair.name.clone(),
@@ -107,20 +101,14 @@ pub async fn undo_sync(
             let (engine, db) = local.env_db(&pair.to).await?;
             let project = local.env_compose_project(&pair.to);
             let target = restore_target(local, &engine, &project, &db, printer).await?;
-            let backup = store.pick(Some(key)).await?;
-            let opened = store.open(&backup).await?;
-            let source = Source {
-                label: format!("{}{}", store.location(), backup.key),
-                reader: opened.reader,
-                size: opened.size.or(Some(backup.size)),
-            };
-            let opts = Options {
-                keep_previous: true,
-                jobs: 1,
-                fast: false,
-                template: config.db_template.clone(),
-            };
-            let s = restore::restore(&target, source, &opts, printer).await?;
+            let s = crate::deploy::restore_db::restore(
+                &target,
+                &store,
+                key,
+                config.db_template.clone(),
+                printer,
+            )
+            .await?;
             printer.success(&format!("{}'s database is back as of {key}", pair.to));
             report.database = Some(report::Database {
                 source: s.source,
