@@ -5,14 +5,15 @@ use crate::environment::Local;
 use crate::sync::{self, run::find_pair, Options};
 use crate::ui::Printer;
 
-/// Copy an environment's database and bucket pairs into another (production into
-/// staging), as a `sync:` pair of countable.yml says: the target is backed up first,
-/// the database restored beside its own and swapped in, the buckets copied
-/// incrementally, the scrubs and fixups run before the swap. `countable undo-sync
-/// <pair>` goes back
+/// Copy an environment's database and bucket pairs into another (a `sync:` pair)
+///
+/// Production into staging, as a `sync:` pair of countable.yml says: the target is backed
+/// up first, the database restored beside its own, checked, scrubbed and fixed up, then
+/// swapped in; the buckets are copied incrementally. `countable undo-sync <pair>` goes
+/// back
 #[derive(Debug, clap::Args)]
 #[command(
-    after_long_help = "Examples:\n  countable sync prod-to-staging             the pair of that name (countable.yml, `sync:`)\n  countable sync prod staging                the one pair from prod to staging\n  countable sync prod-to-staging --dry-run   the plan: copy/skip/delete counts and bytes per bucket pair\n  countable sync prod-to-staging --from-backup --max-delete 100 --strict\n  countable sync prod-to-staging --json | jq .buckets\n  countable undo-sync prod-to-staging        the target as it was before"
+    after_long_help = "Examples:\n  countable sync prod-to-staging             the pair of that name (countable.yml, `sync:`)\n  countable sync prod staging                the one pair from prod to staging\n  countable sync prod-to-staging --dry-run   the plan: copy/skip/delete per bucket pair\n  countable sync prod-to-staging --from-backup --max-delete 100 --strict\n  countable sync prod-to-staging --json | jq .buckets\n  countable undo-sync prod-to-staging        the target as it was before"
 )]
 pub struct Args {
     /// A pair's name, or the source environment

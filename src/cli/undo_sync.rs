@@ -5,8 +5,9 @@ use crate::environment::Local;
 use crate::sync::{self, run::find_pair};
 use crate::ui::Printer;
 
-/// Put the target of a sync pair back as it was before the pair's last sync: its
-/// database from the backup the sync took first, and the bucket objects the sync
+/// Put the target of a sync pair back as it was before the pair's last sync
+///
+/// Its database from the backup the sync took first, and the bucket objects the sync
 /// created, replaced or deleted (where nobody changed them since)
 #[derive(Debug, clap::Args)]
 #[command(

@@ -21,7 +21,7 @@ use super::fixups;
 use super::SyncError;
 use crate::backup::{dump_command_args, manifest_key, BackupError, Manifest};
 use crate::restore::{self, Census, Db, Options, Source, Target};
-use crate::store::Store;
+use crate::store::{Backup, Store};
 use crate::ui::Printer;
 
 /// What the database part did.
@@ -102,17 +102,20 @@ pub async fn fresh_dump(env: &str, db: &Db) -> anyhow::Result<(Source, Census)> 
     Ok((source, census))
 }
 
-/// The newest backup of `env` in `store`, as a stream, and its manifest's census when
-/// it has one.
-pub async fn newest_backup(env: &str, store: &Store) -> anyhow::Result<(Source, Option<Census>)> {
-    let backup = store.pick(None).await?;
+/// `backup` of `env` in `store`, as a stream, and its manifest's census when it has
+/// one.
+pub async fn backup_source(
+    env: &str,
+    store: &Store,
+    backup: &Backup,
+) -> anyhow::Result<(Source, Option<Census>)> {
     let census = match store.get_small(&manifest_key(&backup.key)).await? {
         Some(bytes) => serde_json::from_slice::<Manifest>(&bytes)
             .ok()
             .map(|m| m.census),
         None => None,
     };
-    let opened = store.open(&backup).await?;
+    let opened = store.open(backup).await?;
     Ok((
         Source {
             label: format!("{env}'s backup {}{}", store.location(), backup.key),

@@ -29,6 +29,8 @@ pub struct Sides {
     pub site_domain: Option<String>,
     /// The migrations both sides have applied.
     pub migrations: BTreeSet<String>,
+    /// With `--from-backup`: the source's store and its newest backup.
+    pub from_backup: Option<(Store, crate::store::Backup)>,
 }
 
 /// What the checks that need no engine found: the fixups' secret values (secret name →
@@ -123,8 +125,9 @@ pub fn sends_mail(email_url: Option<&str>, email_host: Option<&str>) -> Option<&
 }
 
 /// Resolve both environments (their engines answer, their databases run) and compare
-/// their migrations; the config checks first.
-pub async fn check(local: &Local, pair: &Pair) -> anyhow::Result<Sides> {
+/// their migrations; the config checks first. With `from_backup`, the source's newest
+/// backup is picked now (none is a refusal, before the target is touched).
+pub async fn check(local: &Local, pair: &Pair, from_backup: bool) -> anyhow::Result<Sides> {
     let Configured {
         secrets,
         site_domain,
@@ -142,7 +145,16 @@ pub async fn check(local: &Local, pair: &Pair) -> anyhow::Result<Sides> {
         }
         .into());
     }
+    let from_backup = match from_backup {
+        false => None,
+        true => {
+            let store = crate::data::store_of(local, &pair.from).await?;
+            let newest = store.pick(None).await?;
+            Some((store, newest))
+        }
+    };
     Ok(Sides {
+        from_backup,
         from_db,
         to_db,
         to_engine,

@@ -212,7 +212,7 @@ pub async fn sync(
     printer: &Printer,
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let sides = preflight::check(local, pair).await?;
+    let sides = preflight::check(local, pair, opts.from_backup).await?;
     let state: State = record::load(&sides.to_store, &record::state_key(&pair.name)).await?;
     let empty = BTreeMap::new();
     let mut planned = Vec::new();
@@ -256,7 +256,7 @@ pub async fn sync(
     };
     if opts.dry_run {
         report.action = "dry-run".into();
-        report.plan = dry_run_plan(local, pair, opts, &sides, &plan);
+        report.plan = dry_run_plan(local, pair, &sides, &plan);
         report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
     }
@@ -301,13 +301,7 @@ pub async fn sync(
 }
 
 /// What `--dry-run` lists for the database part.
-fn dry_run_plan(
-    local: &Local,
-    pair: &Pair,
-    opts: &Options,
-    sides: &Sides,
-    plan: &fixups::Plan,
-) -> Vec<String> {
+fn dry_run_plan(local: &Local, pair: &Pair, sides: &Sides, plan: &fixups::Plan) -> Vec<String> {
     let host = |env: &crate::names::EnvName| {
         local.project.config.environments[env]
             .docker_host
@@ -319,8 +313,13 @@ fn dry_run_plan(
         pair.to,
         sides.to_store.location()
     )];
-    v.push(if opts.from_backup {
-        format!("read {}'s newest backup", pair.from)
+    v.push(if let Some((store, newest)) = &sides.from_backup {
+        format!(
+            "read {}'s newest backup, {}{}",
+            pair.from,
+            store.location(),
+            newest.key
+        )
     } else {
         format!(
             "pg_dump -Fc -Z1 --snapshot=<exported> {} in {}'s db container on {}, streamed",
@@ -383,9 +382,8 @@ async fn apply(
     report.backup_key = Some(manifest.key.clone());
     record::save(store, &undo_key, &undo).await?;
 
-    let (source, expected) = if opts.from_backup {
-        let from_store = crate::data::store_of(local, &pair.from).await?;
-        database::newest_backup(pair.from.as_str(), &from_store).await?
+    let (source, expected) = if let Some((store, newest)) = &sides.from_backup {
+        database::backup_source(pair.from.as_str(), store, newest).await?
     } else {
         let (s, c) = database::fresh_dump(pair.from.as_str(), &sides.from_db).await?;
         (s, Some(c))
