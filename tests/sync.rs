@@ -145,7 +145,10 @@ impl Story {
                 "AWS_SHARED_CREDENTIALS_FILE",
                 self.tmp.path().join("aws/credentials"),
             )
-            .env("AWS_EC2_METADATA_DISABLED", "true");
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            // The 9 MiB document goes server-side in parts (UploadPartCopy), as
+            // objects over 5 GiB do.
+            .env("COUNTABLE_S3_COPY_IN_PARTS_ABOVE", (8u64 << 20).to_string());
         c
     }
 
@@ -688,6 +691,16 @@ fn first_sync_copies_the_database_and_buckets(s: &mut Story) {
         (media["copy"].as_u64(), media["delete"].as_u64()),
         (Some(22), Some(3))
     );
+    // The 9 MiB document was copied server-side in parts (UploadPartCopy).
+    let head = s.c.aws(&[
+        "s3api",
+        "head-object",
+        "--bucket",
+        "staging-docs",
+        "--key",
+        "big.pdf",
+    ]);
+    assert!(head.stdout.contains("-2\\\""), "{}", head.stdout);
     // The app was stopped for the swap and runs again; prod's was not touched.
     let web_after = s.staging.web_started();
     assert!(

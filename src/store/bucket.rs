@@ -15,6 +15,20 @@ use crate::archive::Reader;
 pub const COPY_OBJECT_MAX: u64 = 5 << 30;
 /// The part size of a server-side multipart copy (10,000 parts hold 5 TiB).
 const COPY_PART: u64 = 512 << 20;
+/// Copy in parts above this many bytes instead (in parts of that size, 5 MiB at least):
+/// for tests, which cannot make 5 GiB objects.
+pub const COPY_IN_PARTS_VAR: &str = "COUNTABLE_S3_COPY_IN_PARTS_ABOVE";
+
+/// (copy in parts above, part size).
+fn copy_limits() -> (u64, u64) {
+    match std::env::var(COPY_IN_PARTS_VAR)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        Some(n) => (n, n.clamp(5 << 20, COPY_PART)),
+        None => (COPY_OBJECT_MAX, COPY_PART),
+    }
+}
 
 /// `s3://bucket/prefix/`: a bucket and a key prefix (empty, or ending in `/`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -247,8 +261,9 @@ impl Bucket {
         size: u64,
     ) -> Result<String, StoreError> {
         let source = copy_source(&from.url.bucket, &from.full(src_key));
-        if size > COPY_OBJECT_MAX {
-            return self.copy_in_parts(&source, key, size).await;
+        let (above, part) = copy_limits();
+        if size > above {
+            return self.copy_in_parts(&source, key, size, part).await;
         }
         let out = self
             .client
@@ -269,6 +284,7 @@ impl Bucket {
         source: &str,
         key: &str,
         size: u64,
+        part_size: u64,
     ) -> Result<String, StoreError> {
         let full = self.full(key);
         let created = self
@@ -282,8 +298,8 @@ impl Bucket {
         let id = created.upload_id().unwrap_or_default().to_string();
         let copied = async {
             let mut parts = Vec::new();
-            for (n, start) in (0..size).step_by(COPY_PART as usize).enumerate() {
-                let end = (start + COPY_PART).min(size) - 1;
+            for (n, start) in (0..size).step_by(part_size as usize).enumerate() {
+                let end = (start + part_size).min(size) - 1;
                 let part = self
                     .client
                     .upload_part_copy()
