@@ -134,18 +134,12 @@ pub async fn undo_sync(
                 counts,
             });
         }
-        anyhow::Ok(())
+        forget(&store, &pair.name, &undo).await?;
+        report.seconds = started.elapsed().as_secs_f64();
+        anyhow::Ok(report)
     }
     .await;
-    let outcome = match outcome {
-        Ok(()) => {
-            forget(&store, &pair.name, &undo).await?;
-            report.seconds = started.elapsed().as_secs_f64();
-            Ok(report)
-        }
-        Err(e) => Err(e),
-    };
-    write_ledger(
+    let logged = write_ledger(
         local,
         &store,
         Kind::UndoSync,
@@ -155,8 +149,10 @@ pub async fn undo_sync(
         Vec::new(),
         &outcome,
     )
-    .await?;
-    outcome
+    .await;
+    let report = outcome?;
+    logged?;
+    Ok(report)
 }
 
 /// Mark the undo record done (its kept objects removed) and clear the copy record of
