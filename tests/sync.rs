@@ -233,16 +233,11 @@ fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
     }
 }
 
-/// Deterministic bytes of `len`, different per `seed`.
+/// Deterministic bytes of `len`, different per `seed` (SHA-256 of a counter).
 fn bytes(seed: u32, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2654435761).max(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
+    (0u64..)
+        .flat_map(|block| Sha256::digest(format!("{seed}:{block}")))
+        .take(len)
         .collect()
 }
 
