@@ -541,29 +541,18 @@ fn a_host_without_room_refuses_before_anything_changes(s: &mut Story) {
     // Leave 128 MiB free: under the 256 MiB countable keeps free on the host.
     let fill = root.join("countable-test-fill");
     let size = free(&root).saturating_sub(128 << 20);
-    let r = run(Command::new("fallocate")
-        .args(["-l", &size.to_string()])
-        .arg(&fill));
+    let r = run(Command::new("fallocate").args(["-l", &size.to_string()]).arg(&fill));
     assert_eq!(r.code, 0, "fallocate: {}", r.stderr);
     let r = s.run(&["deploy", "prod"]);
     std::fs::remove_file(&fill).unwrap();
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(
-        r.stderr.contains(
-            "not enough disk to deploy prod, so nothing was changed: the host's Docker disk"
-        ),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("not enough disk to deploy prod, so nothing was changed: the host's Docker disk"), "{}", r.stderr);
     assert!(r.stderr.contains("hint:"), "{}", r.stderr);
     assert_eq!(backups(), backups_before, "no backup was taken");
     assert_eq!(s.home_page(), before, "the serving release is untouched");
     let rel = &s.releases()[0];
     assert_eq!(rel["outcome"], "failed");
-    assert!(
-        rel["error"].as_str().unwrap().contains("not enough disk"),
-        "{rel}"
-    );
+    assert!(rel["error"].as_str().unwrap().contains("not enough disk"), "{rel}");
     assert_eq!(rel["bytes_shipped"], 0);
     let tag = rel["image"].as_str().unwrap();
     let on_host = s.host.docker(&["image", "inspect", tag]);

@@ -235,39 +235,22 @@ fn behind_a_proxy_then_letsencrypt_serves_https_reuses_and_renews() {
     // The trusted proxy's X-Forwarded-Proto is believed: Django sees HTTPS (no redirect)
     // and nginx adds HSTS, as it does for HTTPS.
     let trusted = claims_https(site.host.addr(), None);
+    assert!(trusted.stdout.starts_with("HTTP/1.1 200"), "{}", trusted.stdout);
     assert!(
-        trusted.stdout.starts_with("HTTP/1.1 200"),
-        "{}",
-        trusted.stdout
-    );
-    assert!(
-        trusted
-            .stdout
-            .to_ascii_lowercase()
-            .contains("strict-transport-security:"),
+        trusted.stdout.to_ascii_lowercase().contains("strict-transport-security:"),
         "{}",
         trusted.stdout
     );
     // Anyone else's is overwritten with what nginx saw (http): Django redirects to HTTPS.
     let other = claims_https(site.host.addr(), Some(site.host.namespace()));
+    assert!(other.stdout.starts_with("HTTP/1.1 301"), "untrusted X-Forwarded-Proto is ignored: {}", other.stdout);
     assert!(
-        other.stdout.starts_with("HTTP/1.1 301"),
-        "untrusted X-Forwarded-Proto is ignored: {}",
-        other.stdout
-    );
-    assert!(
-        other
-            .stdout
-            .to_ascii_lowercase()
-            .contains("location: https://shop.test/"),
+        other.stdout.to_ascii_lowercase().contains("location: https://shop.test/"),
         "{}",
         other.stdout
     );
     assert!(
-        !other
-            .stdout
-            .to_ascii_lowercase()
-            .contains("strict-transport-security:"),
+        !other.stdout.to_ascii_lowercase().contains("strict-transport-security:"),
         "{}",
         other.stdout
     );
@@ -278,16 +261,9 @@ fn behind_a_proxy_then_letsencrypt_serves_https_reuses_and_renews() {
     let text = std::fs::read_to_string(&yml).unwrap();
     let cut = text.find("    tls: none").unwrap();
     std::fs::write(&yml, format!("{}{letsencrypt}", &text[..cut])).unwrap();
-    sh(
-        &site.root,
-        "git -c user.email=t@shop.test -c user.name=t commit -qam 'tls: letsencrypt'",
-    );
+    sh(&site.root, "git -c user.email=t@shop.test -c user.name=t commit -qam 'tls: letsencrypt'");
     let r = site.deploy(None);
-    assert!(
-        r.stderr.contains("recreating nginx with release 2"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("recreating nginx with release 2"), "{}", r.stderr);
     // pebble rejects 5% of nonces and the client retries, so one order can be logged
     // twice: counts are compared, never taken as exact.
     let ordered = pebble.orders();

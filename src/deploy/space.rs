@@ -101,12 +101,7 @@ mod tests {
         let mut r = room();
         r.host_free = Some((500 << 20) + HOST_RESERVE - 1);
         let e = check("prod", &r).unwrap_err();
-        assert!(
-            e.message
-                .contains("the host's Docker disk (/var/lib/docker) has"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.contains("the host's Docker disk (/var/lib/docker) has"), "{}", e.message);
         assert!(e.message.contains("nothing was changed"), "{}", e.message);
         assert!(e.hint.contains("docker image prune"), "{}", e.hint);
         r.host_free = Some((500 << 20) + HOST_RESERVE);
@@ -118,12 +113,7 @@ mod tests {
         let mut r = room();
         r.store_free = Some(100);
         let e = check("prod", &r).unwrap_err();
-        assert!(
-            e.message
-                .contains("the backup store (backups/prod/) has 100 B free"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.contains("the backup store (backups/prod/) has 100 B free"), "{}", e.message);
         assert!(!e.message.contains("Docker disk"), "{}", e.message);
         r.store_free = None;
         assert!(check("prod", &r).is_ok());
