@@ -769,11 +769,7 @@ async fn nginx_outdated(
     };
     for id in running {
         let labels = host.container_labels(id).await?;
-        if labels
-            .get("com.docker.compose.config-hash")
-            .map(String::as_str)
-            != Some(want)
-        {
+        if labels.get("com.docker.compose.config-hash").map(String::as_str) != Some(want) {
             return Ok(true);
         }
     }
