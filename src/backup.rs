@@ -290,7 +290,12 @@ fn dump_command(db: &Db, level: &str, snapshot: &str) -> Vec<String> {
     dump_command_args(&db.user, &db.name, level, snapshot)
 }
 
-fn dump_command_args(user: &str, database: &str, level: &str, snapshot: &str) -> Vec<String> {
+pub(crate) fn dump_command_args(
+    user: &str,
+    database: &str,
+    level: &str,
+    snapshot: &str,
+) -> Vec<String> {
     [
         "pg_dump",
         "-Fc",

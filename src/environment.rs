@@ -255,7 +255,7 @@ impl Local {
         let states = self.engine().await?.project_services(&project).await?;
         Ok(crate::restore::Target {
             db,
-            compose: self.compose()?.clone(),
+            apps: crate::restore::Apps::Compose(self.compose()?.clone()),
             app_services: states
                 .into_iter()
                 .filter(|s| s.service != db_service && s.state == "running")

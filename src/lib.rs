@@ -28,5 +28,6 @@ pub mod retention;
 pub mod scaffold;
 pub mod secrets;
 pub mod store;
+pub mod sync;
 pub mod tls;
 pub mod ui;

@@ -161,6 +161,10 @@ pub struct Environment {
     /// `media`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_volume: Option<String>,
+    /// `countable sync` may write into this environment although `master` deploys to
+    /// it (a pre-production copy that tracks master).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sync_target: bool,
 }
 
 impl Environment {
@@ -200,6 +204,9 @@ pub struct RawConfig {
     pub db_template: Option<String>,
     #[serde(default)]
     pub environments: BTreeMap<String, Environment>,
+    /// Named `countable sync` pairs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sync: BTreeMap<String, crate::sync::config::RawPair>,
 }
 
 /// The validated configuration.
@@ -212,6 +219,7 @@ pub struct Config {
     pub data_from: Option<EnvName>,
     pub db_template: Option<String>,
     pub environments: BTreeMap<EnvName, Environment>,
+    pub sync: BTreeMap<String, crate::sync::config::Pair>,
 }
 
 impl Config {
@@ -250,8 +258,15 @@ impl Config {
                 Some(name)
             }
         };
+        let mut sync = BTreeMap::new();
+        for (name, pair) in raw.sync {
+            let pair =
+                crate::sync::config::validate(&name, pair, &environments).map_err(invalid)?;
+            sync.insert(name, pair);
+        }
         Ok(Self {
             project,
+            sync,
             compose_files: raw.compose_files,
             services: raw.services,
             port: raw.port,

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::hosts::TestHost;
+use common::story::Chapter;
 use common::*;
 
 /// The port nginx publishes inside the host's namespace.
@@ -804,10 +805,8 @@ fn cleanup(s: &Story) {
         .then(|| std::fs::remove_dir_all("/srv/countable-deploy-test"));
 }
 
-type Chapter = (&'static str, fn(&mut Story));
-
 fn main() {
-    let chapters: &[Chapter] = &[
+    let chapters: &[Chapter<Story>] = &[
         (
             "first_deploy_ships_the_image_migrates_and_answers",
             first_deploy_ships_the_image_migrates_and_answers,
@@ -852,45 +851,8 @@ fn main() {
         ),
         ("no_secret_in_any_output", no_secret_in_any_output),
     ];
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let last = args
-        .first()
-        .and_then(|w| chapters.iter().position(|(n, _)| n.contains(w.as_str())));
-    if args.iter().any(|a| a == "--list") {
-        for (n, _) in chapters {
-            println!("{n}: test");
-        }
-        return;
-    }
-    let mut story = setup();
-    let mut failed = None;
-    for (i, (name, f)) in chapters.iter().enumerate() {
-        if last.is_some_and(|l| i > l) {
-            break;
-        }
-        let started = Instant::now();
-        eprintln!("test deploy::{name} ...");
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut story)));
-        match r {
-            Ok(()) => eprintln!(
-                "test deploy::{name} ... ok ({:.0} s)",
-                started.elapsed().as_secs_f64()
-            ),
-            Err(_) => {
-                eprintln!("test deploy::{name} ... FAILED");
-                failed = Some(*name);
-                break;
-            }
-        }
-    }
-    cleanup(&story);
-    drop(story);
-    if let Some(name) = failed {
-        eprintln!("deploy: {name} failed; later chapters did not run");
-        std::process::exit(1);
-    }
-    eprintln!("test result: ok");
+    common::story::run("deploy", chapters, setup, |story| {
+        cleanup(&story);
+        drop(story);
+    });
 }

@@ -25,7 +25,9 @@ mod restore_args;
 mod rollback;
 mod secrets;
 mod status;
+mod sync;
 mod undo_db;
+mod undo_sync;
 mod up;
 mod verify_backup;
 
@@ -66,6 +68,8 @@ pub enum Command {
     Deploy(deploy::Args),
     Releases(releases::Args),
     Rollback(rollback::Args),
+    Sync(sync::Args),
+    UndoSync(undo_sync::Args),
     Secrets(secrets::Args),
     Completions(completions::Args),
 }
@@ -88,6 +92,8 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
         Command::Deploy(a) => deploy::run(a, printer).await,
         Command::Releases(a) => releases::run(a, printer).await,
         Command::Rollback(a) => rollback::run(a, printer).await,
+        Command::Sync(a) => sync::run(a, printer).await,
+        Command::UndoSync(a) => undo_sync::run(a, printer).await,
         Command::Secrets(a) => secrets::run(a, printer).await,
         Command::Completions(a) => completions::run(a),
     }

@@ -47,6 +47,8 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
                 format!(" (rollback to {})", r.rollback_to.unwrap_or(0))
             }
             crate::deploy::ledger::Kind::Deploy => String::new(),
+            crate::deploy::ledger::Kind::Sync => format!(" (sync {})", r.git_ref),
+            crate::deploy::ledger::Kind::UndoSync => format!(" (undo-sync {})", r.git_ref),
         };
         let applied: Vec<String> = r
             .applied()

@@ -24,6 +24,10 @@ pub enum Outcome {
 pub enum Kind {
     Deploy,
     Rollback,
+    /// `countable sync` wrote this environment's database (and buckets): no release.
+    Sync,
+    /// `countable undo-sync` put them back.
+    UndoSync,
 }
 
 /// How long one step took and how it ended.
@@ -65,9 +69,17 @@ pub struct Record {
     /// For a rollback: the release whose image it brought back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_to: Option<u32>,
+    /// For a sync or its undo: what it did (the `--json` report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
 }
 
 impl Record {
+    /// Is this a release of code (a deploy or a rollback), not a sync?
+    pub fn is_release(&self) -> bool {
+        matches!(self.kind, Kind::Deploy | Kind::Rollback)
+    }
+
     /// Migrations this release applied (after − before).
     pub fn applied(&self) -> Vec<String> {
         self.migrations_after
@@ -132,12 +144,12 @@ impl Ledger {
         self.records.iter().find(|r| r.release == release)
     }
 
-    /// The release serving now: the newest that succeeded.
+    /// The release serving now: the newest that succeeded (syncs are no releases).
     pub fn live(&self) -> Option<&Record> {
         self.records
             .iter()
             .rev()
-            .find(|r| r.outcome == Outcome::Succeeded)
+            .find(|r| r.outcome == Outcome::Succeeded && r.is_release())
     }
 
     /// Newest first.
@@ -171,6 +183,7 @@ mod tests {
             steps: vec![],
             error: None,
             rollback_to: None,
+            report: None,
         }
     }
 
@@ -187,6 +200,12 @@ mod tests {
         assert_eq!(l.live().unwrap().release, 2);
         assert_eq!(l.get(2).unwrap().applied(), ["shop.0002_x"]);
         assert_eq!(l.newest_first()[0].release, 2);
+        // A sync is recorded but serves nothing.
+        let mut sync = rec(3, Outcome::Succeeded);
+        sync.kind = Kind::Sync;
+        l.put(sync);
+        assert_eq!(l.live().unwrap().release, 2);
+        assert_eq!(l.next_number(), 4);
         let text = serde_json::to_string(&l).unwrap();
         assert_eq!(serde_json::from_str::<Ledger>(&text).unwrap(), l);
     }

@@ -1,26 +1,23 @@
-//! `rollback --restore-db`: an environment's database back to a pre-deploy backup,
-//! through the pull-db engine (restored beside, verified, swapped in one transaction,
-//! the replaced database kept as the previous one), with the environment's app
-//! services stopped only around the swap. Durable settings throughout: this is
-//! production, not a throwaway local database.
+//! An environment's database back to one of its backups (`rollback --restore-db`,
+//! `undo-sync`), through the pull-db engine (restored beside, verified, swapped in one
+//! transaction, the replaced database kept as the previous one), with the
+//! environment's app services stopped only around the swap. Durable settings
+//! throughout: this is a deployed environment, not a throwaway local database.
 
-use crate::compose::Compose;
-use crate::restore::{self, Db, Options, Source, Target};
+use crate::restore::{self, Options, Source, Target};
 use crate::store::Store;
 use crate::ui::Printer;
 
-/// Restore `key` from `store` into `db`; `compose` stops `replaced` for the swap and
-/// leaves it stopped (the serving web release: started again, its entrypoint would
-/// migrate the restored database forward). It is started again only if the swap fails.
+/// Restore `key` from `store` into `target` (whose `app_services` are stopped for the
+/// swap and started again, and whose `keep_stopped` stay stopped).
 pub async fn restore(
-    db: &Db,
+    target: &Target,
     store: &Store,
     key: &str,
-    compose: Compose,
-    replaced: Vec<String>,
     template: Option<String>,
     printer: &Printer,
 ) -> anyhow::Result<restore::Summary> {
+    let db = &target.db;
     let backup = store.pick(Some(key)).await?;
     if let Some(t) = backup.taken_at() {
         let lost = time::OffsetDateTime::now_utc() - t;
@@ -37,17 +34,11 @@ pub async fn restore(
         reader: opened.reader,
         size: opened.size.or(Some(backup.size)),
     };
-    let target = Target {
-        db: db.clone(),
-        compose,
-        app_services: Vec::new(),
-        keep_stopped: replaced,
-    };
     let opts = Options {
         keep_previous: true,
         jobs: 1,
         fast: false,
         template,
     };
-    restore::restore(&target, source, &opts, printer).await
+    restore::restore(target, source, &opts, printer).await
 }

@@ -164,7 +164,7 @@ pub fn pick<'a>(
         Some(n) => {
             let r = ledger
                 .get(n)
-                .filter(|r| r.outcome == Outcome::Succeeded)
+                .filter(|r| r.outcome == Outcome::Succeeded && r.is_release())
                 .ok_or(RollbackError::NotServable(n))?;
             if r.release == live.release {
                 return Err(RollbackError::IsLive { release: n });
@@ -175,7 +175,10 @@ pub fn pick<'a>(
             .newest_first()
             .into_iter()
             .find(|r| {
-                r.release < live.release && r.outcome == Outcome::Succeeded && r.image != live.image
+                r.is_release()
+                    && r.release < live.release
+                    && r.outcome == Outcome::Succeeded
+                    && r.image != live.image
             })
             .ok_or(RollbackError::NoTarget {
                 env: env.into(),
@@ -467,12 +470,16 @@ pub async fn rollback(
                 // Only web stops, and stays stopped (compose's `start` of a service
                 // that depends on web would start it too). Other services are
                 // disconnected by the swap and reconnect to the restored database.
+                let target = crate::restore::Target {
+                    db: db.clone(),
+                    apps: crate::restore::Apps::Compose(compose),
+                    app_services: Vec::new(),
+                    keep_stopped: vec![s.web.clone()],
+                };
                 super::restore_db::restore(
-                    &db,
+                    &target,
                     &store,
                     &key,
-                    compose,
-                    vec![s.web.clone()],
                     project.config.db_template.clone(),
                     printer,
                 )
@@ -579,6 +586,7 @@ mod tests {
             steps: vec![],
             error: None,
             rollback_to: None,
+            report: None,
         };
         let mut l = Ledger::default();
         l.put(rec(1, Outcome::Succeeded, "i1"));

@@ -376,6 +376,7 @@ async fn run(
         steps: vec![],
         error: None,
         rollback_to: None,
+        report: None,
     };
     ledger.put(record.clone());
     ledger.save(&store).await?;

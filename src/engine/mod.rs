@@ -372,6 +372,22 @@ impl Engine {
         self.start_or_remove(created.id).await
     }
 
+    /// Start a stopped container (one already running is fine).
+    pub async fn start(&self, container: &str) -> Result<(), EngineError> {
+        use bollard::query_parameters::StartContainerOptions;
+        match self
+            .docker
+            .start_container(container, None::<StartContainerOptions>)
+            .await
+        {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Start a container just created; one that does not start (a missing entrypoint,
     /// a bad option) is removed here: nobody else knows it exists.
     async fn start_or_remove(&self, id: String) -> Result<String, EngineError> {

@@ -222,7 +222,7 @@ impl Db {
     }
 
     /// psql, quiet and unaligned, tuples only, stopping at the first error, in `database`.
-    fn psql_args<'a>(&'a self, database: &'a str) -> [&'a str; 11] {
+    pub fn psql_args<'a>(&'a self, database: &'a str) -> [&'a str; 11] {
         [
             "psql",
             "-X",

@@ -27,7 +27,7 @@ use crate::error::Hint;
 
 pub use db::{Census, Db};
 pub use durability::{recover, Recovered, RELAXED};
-pub use playbook::{restore, restore_fresh};
+pub use playbook::{restore, restore_fresh, restore_then};
 pub use swap::undo;
 
 #[derive(Debug, thiserror::Error)]
@@ -102,10 +102,24 @@ pub struct Options {
     pub template: Option<String>,
 }
 
-/// The local database and the app services that use it.
+/// How the app services around a database are stopped and started for the swap.
+#[derive(Clone)]
+pub enum Apps {
+    /// `docker compose stop|start SERVICE…` of a project with its files (the local one,
+    /// a release on a host).
+    Compose(Compose),
+    /// Through the engine, by the compose labels of `project`'s containers: an
+    /// environment's services on its host, with no compose files at hand.
+    Engine {
+        engine: crate::engine::Engine,
+        project: String,
+    },
+}
+
+/// The database and the app services that use it.
 pub struct Target {
     pub db: Db,
-    pub compose: Compose,
+    pub apps: Apps,
     /// Services to stop during the swap (everything but the db that is running).
     pub app_services: Vec<String>,
     /// Services stopped for the swap and left stopped after it (a rollback starts

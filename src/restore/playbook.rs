@@ -20,6 +20,26 @@ pub async fn restore(
     opts: &Options,
     printer: &Printer,
 ) -> anyhow::Result<Summary> {
+    let nothing = async |_: &Db, _: &str| Ok(());
+    Ok(restore_then(target, source, opts, printer, nothing)
+        .await?
+        .0)
+}
+
+/// [`restore`], with `before_swap` run on the restored database (its name is the
+/// second argument) once it is verified and before it becomes current: a check or a
+/// change of the new data the app must never see otherwise (`sync`'s fixups). Its
+/// failure is the restore's: the new database is dropped, the current one untouched.
+pub async fn restore_then<T, F>(
+    target: &Target,
+    source: Source,
+    opts: &Options,
+    printer: &Printer,
+    before_swap: F,
+) -> anyhow::Result<(Summary, T)>
+where
+    F: AsyncFnOnce(&Db, &str) -> anyhow::Result<T>,
+{
     let db = &target.db;
     let new = new_name(&db.name);
     if db.name.len() + "__countable_prev".len() > 63 {
@@ -60,20 +80,27 @@ pub async fn restore(
             return Err(RestoreError::Verify { expected, got }.into());
         }
         let verify_seconds = t.elapsed().as_secs_f64();
+        let extra = before_swap(db, &new).await?;
         // Written while fsync was off: durable and flushed before it becomes current.
         claim.durable(db).await?;
         let t = Instant::now();
         db.sql(&new, "ANALYZE").await?;
         let analyze_seconds = t.elapsed().as_secs_f64();
         let counts = (got, db.row_count(&new).await?, db.size_bytes(&new).await?);
-        Ok::<_, anyhow::Error>((restore_seconds, verify_seconds, analyze_seconds, counts))
+        Ok::<_, anyhow::Error>((
+            restore_seconds,
+            verify_seconds,
+            analyze_seconds,
+            counts,
+            extra,
+        ))
     };
     let outcome = tokio::select! {
         r = work => r,
         _ = interrupt.wait() => Err(RestoreError::Interrupted.into()),
     };
     bar.finish_and_clear();
-    let (restore_seconds, verify_seconds, analyze_seconds, (tables, rows, database_bytes)) =
+    let (restore_seconds, verify_seconds, analyze_seconds, (tables, rows, database_bytes), extra) =
         match outcome {
             Ok(v) => v,
             Err(e) => return Err(undo_partial(db, &new, &claim, e).await),
@@ -88,7 +115,7 @@ pub async fn restore(
     }
     claim.release(db).await?;
     let swap_seconds = t.elapsed().as_secs_f64();
-    Ok(Summary {
+    let summary = Summary {
         source: source.label,
         format,
         kind,
@@ -101,7 +128,8 @@ pub async fn restore(
         swap_seconds,
         analyze_seconds,
         previous_kept: opts.keep_previous,
-    })
+    };
+    Ok((summary, extra))
 }
 
 /// After a failure: drop the half-made database, remove our files in the container, put

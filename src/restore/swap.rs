@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::db::{ident, literal, Db};
-use super::{old_name, previous_name, RestoreError, Target};
+use super::{old_name, previous_name, Apps, RestoreError, Target};
 use crate::ui::Printer;
 
 /// The renames of a swap of `new` into `db`, given which databases exist now.
@@ -68,14 +68,36 @@ pub async fn undo(target: &Target, printer: &Printer) -> anyhow::Result<()> {
     .await
 }
 
-/// `docker compose ARGS…` on a blocking thread, so the runtime (and Ctrl-C) goes on.
-async fn compose(target: &Target, args: Vec<String>) -> anyhow::Result<String> {
-    let compose = target.compose.clone();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        compose.capture(&args)
-    })
-    .await?
+/// `verb` (`stop` or `start`) the app `services` of the target: `docker compose
+/// VERB SERVICE…` on a blocking thread (so the runtime, and Ctrl-C, go on), or the
+/// engine's stop/start of their containers.
+async fn apps(target: &Target, verb: &str, services: &[String]) -> anyhow::Result<()> {
+    match &target.apps {
+        Apps::Compose(compose) => {
+            let compose = compose.clone();
+            let args: Vec<String> = std::iter::once(verb.to_string())
+                .chain(services.iter().cloned())
+                .collect();
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                compose.capture(&args)
+            })
+            .await??;
+        }
+        Apps::Engine { engine, project } => {
+            for c in engine.project_services(project).await? {
+                if !services.contains(&c.service) {
+                    continue;
+                }
+                match (verb, c.state == "running") {
+                    ("stop", true) => engine.stop(&c.id, 30).await?,
+                    ("start", false) => engine.start(&c.id).await?,
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn with_apps_stopped<F>(target: &Target, printer: &Printer, work: F) -> anyhow::Result<()>
@@ -90,8 +112,7 @@ where
         .collect();
     if !stopped.is_empty() {
         printer.status(&format!("stopping {} for the swap", stopped.join(", ")));
-        let args = std::iter::once("stop".to_string()).chain(stopped.iter().cloned());
-        compose(target, args.collect()).await?;
+        apps(target, "stop", &stopped).await?;
     }
     let result = work.await;
     // What the caller replaces stays stopped, unless the swap failed: then the old
@@ -102,8 +123,7 @@ where
         stopped
     };
     if !restart.is_empty() {
-        let args = std::iter::once("start".to_string()).chain(restart.iter().cloned());
-        if let Err(e) = compose(target, args.collect()).await {
+        if let Err(e) = apps(target, "start", &restart).await {
             printer.warn(&format!(
                 "starting {} again failed: {e}; run `countable up`",
                 restart.join(", ")

@@ -315,4 +315,28 @@ mod tests {
         assert!(!dir.path().join("s.media").exists());
         assert!(dir.path().exists(), "never the store itself");
     }
+
+    #[tokio::test]
+    async fn nested_keys_live_in_subdirectories() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path().to_path_buf());
+        store
+            .put_small("sync/pair/state.json", b"{}".to_vec())
+            .await
+            .unwrap();
+        let mut upload = store.upload("sync/pair/undo/1").await.unwrap();
+        upload.file.write_all(b"kept").await.unwrap();
+        upload.commit().await.unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("sync/pair/undo/1")).unwrap(),
+            b"kept"
+        );
+        assert_eq!(
+            store.size_of("sync/pair/state.json").await.unwrap(),
+            Some(2)
+        );
+        // The folder is one entry of the listing; `Store::list` leaves it out.
+        let keys: Vec<String> = store.entries().await.unwrap().into_iter().map(|b| b.key).collect();
+        assert_eq!(keys, ["sync/"]);
+    }
 }

@@ -3,6 +3,7 @@
 //!
 //! A store only moves bytes; it never decodes or restores them.
 
+pub mod bucket;
 mod dir;
 pub mod parts;
 mod s3;
@@ -17,7 +18,7 @@ use crate::error::Hint;
 use crate::project::Environment;
 
 pub use dir::DirStore;
-pub use s3::S3Store;
+pub use s3::{Headers, S3Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod hosts;
+pub mod story;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,0 +1,519 @@
+//! The sync, in the order the module doc of `sync` gives, and the pieces `undo` shares
+//! with it: which pair the command line names, the target's restore target, the
+//! ledger entry.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicUsize;
+use std::time::Instant;
+
+use super::buckets::{self, Decisions, Ends, Keeper};
+use super::config::{Buckets, Pair};
+use super::preflight::{self, Sides};
+use super::record::{self, State, Undo};
+use super::report::{self, Report};
+use super::{database, fixups, SyncError};
+use crate::deploy::ledger::{Kind, Ledger, Outcome, Record};
+use crate::environment::Local;
+use crate::project::Config;
+use crate::restore::{self, Apps, Db, Target};
+use crate::store::Store;
+use crate::ui::Printer;
+
+/// How a sync behaves.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The source's newest backup instead of a fresh dump.
+    pub from_backup: bool,
+    /// Print the plan, change nothing.
+    pub dry_run: bool,
+    /// Refuse when a bucket pair would delete more objects than this.
+    pub max_delete: Option<usize>,
+    /// A fixup (or scrub) that changes no row is an error, not a warning.
+    pub strict: bool,
+}
+
+/// The pair the command line names: `<pair>`, or `<from> <to>`.
+pub fn find_pair<'a>(
+    config: &'a Config,
+    first: &str,
+    second: Option<&str>,
+) -> Result<&'a Pair, SyncError> {
+    match second {
+        None => config.sync.get(first).ok_or_else(|| SyncError::NoPair {
+            name: first.to_string(),
+            known: if config.sync.is_empty() {
+                "none".into()
+            } else {
+                config.sync.keys().cloned().collect::<Vec<_>>().join(", ")
+            },
+        }),
+        Some(to) => {
+            let found: Vec<&Pair> = config
+                .sync
+                .values()
+                .filter(|p| p.from.as_str() == first && p.to.as_str() == to)
+                .collect();
+            match found.as_slice() {
+                [one] => Ok(one),
+                [] => Err(SyncError::NoPairFor {
+                    from: first.to_string(),
+                    to: to.to_string(),
+                }),
+                many => Err(SyncError::Ambiguous {
+                    from: first.to_string(),
+                    to: to.to_string(),
+                    names: many
+                        .iter()
+                        .map(|p| p.name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }),
+            }
+        }
+    }
+}
+
+/// The target's database as the restore engine's target: its app services (every
+/// running service but the db and nginx, which holds no connection and keeps
+/// answering) are stopped through its engine for the swap alone. What an interrupted
+/// restore left there is put right first.
+pub async fn restore_target(
+    local: &Local,
+    sides_engine: &crate::engine::Engine,
+    project: &str,
+    db: &Db,
+    printer: &Printer,
+) -> anyhow::Result<Target> {
+    let recovered = restore::recover(db).await?;
+    if !recovered.is_empty() {
+        printer.warn(&recovered.describe());
+    }
+    let services = &local.project.config.services;
+    let mut app_services: Vec<String> = sides_engine
+        .project_services(project)
+        .await?
+        .into_iter()
+        .filter(|s| s.state == "running" && s.service != services.db && s.service != services.nginx)
+        .map(|s| s.service)
+        .collect();
+    app_services.dedup();
+    Ok(Target {
+        db: db.clone(),
+        apps: Apps::Engine {
+            engine: sides_engine.clone(),
+            project: project.to_string(),
+        },
+        app_services,
+        keep_stopped: Vec::new(),
+    })
+}
+
+pub(crate) fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// `2026-12-01T021500Z`, for the keys of kept objects.
+fn stamp() -> String {
+    crate::backup::new_key(
+        time::OffsetDateTime::now_utc(),
+        crate::backup::Compress::None,
+    )
+    .trim_end_matches(".backup")
+    .to_string()
+}
+
+/// Who runs this: git's user, else the login.
+fn who(local: &Local) -> String {
+    crate::git::Repo::open(&local.project.root)
+        .map(|r| r.user())
+        .unwrap_or_else(|_| std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+}
+
+/// Add a sync's (or undo's) record to the target's ledger.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn write_ledger(
+    local: &Local,
+    store: &Store,
+    kind: Kind,
+    pair: &Pair,
+    started_at: String,
+    backup_key: Option<String>,
+    migrations: Vec<String>,
+    outcome: &anyhow::Result<Report>,
+) -> anyhow::Result<()> {
+    let mut ledger = Ledger::load(store).await?;
+    let record = Record {
+        release: ledger.next_number(),
+        kind,
+        outcome: if outcome.is_ok() {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed
+        },
+        git_sha: String::new(),
+        git_ref: format!("{} from {}", pair.name, pair.from),
+        image: String::new(),
+        image_id: String::new(),
+        by: who(local),
+        started_at,
+        finished_at: Some(now()),
+        backup_key,
+        migrations_before: migrations.clone(),
+        migrations_after: migrations,
+        bytes_shipped: 0,
+        steps: Vec::new(),
+        error: outcome.as_ref().err().map(|e| {
+            crate::error::render(e)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        }),
+        rollback_to: None,
+        report: outcome
+            .as_ref()
+            .ok()
+            .and_then(|r| serde_json::to_value(r).ok()),
+    };
+    ledger.put(record);
+    ledger.save(store).await
+}
+
+/// The plan of one bucket pair.
+struct Planned<'a> {
+    buckets: &'a Buckets,
+    ends: Ends,
+    decisions: Decisions,
+}
+
+fn bucket_report(b: &Buckets, ends: &Ends, counts: buckets::Counts) -> report::Bucket {
+    report::Bucket {
+        description: b.description.clone(),
+        from: b.from.to_string(),
+        to: b.to.to_string(),
+        mode: if ends.server_side {
+            "server-side"
+        } else {
+            "streamed"
+        }
+        .into(),
+        delete: b.delete,
+        counts,
+    }
+}
+
+/// Sync `pair` (see the module doc of `sync`); the report.
+pub async fn sync(
+    local: &Local,
+    pair: &Pair,
+    opts: &Options,
+    printer: &Printer,
+) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let sides = preflight::check(local, pair, opts.from_backup).await?;
+    let state: State = record::load(&sides.to_store, &record::state_key(&pair.name)).await?;
+    let empty = BTreeMap::new();
+    let mut planned = Vec::new();
+    for b in &pair.buckets {
+        let ends = Ends::open(b).await;
+        let decisions = ends
+            .plan(b, state.buckets.get(&b.id()).unwrap_or(&empty))
+            .await?;
+        if let Some(max) = opts.max_delete {
+            if decisions.delete.len() > max {
+                return Err(SyncError::TooManyDeletes {
+                    description: b.description.clone(),
+                    to: b.to.to_string(),
+                    would: decisions.delete.len(),
+                    max,
+                }
+                .into());
+            }
+        }
+        planned.push(Planned {
+            buckets: b,
+            ends,
+            decisions,
+        });
+    }
+    let plan = fixups::Plan::new(pair, &sides.secrets, sides.site_domain.as_deref());
+    let mut report = Report {
+        pair: pair.name.clone(),
+        from: pair.from.to_string(),
+        to: pair.to.to_string(),
+        action: "sync".into(),
+        backup_key: None,
+        database: None,
+        buckets: planned
+            .iter()
+            .map(|p| bucket_report(p.buckets, &p.ends, p.decisions.counts()))
+            .collect(),
+        fixups: Vec::new(),
+        plan: Vec::new(),
+        seconds: 0.0,
+    };
+    if opts.dry_run {
+        report.action = "dry-run".into();
+        report.plan = dry_run_plan(local, pair, &sides, &plan);
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    let copies: usize = planned.iter().map(|p| p.decisions.copy.len()).sum();
+    let deletes: usize = planned.iter().map(|p| p.decisions.delete.len()).sum();
+    if !printer.confirm(
+        &format!(
+            "Replace {}'s database with {}'s and copy {copies} object(s), delete {deletes}? (a backup of {} is taken first; `countable undo-sync {}` goes back)",
+            pair.to, pair.from, pair.to, pair.name
+        ),
+        true,
+    )? {
+        anyhow::bail!("nothing was changed");
+    }
+    let started_at = now();
+    let migrations: Vec<String> = sides.migrations.iter().cloned().collect();
+    let outcome = apply(
+        local, pair, opts, &sides, planned, &plan, report, started, printer,
+    )
+    .await;
+    let backup_key = match &outcome {
+        Ok(r) => r.backup_key.clone(),
+        Err(_) => record::load::<Undo>(&sides.to_store, &record::undo_key(&pair.name))
+            .await
+            .ok()
+            .and_then(|u| u.backup_key),
+    };
+    let logged = write_ledger(
+        local,
+        &sides.to_store,
+        Kind::Sync,
+        pair,
+        started_at,
+        backup_key,
+        migrations,
+        &outcome,
+    )
+    .await;
+    let report = outcome?;
+    logged?;
+    Ok(report)
+}
+
+/// What `--dry-run` lists for the database part.
+fn dry_run_plan(local: &Local, pair: &Pair, sides: &Sides, plan: &fixups::Plan) -> Vec<String> {
+    let host = |env: &crate::names::EnvName| {
+        local.project.config.environments[env]
+            .docker_host
+            .clone()
+            .unwrap_or_else(|| "the local engine".into())
+    };
+    let mut v = vec![format!(
+        "countable backup {} (into {})",
+        pair.to,
+        sides.to_store.location()
+    )];
+    v.push(if let Some((store, newest)) = &sides.from_backup {
+        format!(
+            "read {}'s newest backup, {}{}",
+            pair.from,
+            store.location(),
+            newest.key
+        )
+    } else {
+        format!(
+            "pg_dump -Fc -Z1 --snapshot=<exported> {} in {}'s db container on {}, streamed",
+            sides.from_db.name,
+            pair.from,
+            host(&pair.from)
+        )
+    });
+    v.push(format!(
+        "restore beside {}'s {} on {} (pg_restore --no-owner --no-acl as {}), compare every table's row count with the source's",
+        pair.to,
+        sides.to_db.name,
+        host(&pair.to),
+        sides.to_db.user
+    ));
+    for step in plan.describe() {
+        v.push(format!("in one transaction: {step}"));
+    }
+    v.push(format!(
+        "stop {}'s app services, swap the databases (the replaced one kept as {}), start them",
+        pair.to,
+        restore::previous_name(&sides.to_db.name)
+    ));
+    v
+}
+
+/// Back up the target, copy the database, then the buckets; the undo record is kept
+/// current at each step, so `undo-sync` knows all that changed even after a failure.
+#[allow(clippy::too_many_arguments)]
+async fn apply(
+    local: &Local,
+    pair: &Pair,
+    opts: &Options,
+    sides: &Sides,
+    planned: Vec<Planned<'_>>,
+    plan: &fixups::Plan,
+    mut report: Report,
+    started: Instant,
+    printer: &Printer,
+) -> anyhow::Result<Report> {
+    let store = &sides.to_store;
+    let undo_key = record::undo_key(&pair.name);
+    let previous: Undo = record::load(store, &undo_key).await?;
+    let mut undo = Undo {
+        pair: pair.name.clone(),
+        from: pair.from.to_string(),
+        to: pair.to.to_string(),
+        started_at: now(),
+        ..Default::default()
+    };
+    // The database is what the sync replaces; bucket pairs keep their own undo copies
+    // (below), and no media volume is touched.
+    let untouched = crate::media::Media::Undeclared {
+        why: "not changed by a sync (its bucket pairs keep undo copies of what they replace)"
+            .into(),
+    };
+    let backed = crate::backup::backup(
+        &sides.to_db,
+        pair.to.as_str(),
+        store,
+        crate::backup::Compress::None,
+        &untouched,
+        printer,
+    )
+    .await?;
+    let manifest = backed.manifest;
+    undo.backup_key = Some(manifest.key.clone());
+    report.backup_key = Some(manifest.key.clone());
+    record::save(store, &undo_key, &undo).await?;
+
+    let (source, expected) = if let Some((store, newest)) = &sides.from_backup {
+        database::backup_source(pair.from.as_str(), store, newest).await?
+    } else {
+        let (s, c) = database::fresh_dump(pair.from.as_str(), &sides.from_db).await?;
+        (s, Some(c))
+    };
+    let target = restore_target(
+        local,
+        &sides.to_engine,
+        &sides.to_project,
+        &sides.to_db,
+        printer,
+    )
+    .await?;
+    let copied = database::copy(
+        &target,
+        source,
+        database::Copy {
+            from: pair.from.as_str(),
+            to: pair.to.as_str(),
+            expected,
+            fixups: plan,
+            strict: opts.strict,
+            template: local.project.config.db_template.clone(),
+        },
+        printer,
+    )
+    .await?;
+    undo.database_replaced = true;
+    record::save(store, &undo_key, &undo).await?;
+    let r = &copied.restore;
+    printer.success(&format!(
+        "{}'s database is now {} ({} tables, {} rows){}",
+        pair.to,
+        r.source,
+        r.tables,
+        r.rows,
+        if copied.census_checked {
+            ", every table's rows counted equal to the source's"
+        } else {
+            ""
+        }
+    ));
+    report.database = Some(report::Database {
+        source: r.source.clone(),
+        tables: r.tables,
+        rows: r.rows,
+        database_bytes: r.database_bytes,
+        transferred_bytes: r.transferred_bytes,
+        census_checked: copied.census_checked,
+        restore_seconds: r.restore_seconds,
+        swap_seconds: r.swap_seconds,
+    });
+    report.fixups = copied.fixups;
+
+    let state_key = record::state_key(&pair.name);
+    let mut state: State = record::load(store, &state_key).await?;
+    let stamp = stamp();
+    let next = AtomicUsize::new(0);
+    let keeper = Keeper {
+        store,
+        pair: &pair.name,
+        stamp: &stamp,
+        next: &next,
+    };
+    report.buckets.clear();
+    for p in &planned {
+        let applied = buckets::apply(p.buckets, &p.ends, &p.decisions, &keeper, printer).await;
+        undo.buckets.push(applied.undo);
+        state.buckets.insert(p.buckets.id(), applied.state);
+        record::save(store, &undo_key, &undo).await?;
+        record::save(store, &state_key, &state).await?;
+        report
+            .buckets
+            .push(bucket_report(p.buckets, &p.ends, applied.done));
+        if let Some(e) = applied.error {
+            return Err(e.context(format!(
+                "copying {} failed part way; what was done is recorded, and `countable undo-sync {}` puts it back",
+                p.buckets.description, pair.name
+            )));
+        }
+    }
+    undo.finished_at = Some(now());
+    record::save(store, &undo_key, &undo).await?;
+    // The sync before this one can no longer be undone: its kept objects go.
+    for key in previous.kept_keys() {
+        let _ = store.delete(&key).await;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_by_name_or_by_environments() {
+        let c = Config::parse(
+            "project: shop\nenvironments:\n  prod: {branch: master}\n  staging: {}\n  qa: {}\nsync:\n  prod-to-staging: {from: prod, to: staging}\n  prod-to-qa: {from: prod, to: qa}\n  prod-to-qa-2: {from: prod, to: qa}\n",
+            std::path::Path::new("countable.yml"),
+        )
+        .unwrap();
+        assert_eq!(
+            find_pair(&c, "prod-to-staging", None).unwrap().to.as_str(),
+            "staging"
+        );
+        assert_eq!(
+            find_pair(&c, "prod", Some("staging")).unwrap().name,
+            "prod-to-staging"
+        );
+        assert!(matches!(
+            find_pair(&c, "prod", Some("qa")),
+            Err(SyncError::Ambiguous { .. })
+        ));
+        assert!(matches!(
+            find_pair(&c, "staging", Some("prod")),
+            Err(SyncError::NoPairFor { .. })
+        ));
+        let e = find_pair(&c, "nope", None).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("known: prod-to-qa, prod-to-qa-2, prod-to-staging"),
+            "{e}"
+        );
+    }
+}
