@@ -336,7 +336,13 @@ mod tests {
             Some(2)
         );
         // The folder is one entry of the listing; `Store::list` leaves it out.
-        let keys: Vec<String> = store.entries().await.unwrap().into_iter().map(|b| b.key).collect();
+        let keys: Vec<String> = store
+            .entries()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.key)
+            .collect();
         assert_eq!(keys, ["sync/"]);
     }
 }
