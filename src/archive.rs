@@ -94,10 +94,12 @@ pub struct Finisher {
 }
 
 impl Finisher {
-    /// A decoder program that failed (a truncated lrzip file, say) turns into an error.
+    /// A decoder program that failed (a truncated lrzip file, say) turns into an error;
+    /// one that died of SIGPIPE because the reader had all it needed does not (see
+    /// [`process::Filter::finish_read`]).
     pub async fn finish(self) -> anyhow::Result<()> {
         for f in self.filters {
-            f.finish().await?;
+            f.finish_read().await?;
         }
         Ok(())
     }

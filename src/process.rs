@@ -74,6 +74,26 @@ where
 }
 
 impl Filter {
+    /// As [`Filter::finish`], after its output was read as far as the reader needed: a
+    /// tar entry read to its end leaves the archive's end blocks and padding unread,
+    /// and a program still writing them then dies of SIGPIPE. That death only says the
+    /// rest had nowhere to go; whether what was read is whole, the reader checks (the
+    /// dump's trailer, its counts).
+    pub async fn finish_read(mut self) -> anyhow::Result<()> {
+        use std::os::unix::process::ExitStatusExt;
+        let status = self
+            .child
+            .wait()
+            .await
+            .with_context(|| format!("waiting for {}", self.name))?;
+        // Killed by SIGPIPE, itself or under a shell (128 + 13).
+        if status.signal() == Some(13) || status.code() == Some(141) {
+            let _ = self.feeder.await;
+            return Ok(());
+        }
+        self.settle(status).await
+    }
+
     /// Wait for the program; an error names the program, its status and its stderr.
     pub async fn finish(mut self) -> anyhow::Result<()> {
         let status = self
@@ -81,6 +101,10 @@ impl Filter {
             .wait()
             .await
             .with_context(|| format!("waiting for {}", self.name))?;
+        self.settle(status).await
+    }
+
+    async fn settle(self, status: std::process::ExitStatus) -> anyhow::Result<()> {
         let fed = self.feeder.await.context("joining the input task")?;
         let stderr = self.stderr.await.unwrap_or_default();
         if let Err(e) = fed {
@@ -92,5 +116,27 @@ impl Filter {
             anyhow::bail!("{} failed ({status}): {}", self.name, stderr.trim());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_filter_left_writing_after_its_reader_stopped_is_not_a_failure() {
+        // `yes` writes until its reader goes: it dies of SIGPIPE.
+        let (mut out, filter) = spawn_filter("sh", &["-c", "yes"], tokio::io::empty()).unwrap();
+        let mut first = [0u8; 10];
+        out.read_exact(&mut first).await.unwrap();
+        drop(out);
+        filter.finish_read().await.unwrap();
+        // A program that fails on its own still fails.
+        let (mut out, filter) =
+            spawn_filter("sh", &["-c", "echo broken >&2; exit 3"], tokio::io::empty()).unwrap();
+        let mut rest = Vec::new();
+        out.read_to_end(&mut rest).await.unwrap();
+        let e = filter.finish_read().await.unwrap_err();
+        assert!(format!("{e:#}").contains("broken"), "{e:#}");
     }
 }
