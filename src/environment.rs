@@ -326,6 +326,22 @@ impl Local {
             .compose_files
             .as_ref()
             .unwrap_or(&config.compose_files);
+        // A volume is found through the compose files; without them there is none to
+        // read (the database is backed up all the same).
+        let is_volume = matches!(
+            settings.media_location()?,
+            crate::media::MediaLocation::Volume { .. }
+        );
+        if let Some(missing) = files
+            .iter()
+            .find(|f| is_volume && !self.project.root.join(f).exists())
+        {
+            return Ok(crate::media::Media::Undeclared {
+                why: format!(
+                    "the project has no {missing} to declare a media volume: no media to back up"
+                ),
+            });
+        }
         let shape = crate::deploy::model::shape(&crate::deploy::run::read_files(
             &self.project.root,
             files,
