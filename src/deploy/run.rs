@@ -801,10 +801,21 @@ async fn current_container(
     service: &str,
     hashes: &std::collections::HashMap<String, String>,
 ) -> anyhow::Result<Option<String>> {
+    let listed = host.project_services(project).await?;
+    current_among(host, &listed, service, hashes).await
+}
+
+/// [`current_container`] among the project's containers as `listed` once.
+async fn current_among(
+    host: &Engine,
+    listed: &[crate::engine::ServiceState],
+    service: &str,
+    hashes: &std::collections::HashMap<String, String>,
+) -> anyhow::Result<Option<String>> {
     let Some(want) = hashes.get(service) else {
         return Ok(None);
     };
-    for c in host.project_services(project).await? {
+    for c in listed {
         if c.service != service || c.state != "running" {
             continue;
         }
@@ -813,7 +824,7 @@ async fn current_container(
         if labels.get("com.docker.compose.config-hash") == Some(want)
             && matches!(health.health.as_deref(), None | Some("healthy"))
         {
-            return Ok(Some(c.id));
+            return Ok(Some(c.id.clone()));
         }
     }
     Ok(None)
@@ -830,19 +841,16 @@ async fn converged(
     model: &[String],
 ) -> anyhow::Result<bool> {
     let hashes = config_hashes(compose).await?;
+    let listed = host.project_services(project).await?;
+    if !listed.iter().all(|c| model.contains(&c.service)) {
+        return Ok(false);
+    }
     for svc in services {
-        if current_container(host, project, svc, &hashes)
-            .await?
-            .is_none()
-        {
+        if current_among(host, &listed, svc, &hashes).await?.is_none() {
             return Ok(false);
         }
     }
-    Ok(host
-        .project_services(project)
-        .await?
-        .iter()
-        .all(|c| model.contains(&c.service)))
+    Ok(true)
 }
 
 /// Start the candidate beside the old release, gate it, and switch nginx to it.
