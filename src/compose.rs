@@ -343,6 +343,8 @@ impl Compose {
             .current_dir(self.cwd.as_ref().unwrap_or(&self.dir))
             .stdin(Stdio::null());
         if let Some(host) = &self.docker_host {
+            // An ssh engine this run has a tunnel to: through it (engine::ssh).
+            let host = crate::engine::ssh::local_for(host).unwrap_or_else(|| host.clone());
             cmd.env("DOCKER_HOST", host);
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));

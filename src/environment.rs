@@ -445,7 +445,7 @@ impl Local {
         let label = format!("{env}'s backup {}", backup.key);
         let mut opts = crate::media::pull::Options {
             filter: Default::default(),
-            jobs: 4,
+            jobs: 8,
             dry_run: true,
             retry: format!("countable pull-media {env} --from-backup {}", backup.key),
         };

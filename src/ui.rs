@@ -7,7 +7,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Debug, Clone)]
 pub struct Printer {
@@ -16,6 +16,9 @@ pub struct Printer {
     interactive: bool,
     assume_yes: bool,
     quiet: bool,
+    /// Every bar shown, drawn together (two steps may run at once), with lines
+    /// printed above them.
+    bars: MultiProgress,
 }
 
 impl Printer {
@@ -29,7 +32,13 @@ impl Printer {
             interactive: !assume_yes && std::io::stdin().is_terminal() && err_tty,
             assume_yes,
             quiet,
+            bars: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
         }
+    }
+
+    /// A line on stderr, above the bars being drawn.
+    fn line(&self, text: String) {
+        self.bars.suspend(|| eprintln!("{text}"));
     }
 
     /// May we ask the user something?
@@ -60,33 +69,33 @@ impl Printer {
     /// A step being taken.
     pub fn status(&self, msg: &str) {
         if !self.quiet {
-            eprintln!("{} {msg}", self.paint("1;36", "::"));
+            self.line(format!("{} {msg}", self.paint("1;36", "::")));
         }
     }
 
     /// A finished step.
     pub fn success(&self, msg: &str) {
         if !self.quiet {
-            eprintln!("{} {msg}", self.paint("1;32", "ok"));
+            self.line(format!("{} {msg}", self.paint("1;32", "ok")));
         }
     }
 
     /// Something the user should know but that does not stop the command.
     pub fn warn(&self, msg: &str) {
-        eprintln!("{} {msg}", self.paint("1;33", "warning:"));
+        self.line(format!("{} {msg}", self.paint("1;33", "warning:")));
     }
 
     /// A plain line on stderr (notes, indented details).
     pub fn note(&self, msg: &str) {
         if !self.quiet {
-            eprintln!("{msg}");
+            self.line(msg.to_string());
         }
     }
 
     /// An error, as rendered by `error::render`.
     pub fn error(&self, text: &str) {
         let (head, rest) = text.split_once(' ').unwrap_or((text, ""));
-        eprintln!("{} {rest}", self.paint("1;31", head));
+        self.line(format!("{} {rest}", self.paint("1;31", head)));
     }
 
     /// A spinner while something of unknown length runs; plain status line without a TTY.
@@ -95,7 +104,7 @@ impl Printer {
             self.status(msg);
             return ProgressBar::hidden();
         }
-        let pb = ProgressBar::new_spinner();
+        let pb = self.bars.add(ProgressBar::new_spinner());
         pb.set_style(ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed:.dim}").unwrap());
         pb.set_message(msg.to_string());
         pb.enable_steady_tick(Duration::from_millis(120));
@@ -132,6 +141,7 @@ impl Printer {
                 pb
             }
         };
+        let pb = self.bars.add(pb);
         pb.set_message(msg.to_string());
         pb.enable_steady_tick(Duration::from_millis(200));
         pb

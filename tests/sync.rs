@@ -763,6 +763,55 @@ fn an_unchanged_second_sync_copies_nothing(s: &mut Story) {
     assert_eq!(s.staging.tables(&fixed), s.prod.tables(&fixed));
 }
 
+fn an_unchanged_database_is_left_alone(s: &mut Story) {
+    // The last sync read a backup; a fresh dump is another source: copied.
+    let first = s.json(&["sync", PAIR, "--json"]);
+    assert!(first["database"].is_object(), "{first}");
+    let backups = s.staging_backups();
+    let web = s.staging.web_started();
+    let undo_plan = s.run(&["undo-sync", PAIR, "--dry-run"]).ok().stdout;
+    // Neither side has written since: no backup, no copy, no restart, undo unchanged.
+    let second = s.json(&["sync", PAIR, "--json"]);
+    assert!(second["database"].is_null(), "{second}");
+    assert!(second["backup_key"].is_null(), "{second}");
+    assert!(
+        second["database_unchanged"]
+            .as_str()
+            .unwrap()
+            .contains("neither database has changed since the last sync"),
+        "{second}"
+    );
+    assert_eq!(s.staging_backups(), backups);
+    assert_eq!(s.staging.web_started(), web);
+    assert_eq!(
+        s.run(&["undo-sync", PAIR, "--dry-run"]).ok().stdout,
+        undo_plan
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&s.run(&["releases", "staging", "--json"]).ok().stdout).unwrap();
+    assert_eq!(list[0]["kind"], "sync");
+    assert_eq!(list[0]["outcome"], "succeeded");
+    // --force plans the copy anyway.
+    let forced = s.json(&["sync", PAIR, "--dry-run", "--force", "--json"]);
+    assert!(forced["database_unchanged"].is_null(), "{forced}");
+    assert!(!forced["plan"].as_array().unwrap().is_empty(), "{forced}");
+    // A write in the source: the next sync copies the database again.
+    s.prod
+        .script("INSERT INTO shop_item (name, price) VALUES ('written after the sync', 1);");
+    let third = s.json(&["sync", PAIR, "--json"]);
+    assert!(third["database"].is_object(), "{third}");
+    assert_eq!(
+        s.staging
+            .sql("SELECT count(*) FROM shop_item WHERE name = 'written after the sync'"),
+        "1"
+    );
+    // A write in the target, too.
+    s.staging
+        .script("DELETE FROM shop_item WHERE name = 'written after the sync';");
+    let fourth = s.json(&["sync", PAIR, "--dry-run", "--json"]);
+    assert!(fourth["database_unchanged"].is_null(), "{fourth}");
+}
+
 fn a_destination_changed_by_someone_else_is_copied_again(s: &mut Story) {
     // The big document's copy (multipart source: no MD5 to compare) is overwritten.
     put(
@@ -835,6 +884,10 @@ fn main() {
         (
             "an_unchanged_second_sync_copies_nothing",
             an_unchanged_second_sync_copies_nothing,
+        ),
+        (
+            "an_unchanged_database_is_left_alone",
+            an_unchanged_database_is_left_alone,
         ),
         (
             "a_destination_changed_by_someone_else_is_copied_again",

@@ -14,7 +14,7 @@ use crate::ui::Printer;
 /// the same command resumes
 #[derive(Debug, clap::Args)]
 #[command(
-    after_long_help = "Examples:\n  countable pull-media                         from `data_from` (countable.yml)\n  countable pull-media prod --exclude 'thumbs/**' --exclude '*.webp'\n  countable pull-media prod --max-size 20M --jobs 8\n  countable pull-media prod --from-backup      the newest backup's media\n  countable pull-media prod --from-backup 2026-11-30T021500Z.backup\n  countable pull-media prod --dry-run          what would be copied, skipped, excluded"
+    after_long_help = "Examples:\n  countable pull-media                         from `data_from` (countable.yml)\n  countable pull-media prod --exclude 'thumbs/**' --exclude '*.webp'\n  countable pull-media prod --max-size 20M --jobs 16\n  countable pull-media prod --from-backup      the newest backup's media\n  countable pull-media prod --from-backup 2026-11-30T021500Z.backup\n  countable pull-media prod --dry-run          what would be copied, skipped, excluded"
 )]
 pub struct Args {
     /// The environment whose media to copy (default: `data_from`)
@@ -32,7 +32,7 @@ pub struct Args {
     pub max_size: Option<u64>,
     /// Files transferred at once from a bucket or a backup store (a volume is read as
     /// one stream)
-    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
     /// Print a table of what would be copied, skipped, excluded and too big; write
     /// nothing

@@ -35,6 +35,10 @@ pub struct Args {
     /// was) instead of warning
     #[arg(long)]
     pub strict: bool,
+    /// Copy the database even when neither side changed since the last sync (by
+    /// default an unchanged pair leaves it alone)
+    #[arg(long)]
+    pub force: bool,
     /// Print the report as JSON on stdout
     #[arg(long)]
     pub json: bool,
@@ -52,6 +56,7 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
         dry_run: args.dry_run,
         max_delete: args.max_delete,
         strict: args.strict,
+        force: args.force,
     };
     let report = sync::sync(&local, pair, &opts, printer).await?;
     report.print(printer, args.json)

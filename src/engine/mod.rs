@@ -20,6 +20,7 @@ use crate::error::Hint;
 
 mod layers;
 mod release;
+pub mod ssh;
 mod volume;
 pub use release::{FileEntry, Health, ImageInfo, Shipped};
 pub use volume::TarStream;
@@ -53,6 +54,8 @@ pub enum EngineError {
         from: HostFrom,
         secs: u64,
     },
+    #[error("cannot reach the Docker engine at {host}: {why}")]
+    Ssh { host: String, why: String },
     #[error("no running `{service}` container in compose project `{project}`")]
     NoContainer { project: String, service: String },
     #[error("Docker API call failed: {0}")]
@@ -75,6 +78,7 @@ impl Hint for EngineError {
             EngineError::Unreachable { host, from, .. } | EngineError::Timeout { host, from, .. } => {
                 Some(unreachable_hint(host, *from))
             }
+            EngineError::Ssh { host, .. } => Some(unreachable_hint(host, HostFrom::Config)),
             EngineError::NoContainer { project, .. } => Some(format!(
                 "see what compose project `{project}` runs on this engine: `docker compose -p {project} ps -a`"
             )),
@@ -321,7 +325,18 @@ impl Engine {
             {
                 return Err(EngineError::SshPort(host.to_string()));
             }
-            Docker::connect_with_ssh(host, 120, bollard::API_DEFAULT_VERSION)
+            match ssh::open(host).await {
+                Ok(Some(local)) => {
+                    Docker::connect_with_unix(&local, 120, bollard::API_DEFAULT_VERSION)
+                }
+                Ok(None) => Docker::connect_with_ssh(host, 120, bollard::API_DEFAULT_VERSION),
+                Err(why) => {
+                    return Err(EngineError::Ssh {
+                        host: host.to_string(),
+                        why,
+                    })
+                }
+            }
         } else {
             return Err(EngineError::Scheme(host.to_string()));
         }

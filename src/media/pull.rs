@@ -249,7 +249,7 @@ async fn transfer(
     let groups = if jobs == 1 {
         vec![files]
     } else {
-        groups(files)
+        groups(files, jobs)
     };
     futures_util::stream::iter(groups)
         .map(|group| async move {
@@ -271,15 +271,17 @@ async fn transfer(
         .await
 }
 
-/// `files` in groups of one upload each: up to [`MAX_FILES`] files, closed once they
-/// hold [`MAX_BYTES`].
-fn groups(files: Vec<MediaFile>) -> Vec<Vec<MediaFile>> {
+/// `files` in groups of one upload each: up to [`MAX_FILES`] files, and no more than
+/// an even share of `jobs` (so that a few hundred small files still keep every job
+/// busy), closed once they hold [`MAX_BYTES`].
+fn groups(files: Vec<MediaFile>, jobs: usize) -> Vec<Vec<MediaFile>> {
+    let most = files.len().div_ceil(jobs.max(1)).clamp(1, MAX_FILES);
     let mut out: Vec<Vec<MediaFile>> = Vec::new();
     let mut bytes = 0;
     for f in files {
         let full = out
             .last()
-            .is_none_or(|g| g.len() >= MAX_FILES || bytes >= MAX_BYTES);
+            .is_none_or(|g| g.len() >= most || bytes >= MAX_BYTES);
         if full {
             out.push(Vec::new());
             bytes = 0;
@@ -350,8 +352,10 @@ mod tests {
     #[test]
     fn groups_by_count_and_bytes() {
         let small: Vec<MediaFile> = (0..130).map(|i| f(&format!("s{i}"), 10)).collect();
-        let sizes: Vec<usize> = groups(small).iter().map(Vec::len).collect();
+        let sizes: Vec<usize> = groups(small.clone(), 1).iter().map(Vec::len).collect();
         assert_eq!(sizes, [64, 64, 2]);
+        let sizes: Vec<usize> = groups(small, 8).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [17, 17, 17, 17, 17, 17, 17, 11]);
         let mixed = vec![
             f("a", MAX_BYTES - 1),
             f("b", 1),
@@ -359,7 +363,7 @@ mod tests {
             f("huge", 5 * MAX_BYTES),
             f("d", 1),
         ];
-        let names: Vec<Vec<String>> = groups(mixed)
+        let names: Vec<Vec<String>> = groups(mixed, 1)
             .into_iter()
             .map(|g| g.into_iter().map(|f| f.path).collect())
             .collect();

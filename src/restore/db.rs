@@ -112,6 +112,43 @@ fn in_snapshot(sql: &str, snapshot: Option<&str>) -> String {
     }
 }
 
+/// Seconds after which a client's writes are surely in the statistics (PostgreSQL 15+
+/// flushes a backend's counts when it goes idle, at most 10 s late; older servers
+/// within half a second).
+pub const POSITION_SETTLE_SECS: u64 = 11;
+
+/// Where a database stands: what can tell that nobody wrote to it between two looks.
+///
+/// - `id`: the cluster's system identifier and the database's OID (a new one after a
+///   swap or a re-create).
+/// - `contents`: a digest of the user schema (tables, columns, constraints, functions,
+///   storage files) and of each user table's insert/update/delete counts and each
+///   sequence's value. VACUUM, ANALYZE and checkpoints change none of it.
+/// - `next_xid`: the cluster's next transaction ID. Every transaction that writes
+///   takes an ID, at once; reads take none; ANALYZE (anywhere in the cluster) does.
+/// - `busy`: another client is in a writing transaction, or ended a transaction so
+///   recently that its counts may not be in the statistics yet.
+///
+/// Unchanged ([`Position::unchanged_since`]): the same `id` and `contents`, and either
+/// no transaction ID was taken since or nobody could have written unseen (not `busy`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    pub id: String,
+    pub contents: String,
+    pub next_xid: u64,
+    #[serde(skip)]
+    pub busy: bool,
+}
+
+impl Position {
+    /// Is nothing written since `then`?
+    pub fn unchanged_since(&self, then: &Position) -> bool {
+        self.id == then.id
+            && self.contents == then.contents
+            && (self.next_xid == then.next_xid || !self.busy)
+    }
+}
+
 /// The local database server, as seen from inside its container.
 #[derive(Clone)]
 pub struct Db {
@@ -252,6 +289,52 @@ impl Db {
             anyhow::bail!("the answer of psql was larger than countable reads (16 MiB)");
         }
         Ok(r.stdout)
+    }
+
+    /// Where `database` stands now (see [`Position`]).
+    pub async fn position(&self, database: &str) -> anyhow::Result<Position> {
+        let next = if self.server_major() >= 13 {
+            "pg_snapshot_xmax(pg_current_snapshot())"
+        } else {
+            "txid_snapshot_xmax(txid_current_snapshot())"
+        };
+        let sequences = if self.server_major() >= 10 {
+            "UNION ALL SELECT concat_ws(' ', 'q', schemaname, sequencename, last_value) FROM pg_sequences"
+        } else {
+            ""
+        };
+        let user =
+            "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'";
+        let out = self
+            .sql(
+                database,
+                &format!(
+                    "SELECT (SELECT s.system_identifier || '/' || d.oid FROM pg_control_system() s, pg_database d WHERE d.datname = current_database()), \
+                     (SELECT md5(coalesce(string_agg(x, ',' ORDER BY x), '')) FROM ( \
+                       SELECT concat_ws(' ', 'c', c.oid, c.relname, c.relkind, c.relfilenode) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {user} \
+                       UNION ALL SELECT concat_ws(' ', 'a', a.attrelid, a.attnum, a.attname, a.atttypid, a.atttypmod, a.attnotnull, a.attisdropped, a.atthasdef) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {user} \
+                       UNION ALL SELECT concat_ws(' ', 'k', co.oid, co.conname) FROM pg_constraint co JOIN pg_namespace n ON n.oid = co.connamespace WHERE {user} \
+                       UNION ALL SELECT concat_ws(' ', 'f', p.oid, md5(p.prosrc)) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {user} \
+                       UNION ALL SELECT concat_ws(' ', 't', relid, n_tup_ins, n_tup_upd, n_tup_del) FROM pg_stat_user_tables \
+                       {sequences}) t(x)), \
+                     {next}, \
+                     (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND (backend_xid IS NOT NULL OR state_change > now() - interval '{settle} seconds'))",
+                    settle = POSITION_SETTLE_SECS,
+                ),
+            )
+            .await?;
+        let f: Vec<&str> = out.trim().split('|').collect();
+        match f.as_slice() {
+            [id, contents, next, busy] => Ok(Position {
+                id: id.to_string(),
+                contents: contents.to_string(),
+                next_xid: next.parse()?,
+                busy: busy.parse::<u64>()? > 0,
+            }),
+            _ => anyhow::bail!(
+                "psql answered {out:?} where countable asked where the database stands"
+            ),
+        }
     }
 
     /// Does database `name` exist?
@@ -442,6 +525,33 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_position_is_unchanged_only_when_nothing_could_have_been_written() {
+        let then = Position {
+            id: "7/16384".into(),
+            contents: "abc".into(),
+            next_xid: 900,
+            busy: false,
+        };
+        let same = |f: &dyn Fn(&mut Position)| {
+            let mut now = then.clone();
+            f(&mut now);
+            now.unchanged_since(&then)
+        };
+        assert!(same(&|_| {}));
+        // Only ANALYZE took an ID, and no client can have written unseen.
+        assert!(same(&|p| p.next_xid = 905));
+        // An ID was taken while a client was writing or just done: not provably same.
+        assert!(!same(&|p| {
+            p.next_xid = 905;
+            p.busy = true;
+        }));
+        // No ID taken: nothing committed, however busy.
+        assert!(same(&|p| p.busy = true));
+        assert!(!same(&|p| p.contents = "abd".into()));
+        assert!(!same(&|p| p.id = "7/16999".into()));
+    }
 
     #[test]
     fn census_differences_name_the_table() {

@@ -25,7 +25,7 @@ use crate::archive::{DumpKind, Reader};
 use crate::compose::Compose;
 use crate::error::Hint;
 
-pub use db::{Census, Db};
+pub use db::{Census, Db, Position};
 pub use durability::{recover, Recovered, RELAXED};
 pub use playbook::{restore, restore_fresh, restore_then};
 pub use swap::undo;

@@ -119,6 +119,31 @@ impl Plan {
         Self { steps }
     }
 
+    /// A digest of every step, its SQL and its parameter values: equal when the same
+    /// fixups would write the same values. (The values only enter a SHA-256, kept in
+    /// the target's own backup store beside the dumps that hold them anyway.)
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for s in &self.steps {
+            for part in [
+                s.description.as_str(),
+                s.kind,
+                s.sql.as_deref().unwrap_or(""),
+            ] {
+                h.update(part.len().to_le_bytes());
+                h.update(part.as_bytes());
+            }
+            for (k, v, _) in &s.vars {
+                for part in [k, v] {
+                    h.update(part.len().to_le_bytes());
+                    h.update(part.as_bytes());
+                }
+            }
+        }
+        crate::digest::hex(&h.finalize())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
     }

@@ -5,6 +5,8 @@
 //!   source ETag, destination ETag. The next sync skips an object whose source and
 //!   destination still carry those ETags, multipart ones included (whose ETags are no
 //!   MD5s), and notices a destination object someone else changed.
+//!   It also keeps where both databases stood when the last sync was done
+//!   ([`DatabaseMark`]).
 //! - `undo.json`, the last sync's way back: the target's backup taken first, and per
 //!   bucket pair the objects it created, replaced and deleted, with where the replaced
 //!   and deleted ones were kept: `undo/<time>/<n>` beside it, copied there before the
@@ -26,10 +28,32 @@ pub struct Copied {
     pub dest_etag: String,
 }
 
-/// `state.json`: bucket pair id (`Buckets::id`) → key → what was copied.
+/// Where both databases stood when the last sync's database part was done: the next
+/// sync leaves the database alone when neither was written since and the fixups are
+/// the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseMark {
+    /// The source before its dump; none with `--from-backup`, which has `backup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::restore::Position>,
+    /// With `--from-backup`: the key of the backup restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// The target once the sync was done.
+    pub target: crate::restore::Position,
+    /// `fixups::Plan::fingerprint` of the fixups that ran.
+    pub fixups: String,
+    /// When that sync finished.
+    pub at: String,
+}
+
+/// `state.json`: bucket pair id (`Buckets::id`) → key → what was copied; and where the
+/// databases stood after the last sync.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
     pub buckets: BTreeMap<String, BTreeMap<String, Copied>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseMark>,
 }
 
 /// An object the sync created (undo deletes it, if it is still what the sync wrote).

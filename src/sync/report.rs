@@ -51,6 +51,9 @@ pub struct Report {
     pub backup_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<Database>,
+    /// Why the database was left alone (neither side changed since the last sync).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_unchanged: Option<String>,
     pub buckets: Vec<Bucket>,
     pub fixups: Vec<fixups::Outcome>,
     /// For a dry run: the steps the database part would take.
@@ -113,6 +116,9 @@ impl Report {
                     ""
                 }
             ));
+        }
+        if let Some(why) = &self.database_unchanged {
+            out.push(format!("database  unchanged: {why}"));
         }
         if !self.buckets.is_empty() {
             out.push(format!(
@@ -202,6 +208,7 @@ mod tests {
                 note: None,
             }],
             plan: vec!["pg_dump …".into()],
+            database_unchanged: None,
             seconds: 1.25,
         };
         let t = r.table();

@@ -9,13 +9,13 @@ use std::time::Instant;
 use super::buckets::{self, Decisions, Ends, Keeper};
 use super::config::{Buckets, Pair};
 use super::preflight::{self, Sides};
-use super::record::{self, State, Undo};
+use super::record::{self, DatabaseMark, State, Undo};
 use super::report::{self, Report};
 use super::{database, fixups, SyncError};
 use crate::deploy::ledger::{Kind, Ledger, Outcome, Record};
 use crate::environment::Local;
 use crate::project::Config;
-use crate::restore::{self, Apps, Db, Target};
+use crate::restore::{self, Apps, Db, Position, Target};
 use crate::store::Store;
 use crate::ui::Printer;
 
@@ -30,6 +30,8 @@ pub struct Options {
     pub max_delete: Option<usize>,
     /// A fixup (or scrub) that changes no row is an error, not a warning.
     pub strict: bool,
+    /// Copy the database even when neither side changed since the last sync.
+    pub force: bool,
 }
 
 /// The pair the command line names: `<pair>`, or `<from> <to>`.
@@ -239,6 +241,17 @@ pub async fn sync(
         });
     }
     let plan = fixups::Plan::new(pair, &sides.secrets, sides.site_domain.as_deref());
+    let marks = marks(&sides, &plan).await?;
+    let unchanged = match (&state.database, opts.force) {
+        (Some(last), false) => match marks.compare(last, pair.from.as_str(), pair.to.as_str()) {
+            Ok(why) => Some(why),
+            Err(changed) => {
+                printer.note(&format!("   {changed}: it is copied"));
+                None
+            }
+        },
+        _ => None,
+    };
     let mut report = Report {
         pair: pair.name.clone(),
         from: pair.from.to_string(),
@@ -252,29 +265,57 @@ pub async fn sync(
             .collect(),
         fixups: Vec::new(),
         plan: Vec::new(),
+        database_unchanged: unchanged.clone(),
         seconds: 0.0,
     };
     if opts.dry_run {
         report.action = "dry-run".into();
-        report.plan = dry_run_plan(local, pair, &sides, &plan);
+        report.plan = if unchanged.is_some() {
+            Vec::new()
+        } else {
+            dry_run_plan(local, pair, &sides, &plan)
+        };
         report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
     }
     let copies: usize = planned.iter().map(|p| p.decisions.copy.len()).sum();
     let deletes: usize = planned.iter().map(|p| p.decisions.delete.len()).sum();
-    if !printer.confirm(
-        &format!(
-            "Replace {}'s database with {}'s and copy {copies} object(s), delete {deletes}? (a backup of {} is taken first; `countable undo-sync {}` goes back)",
-            pair.to, pair.from, pair.to, pair.name
-        ),
-        true,
-    )? {
-        anyhow::bail!("nothing was changed");
-    }
     let started_at = now();
     let migrations: Vec<String> = sides.migrations.iter().cloned().collect();
+    if let (Some(why), 0, 0) = (&unchanged, copies, deletes) {
+        // Nothing to do: the last sync's undo record stays the way back.
+        printer.success(&format!("{} is as the last sync left it: {why}", pair.to));
+        report.seconds = started.elapsed().as_secs_f64();
+        let outcome = Ok(report);
+        write_ledger(
+            local,
+            &sides.to_store,
+            Kind::Sync,
+            pair,
+            started_at,
+            None,
+            migrations,
+            &outcome,
+        )
+        .await?;
+        return outcome;
+    }
+    let question = if unchanged.is_some() {
+        format!(
+            "Copy {copies} object(s) into {}'s buckets, delete {deletes}? ({}'s database is unchanged and left alone; `countable undo-sync {}` goes back)",
+            pair.to, pair.to, pair.name
+        )
+    } else {
+        format!(
+            "Replace {}'s database with {}'s and copy {copies} object(s), delete {deletes}? (a backup of {} is taken first; `countable undo-sync {}` goes back)",
+            pair.to, pair.from, pair.to, pair.name
+        )
+    };
+    if !printer.confirm(&question, true)? {
+        anyhow::bail!("nothing was changed");
+    }
     let outcome = apply(
-        local, pair, opts, &sides, planned, &plan, report, started, printer,
+        local, pair, opts, &sides, planned, &plan, &marks, report, started, printer,
     )
     .await;
     let backup_key = match &outcome {
@@ -346,6 +387,64 @@ fn dry_run_plan(local: &Local, pair: &Pair, sides: &Sides, plan: &fixups::Plan) 
     v
 }
 
+/// Where both databases stand now, and the fixups' fingerprint.
+struct Marks {
+    source: Option<Position>,
+    backup: Option<String>,
+    target: Position,
+    fixups: String,
+}
+
+impl Marks {
+    /// Why the database part can be skipped, when neither side was written since the
+    /// last sync and its fixups were these; else, when there was a last sync, which
+    /// side changed (a note).
+    fn compare(&self, last: &DatabaseMark, from: &str, to: &str) -> Result<String, String> {
+        let source_same = match (&self.source, &last.source, &self.backup, &last.backup) {
+            (Some(now), Some(then), _, _) => now.unchanged_since(then),
+            (_, _, Some(now), Some(then)) => now == then,
+            _ => false,
+        };
+        if !source_same {
+            return Err(if self.backup.is_some() {
+                format!("{from}'s newest backup is not the one the last sync restored")
+            } else {
+                format!("{from}'s database has changed since the last sync")
+            });
+        }
+        if !self.target.unchanged_since(&last.target) {
+            return Err(format!(
+                "{to}'s database has changed since the last sync left it"
+            ));
+        }
+        if self.fixups != last.fixups {
+            return Err(
+                "the fixups (or the secrets they use) have changed since the last sync".into(),
+            );
+        }
+        Ok(format!(
+            "neither database has changed since the last sync ({}), and its fixups are the same; the database is left alone (--force copies it anyway)",
+            last.at
+        ))
+    }
+}
+
+async fn marks(sides: &Sides, plan: &fixups::Plan) -> anyhow::Result<Marks> {
+    let source = async {
+        match &sides.from_backup {
+            Some(_) => Ok(None),
+            None => sides.from_db.position(&sides.from_db.name).await.map(Some),
+        }
+    };
+    let (source, target) = tokio::join!(source, sides.to_db.position(&sides.to_db.name));
+    Ok(Marks {
+        source: source?,
+        backup: sides.from_backup.as_ref().map(|(_, b)| b.key.clone()),
+        target: target?,
+        fixups: plan.fingerprint(),
+    })
+}
+
 /// Back up the target, copy the database, then the buckets; the undo record is kept
 /// current at each step, so `undo-sync` knows all that changed even after a failure.
 #[allow(clippy::too_many_arguments)]
@@ -356,6 +455,7 @@ async fn apply(
     sides: &Sides,
     planned: Vec<Planned<'_>>,
     plan: &fixups::Plan,
+    marks: &Marks,
     mut report: Report,
     started: Instant,
     printer: &Printer,
@@ -363,13 +463,151 @@ async fn apply(
     let store = &sides.to_store;
     let undo_key = record::undo_key(&pair.name);
     let previous: Undo = record::load(store, &undo_key).await?;
-    let mut undo = Undo {
+    let undo = Undo {
         pair: pair.name.clone(),
         from: pair.from.to_string(),
         to: pair.to.to_string(),
         started_at: now(),
         ..Default::default()
     };
+    let state_key = record::state_key(&pair.name);
+    let mut state: State = record::load(store, &state_key).await?;
+    let copy_db = report.database_unchanged.is_none();
+    if copy_db {
+        // Whatever happens next, the last sync's mark no longer describes the target.
+        state.database = None;
+        record::save(store, &state_key, &state).await?;
+    }
+    let recorded = Recorded {
+        store,
+        key: &undo_key,
+        undo: tokio::sync::Mutex::new(undo),
+    };
+    // The database and the buckets are independent: both at once. Each runs to its
+    // end even when the other fails, so that all that was done is recorded.
+    let database = async {
+        if copy_db {
+            copy_database(local, pair, opts, sides, plan, &recorded, printer)
+                .await
+                .map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let buckets = async {
+        let stamp = stamp();
+        let next = AtomicUsize::new(0);
+        let keeper = Keeper {
+            store,
+            pair: &pair.name,
+            stamp: &stamp,
+            next: &next,
+        };
+        let mut reports = Vec::new();
+        for p in &planned {
+            let applied = buckets::apply(p.buckets, &p.ends, &p.decisions, &keeper, printer).await;
+            recorded.update(|u| u.buckets.push(applied.undo)).await?;
+            state.buckets.insert(p.buckets.id(), applied.state);
+            record::save(store, &state_key, &state).await?;
+            reports.push(bucket_report(p.buckets, &p.ends, applied.done));
+            if let Some(e) = applied.error {
+                return Err(e.context(format!(
+                    "copying {} failed part way; what was done is recorded, and `countable undo-sync {}` puts it back",
+                    p.buckets.description, pair.name
+                )));
+            }
+        }
+        anyhow::Ok(reports)
+    };
+    let (database, buckets) = tokio::join!(database, buckets);
+    report.buckets.clear();
+    if let Ok(done) = &buckets {
+        report.buckets = done.clone();
+    }
+    let database = match (database, &buckets) {
+        (Err(e), Ok(done)) if done.iter().any(|b| b.counts.copy + b.counts.delete > 0) => {
+            Err(e.context(format!(
+                "the database part failed; {}'s bucket pairs were copied meanwhile (recorded: `countable undo-sync {}` puts them back)",
+                pair.to, pair.name
+            )))
+        }
+        (d, _) => d,
+    };
+    if let Some(done) = database? {
+        let r = &done.database;
+        printer.success(&format!(
+            "{}'s database is now {} ({} tables, {} rows){}",
+            pair.to,
+            r.source,
+            r.tables,
+            r.rows,
+            if r.census_checked {
+                ", every table's rows counted equal to the source's"
+            } else {
+                ""
+            }
+        ));
+        report.backup_key = Some(done.backup_key);
+        report.database = Some(done.database);
+        report.fixups = done.fixups;
+    }
+    buckets?;
+    let mut undo = recorded.undo.into_inner();
+    undo.finished_at = Some(now());
+    record::save(store, &undo_key, &undo).await?;
+    if report.database_unchanged.is_none() {
+        state.database = Some(DatabaseMark {
+            source: marks.source.clone(),
+            backup: marks.backup.clone(),
+            target: sides.to_db.position(&sides.to_db.name).await?,
+            fixups: marks.fixups.clone(),
+            at: now(),
+        });
+        record::save(store, &state_key, &state).await?;
+    }
+    // The sync before this one can no longer be undone: its kept objects go.
+    for key in previous.kept_keys() {
+        let _ = store.delete(&key).await;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The undo record, shared by the database and bucket parts running at once: each
+/// change is saved as it is made.
+struct Recorded<'a> {
+    store: &'a Store,
+    key: &'a str,
+    undo: tokio::sync::Mutex<Undo>,
+}
+
+impl Recorded<'_> {
+    async fn update(&self, change: impl FnOnce(&mut Undo)) -> anyhow::Result<()> {
+        let mut undo = self.undo.lock().await;
+        change(&mut undo);
+        record::save(self.store, self.key, &*undo).await
+    }
+}
+
+/// What the database part did, for the report.
+struct DatabaseDone {
+    backup_key: String,
+    database: report::Database,
+    fixups: Vec<fixups::Outcome>,
+}
+
+/// The database part: back up the target (what `undo-sync` restores), then stream the
+/// source into it (see `database`).
+#[allow(clippy::too_many_arguments)]
+async fn copy_database(
+    local: &Local,
+    pair: &Pair,
+    opts: &Options,
+    sides: &Sides,
+    plan: &fixups::Plan,
+    undo: &Recorded<'_>,
+    printer: &Printer,
+) -> anyhow::Result<DatabaseDone> {
     // The database is what the sync replaces; bucket pairs keep their own undo copies
     // (below), and no media volume is touched.
     let untouched = crate::media::Media::Undeclared {
@@ -379,16 +617,15 @@ async fn apply(
     let backed = crate::backup::backup(
         &sides.to_db,
         pair.to.as_str(),
-        store,
+        &sides.to_store,
         crate::backup::Compress::None,
         &untouched,
         printer,
     )
     .await?;
     let manifest = backed.manifest;
-    undo.backup_key = Some(manifest.key.clone());
-    report.backup_key = Some(manifest.key.clone());
-    record::save(store, &undo_key, &undo).await?;
+    undo.update(|u| u.backup_key = Some(manifest.key.clone()))
+        .await?;
 
     let (source, expected) = if let Some((store, newest)) = &sides.from_backup {
         database::backup_source(pair.from.as_str(), store, newest).await?
@@ -418,22 +655,9 @@ async fn apply(
         printer,
     )
     .await?;
-    undo.database_replaced = true;
-    record::save(store, &undo_key, &undo).await?;
+    undo.update(|u| u.database_replaced = true).await?;
     let r = &copied.restore;
-    printer.success(&format!(
-        "{}'s database is now {} ({} tables, {} rows){}",
-        pair.to,
-        r.source,
-        r.tables,
-        r.rows,
-        if copied.census_checked {
-            ", every table's rows counted equal to the source's"
-        } else {
-            ""
-        }
-    ));
-    report.database = Some(report::Database {
+    let database = report::Database {
         source: r.source.clone(),
         tables: r.tables,
         rows: r.rows,
@@ -442,44 +666,12 @@ async fn apply(
         census_checked: copied.census_checked,
         restore_seconds: r.restore_seconds,
         swap_seconds: r.swap_seconds,
-    });
-    report.fixups = copied.fixups;
-
-    let state_key = record::state_key(&pair.name);
-    let mut state: State = record::load(store, &state_key).await?;
-    let stamp = stamp();
-    let next = AtomicUsize::new(0);
-    let keeper = Keeper {
-        store,
-        pair: &pair.name,
-        stamp: &stamp,
-        next: &next,
     };
-    report.buckets.clear();
-    for p in &planned {
-        let applied = buckets::apply(p.buckets, &p.ends, &p.decisions, &keeper, printer).await;
-        undo.buckets.push(applied.undo);
-        state.buckets.insert(p.buckets.id(), applied.state);
-        record::save(store, &undo_key, &undo).await?;
-        record::save(store, &state_key, &state).await?;
-        report
-            .buckets
-            .push(bucket_report(p.buckets, &p.ends, applied.done));
-        if let Some(e) = applied.error {
-            return Err(e.context(format!(
-                "copying {} failed part way; what was done is recorded, and `countable undo-sync {}` puts it back",
-                p.buckets.description, pair.name
-            )));
-        }
-    }
-    undo.finished_at = Some(now());
-    record::save(store, &undo_key, &undo).await?;
-    // The sync before this one can no longer be undone: its kept objects go.
-    for key in previous.kept_keys() {
-        let _ = store.delete(&key).await;
-    }
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    Ok(DatabaseDone {
+        backup_key: manifest.key,
+        database,
+        fixups: copied.fixups,
+    })
 }
 
 #[cfg(test)]

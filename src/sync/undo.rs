@@ -61,6 +61,7 @@ pub async fn undo_sync(
         action: if dry_run { "dry-run" } else { "undo-sync" }.into(),
         backup_key: restore_db.clone(),
         database: None,
+        database_unchanged: None,
         buckets: Vec::new(),
         fixups: Vec::new(),
         plan: Vec::new(),
