@@ -109,8 +109,23 @@ impl<'a> Home<'a> {
     }
 }
 
-/// Write nginx's live include and reload it gracefully (old workers finish their
-/// requests). A config nginx refuses is never loaded: `nginx -t` first.
+/// In nginx's container: note its workers, test and reload the configuration, then
+/// wait (up to 30 s) until those workers are gone. `nginx -s reload` only signals the
+/// master; the old workers go on serving what they accepted with the old
+/// configuration, so the release they send to must not stop before they are done.
+const RELOAD_AND_DRAIN: &str = r#"old=$(for p in /proc/[0-9]*; do case "$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null)" in "nginx: worker process"*) echo "${p#/proc/}";; esac; done)
+nginx -t -q && nginx -s reload || exit 1
+i=0
+while [ "$i" -lt 300 ]; do
+  alive=
+  for p in $old; do [ -d "/proc/$p" ] && alive=1; done
+  [ -z "$alive" ] && exit 0
+  sleep 0.1; i=$((i + 1))
+done"#;
+
+/// Write nginx's live include and reload it gracefully: old workers finish their
+/// requests, and this returns once they have ([`RELOAD_AND_DRAIN`]). A config nginx
+/// refuses is never loaded: `nginx -t` first.
 pub async fn write_live(engine: &Engine, nginx: &str, conf: &str) -> anyhow::Result<()> {
     engine
         .put_files(
@@ -125,7 +140,7 @@ pub async fn write_live(engine: &Engine, nginx: &str, conf: &str) -> anyhow::Res
         .await
         .context("writing nginx's live-release include (is the `nginx-live` volume mounted at /etc/nginx/countable?)")?;
     let out = engine
-        .exec_capture(nginx, &["sh", "-c", "nginx -t -q && nginx -s reload"], &[])
+        .exec_capture(nginx, &["sh", "-c", RELOAD_AND_DRAIN], &[])
         .await?;
     if out.code != 0 {
         anyhow::bail!("nginx refused the new configuration: {}", out.stderr.trim());
