@@ -453,7 +453,7 @@ fn concurrent_deploys_and_a_killed_one(s: &mut Story) {
     assert_eq!(second.code, 1, "{}", second.stderr);
     assert!(
         second.stderr.contains(
-            "another deploy of prod holds the lock: countable deploy prod release 9 by Jenkins"
+            "another deploy, rollback or sync of prod holds the lock: countable deploy prod release 9 by Jenkins"
         ),
         "{}",
         second.stderr

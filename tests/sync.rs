@@ -13,8 +13,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Instant;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::hosts::TestHost;
 use common::story::Chapter;
@@ -812,6 +812,59 @@ fn an_unchanged_database_is_left_alone(s: &mut Story) {
     assert!(fourth["database_unchanged"].is_null(), "{fourth}");
 }
 
+fn a_sync_waits_for_no_deploy_of_the_target(s: &mut Story) {
+    // Something to copy: a write in prod.
+    s.prod
+        .script("INSERT INTO shop_item (name, price) VALUES ('while staging deploys', 2);");
+    // A deploy of staging holds its lock (the key and place `countable deploy` uses).
+    let holder = Command::new("docker")
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}", s.staging.host.sock().display()),
+        )
+        .args(["exec", &s.staging.container(), "sh", "-c"])
+        .arg("PGAPPNAME='countable deploy staging release 7 by ci' psql -X -qAt -U \"$POSTGRES_USER\" -d postgres -c \"SELECT pg_advisory_lock(hashtext('countable:deploy:' || '$POSTGRES_DB')), pg_sleep(120)\"")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while s
+        .staging
+        .sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        == "0"
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the holder took no lock"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let backups = s.staging_backups();
+    let before = s.staging.tables(&[]);
+    let r = s.run(&["sync", PAIR]).fails();
+    assert!(
+        r.stderr.contains(
+            "staging is being deployed or synced: countable deploy staging release 7 by ci"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(s.staging_backups(), backups, "no backup was taken");
+    assert_eq!(s.staging.tables(&[]), before);
+    // The deploy ends: the sync goes ahead.
+    s.staging.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name LIKE 'countable deploy%'");
+    let mut holder = holder;
+    let _ = holder.wait();
+    let done = s.json(&["sync", PAIR, "--json"]);
+    assert!(done["database"].is_object(), "{done}");
+    assert_eq!(
+        s.staging
+            .sql("SELECT count(*) FROM shop_item WHERE name = 'while staging deploys'"),
+        "1"
+    );
+}
+
 fn a_destination_changed_by_someone_else_is_copied_again(s: &mut Story) {
     // The big document's copy (multipart source: no MD5 to compare) is overwritten.
     put(
@@ -888,6 +941,10 @@ fn main() {
         (
             "an_unchanged_database_is_left_alone",
             an_unchanged_database_is_left_alone,
+        ),
+        (
+            "a_sync_waits_for_no_deploy_of_the_target",
+            a_sync_waits_for_no_deploy_of_the_target,
         ),
         (
             "a_destination_changed_by_someone_else_is_copied_again",

@@ -1,7 +1,10 @@
-//! The deploy lock: a session-level Postgres advisory lock in the environment's own
-//! database, held by one psql session for the whole deploy. A killed deploy drops its
-//! session (the exec's connection closes, psql exits) and Postgres releases the lock:
-//! nothing to clean up by hand. The holder names itself in `pg_stat_activity`.
+//! The deploy lock: a session-level Postgres advisory lock, held by one psql session
+//! for the whole deploy, rollback or sync of an environment. It lives in the server's
+//! `postgres` database, keyed by the environment's database name: a sync swaps that
+//! database (ending every session in it), and the lock must outlast the swap. A killed
+//! holder drops its session (the exec's connection closes, psql exits) and Postgres
+//! releases the lock: nothing to clean up by hand. The holder names itself in
+//! `pg_stat_activity`.
 //!
 //! It never takes the migration lock (the entrypoint's) or touches data.
 
@@ -9,16 +12,27 @@ use std::time::{Duration, Instant};
 
 use crate::engine::ExecSession;
 use crate::error::Hint;
+use crate::restore::db::literal;
 use crate::restore::Db;
 
-/// `hashtext('countable:deploy')`: one key per database, so every deploy of this
-/// environment, from any machine, contends for the same lock.
-const KEY_SQL: &str = "hashtext('countable:deploy')";
+/// Where the lock is taken: never a database a restore swaps.
+const LOCK_DATABASE: &str = "postgres";
+
+/// The key of `db`'s lock: every deploy, rollback and sync of this environment, from
+/// any machine, contends for it.
+fn key_sql(db: &Db) -> String {
+    format!(
+        "hashtext({})",
+        literal(&format!("countable:deploy:{}", db.name))
+    )
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("another deploy of {env} holds the lock: {holder}")]
+    #[error("another deploy, rollback or sync of {env} holds the lock: {holder}")]
     Held { env: String, holder: String },
+    #[error("{env} is being deployed or synced: {holder}")]
+    Busy { env: String, holder: String },
 }
 
 impl Hint for LockError {
@@ -27,6 +41,9 @@ impl Hint for LockError {
             LockError::Held { env, .. } => Some(format!(
                 "wait for it to finish (`countable deploy {env} --lock-wait 600` waits up to 10 minutes); a deploy that was killed releases the lock by itself"
             )),
+            LockError::Busy { .. } => Some(
+                "wait for it to finish, then run this again; one that was killed releases the lock by itself".into(),
+            ),
         }
     }
 }
@@ -35,36 +52,72 @@ crate::register_hint!(LockError);
 /// The held lock; dropping it ends the session, which releases it.
 pub struct DeployLock {
     session: ExecSession,
+    key: String,
 }
 
 impl DeployLock {
-    /// Take the lock as `who` (shown to a second deploy), waiting up to `wait`.
+    /// Take the lock for a deploy or rollback as `who` (shown to a second one),
+    /// waiting up to `wait`.
     pub async fn take(db: &Db, env: &str, who: &str, wait: Duration) -> anyhow::Result<Self> {
-        let mut session = db.session(&db.name, &application_name(who)).await?;
-        let started = Instant::now();
-        loop {
-            session
-                .send(format!("SELECT pg_try_advisory_lock({KEY_SQL});\n").as_bytes())
-                .await?;
-            match session.read_line(4096).await? {
-                Some(l) if l.trim() == "t" => return Ok(Self { session }),
-                Some(l) if l.trim() == "f" => {}
-                other => {
-                    let said = session.finish().await.map(|r| r.stderr).unwrap_or_default();
-                    anyhow::bail!(
-                        "taking the deploy lock failed ({}): {}",
-                        other.unwrap_or_default(),
-                        said.trim()
-                    );
-                }
-            }
-            if started.elapsed() >= wait {
-                let holder = holder(db).await.unwrap_or_else(|_| "unknown".into());
-                return Err(LockError::Held {
+        Self::take_named(db, &application_name(who), wait)
+            .await
+            .map_err(|e| match e {
+                Taken::Held(holder) => LockError::Held {
                     env: env.to_string(),
                     holder,
                 }
-                .into());
+                .into(),
+                Taken::Failed(e) => e,
+            })
+    }
+
+    /// Take the lock for something else than a deploy (a sync), at once, named `what`
+    /// (`countable <what>` in `pg_stat_activity`).
+    pub async fn take_for(db: &Db, env: &str, what: &str) -> anyhow::Result<Self> {
+        Self::take_named(db, &bounded(&format!("countable {what}")), Duration::ZERO)
+            .await
+            .map_err(|e| match e {
+                Taken::Held(holder) => LockError::Busy {
+                    env: env.to_string(),
+                    holder,
+                }
+                .into(),
+                Taken::Failed(e) => e,
+            })
+    }
+
+    async fn take_named(db: &Db, name: &str, wait: Duration) -> Result<Self, Taken> {
+        let key = key_sql(db);
+        let mut session = db
+            .session(LOCK_DATABASE, name)
+            .await
+            .map_err(Taken::Failed)?;
+        let started = Instant::now();
+        loop {
+            session
+                .send(format!("SELECT pg_try_advisory_lock({key});\n").as_bytes())
+                .await
+                .map_err(|e| Taken::Failed(e.into()))?;
+            match session
+                .read_line(4096)
+                .await
+                .map_err(|e| Taken::Failed(e.into()))?
+            {
+                Some(l) if l.trim() == "t" => return Ok(Self { session, key }),
+                Some(l) if l.trim() == "f" => {}
+                other => {
+                    let said = session.finish().await.map(|r| r.stderr).unwrap_or_default();
+                    return Err(Taken::Failed(anyhow::anyhow!(
+                        "taking the deploy lock failed ({}): {}",
+                        other.unwrap_or_default(),
+                        said.trim()
+                    )));
+                }
+            }
+            if started.elapsed() >= wait {
+                return Err(Taken::Held(
+                    holder(db).await.unwrap_or_else(|_| "unknown".into()),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -73,7 +126,7 @@ impl DeployLock {
     /// Release the lock and end the session.
     pub async fn release(mut self) -> anyhow::Result<()> {
         self.session
-            .send(format!("SELECT pg_advisory_unlock({KEY_SQL});\n").as_bytes())
+            .send(format!("SELECT pg_advisory_unlock({});\n", self.key).as_bytes())
             .await?;
         let _ = self.session.read_line(4096).await;
         let _ = self.session.finish().await;
@@ -81,9 +134,20 @@ impl DeployLock {
     }
 }
 
-/// What the holder's session calls itself (Postgres keeps 63 bytes of it).
+/// Why the lock was not taken: someone holds it (named), or taking it failed.
+enum Taken {
+    Held(String),
+    Failed(anyhow::Error),
+}
+
+/// What a deploy's session calls itself.
 fn application_name(who: &str) -> String {
-    let clean: String = who
+    bounded(&format!("countable deploy {who}"))
+}
+
+/// Printable, and within the 63 bytes Postgres keeps.
+fn bounded(name: &str) -> String {
+    let mut clean: String = name
         .chars()
         .map(|c| {
             if c.is_ascii_graphic() || c == ' ' {
@@ -93,21 +157,22 @@ fn application_name(who: &str) -> String {
             }
         })
         .collect();
-    let mut name = format!("countable deploy {clean}");
-    name.truncate(63);
-    name
+    clean.truncate(63);
+    clean
 }
 
 /// Who holds the lock: the holder session's name and since when.
 pub async fn holder(db: &Db) -> anyhow::Result<String> {
+    let key = key_sql(db);
     let out = db
         .sql(
-            &db.name,
+            LOCK_DATABASE,
             &format!(
                 "SELECT a.application_name || ' (pid ' || a.pid || ', since ' || to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC)' \
                  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
                  WHERE l.locktype = 'advisory' AND l.granted \
-                 AND l.objsubid = 1 AND l.objid::bigint = (({KEY_SQL})::bigint & 4294967295) LIMIT 1"
+                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 AND l.objsubid = 1 AND l.objid::bigint = (({key})::bigint & 4294967295) LIMIT 1"
             ),
         )
         .await?;
@@ -127,5 +192,6 @@ mod tests {
         assert!(n.starts_with("countable deploy prod release 12 by J"));
         assert!(!n.contains('\n'));
         assert!(application_name(&"x".repeat(200)).len() <= 63);
+        assert_eq!(bounded("countable sync p by é"), "countable sync p by _");
     }
 }

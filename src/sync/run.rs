@@ -13,6 +13,7 @@ use super::record::{self, DatabaseMark, State, Undo};
 use super::report::{self, Report};
 use super::{database, fixups, SyncError};
 use crate::deploy::ledger::{Kind, Ledger, Outcome, Record};
+use crate::deploy::lock::DeployLock;
 use crate::environment::Local;
 use crate::project::Config;
 use crate::restore::{self, Apps, Db, Position, Target};
@@ -127,7 +128,7 @@ fn stamp() -> String {
 }
 
 /// Who runs this: git's user, else the login.
-fn who(local: &Local) -> String {
+pub(super) fn who(local: &Local) -> String {
     crate::git::Repo::open(&local.project.root)
         .map(|r| r.user())
         .unwrap_or_else(|_| std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
@@ -314,6 +315,13 @@ pub async fn sync(
     if !printer.confirm(&question, true)? {
         anyhow::bail!("nothing was changed");
     }
+    // No deploy, rollback or other sync of the target meanwhile.
+    let lock = DeployLock::take_for(
+        &sides.to_db,
+        pair.to.as_str(),
+        &format!("sync {} by {}", pair.name, who(local)),
+    )
+    .await?;
     let outcome = apply(
         local, pair, opts, &sides, planned, &plan, &marks, report, started, printer,
     )
@@ -336,6 +344,7 @@ pub async fn sync(
         &outcome,
     )
     .await;
+    let _ = lock.release().await;
     let report = outcome?;
     logged?;
     Ok(report)

@@ -96,6 +96,13 @@ pub async fn undo_sync(
     )? {
         anyhow::bail!("nothing was changed");
     }
+    let (_, lock_db) = local.env_db(&pair.to).await?;
+    let lock = crate::deploy::lock::DeployLock::take_for(
+        &lock_db,
+        pair.to.as_str(),
+        &format!("undo-sync {} by {}", pair.name, super::run::who(local)),
+    )
+    .await?;
     let started_at = now();
     let outcome = async {
         if let Some(key) = &restore_db {
@@ -151,6 +158,7 @@ pub async fn undo_sync(
         &outcome,
     )
     .await;
+    let _ = lock.release().await;
     let report = outcome?;
     logged?;
     Ok(report)
