@@ -1,6 +1,6 @@
-//! The one place that starts local programs: `docker compose` (through `compose`) and
-//! decoders that only exist as programs (`lrzip`). Everything else talks to libraries
-//! or to the Docker API (`engine`).
+//! The one place that starts local programs: `docker compose` (through `compose`),
+//! decoders that only exist as programs (`lrzip`) and `ssh` (the engine's tunnels).
+//! Everything else talks to libraries or to the Docker API (`engine`).
 //!
 //! It never decides what to run; callers pass the program and its arguments.
 
@@ -15,6 +15,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 /// A synchronous command for `program` (compose).
 pub fn command(program: &str) -> std::process::Command {
     std::process::Command::new(program)
+}
+
+/// An asynchronous command for `program` (ssh, for `engine::ssh`).
+pub fn async_command(program: &str) -> tokio::process::Command {
+    tokio::process::Command::new(program)
 }
 
 /// Is `program` on PATH (and executable)?
@@ -81,11 +86,7 @@ impl Filter {
     /// dump's trailer, its counts).
     pub async fn finish_read(mut self) -> anyhow::Result<()> {
         use std::os::unix::process::ExitStatusExt;
-        let status = self
-            .child
-            .wait()
-            .await
-            .with_context(|| format!("waiting for {}", self.name))?;
+        let status = self.wait().await?;
         // Killed by SIGPIPE, itself or under a shell (128 + 13).
         if status.signal() == Some(13) || status.code() == Some(141) {
             let _ = self.feeder.await;
@@ -96,12 +97,15 @@ impl Filter {
 
     /// Wait for the program; an error names the program, its status and its stderr.
     pub async fn finish(mut self) -> anyhow::Result<()> {
-        let status = self
-            .child
+        let status = self.wait().await?;
+        self.settle(status).await
+    }
+
+    async fn wait(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.child
             .wait()
             .await
-            .with_context(|| format!("waiting for {}", self.name))?;
-        self.settle(status).await
+            .with_context(|| format!("waiting for {}", self.name))
     }
 
     async fn settle(self, status: std::process::ExitStatus) -> anyhow::Result<()> {

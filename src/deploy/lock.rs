@@ -59,65 +59,54 @@ impl DeployLock {
     /// Take the lock for a deploy or rollback as `who` (shown to a second one),
     /// waiting up to `wait`.
     pub async fn take(db: &Db, env: &str, who: &str, wait: Duration) -> anyhow::Result<Self> {
-        Self::take_named(db, &application_name(who), wait)
-            .await
-            .map_err(|e| match e {
-                Taken::Held(holder) => LockError::Held {
-                    env: env.to_string(),
-                    holder,
-                }
-                .into(),
-                Taken::Failed(e) => e,
-            })
+        Self::take_named(db, &application_name(who), wait, |holder| LockError::Held {
+            env: env.to_string(),
+            holder,
+        })
+        .await
     }
 
     /// Take the lock for something else than a deploy (a sync), at once, named `what`
     /// (`countable <what>` in `pg_stat_activity`).
     pub async fn take_for(db: &Db, env: &str, what: &str) -> anyhow::Result<Self> {
-        Self::take_named(db, &bounded(&format!("countable {what}")), Duration::ZERO)
-            .await
-            .map_err(|e| match e {
-                Taken::Held(holder) => LockError::Busy {
-                    env: env.to_string(),
-                    holder,
-                }
-                .into(),
-                Taken::Failed(e) => e,
-            })
+        let name = bounded(&format!("countable {what}"));
+        Self::take_named(db, &name, Duration::ZERO, |holder| LockError::Busy {
+            env: env.to_string(),
+            holder,
+        })
+        .await
     }
 
-    async fn take_named(db: &Db, name: &str, wait: Duration) -> Result<Self, Taken> {
+    /// Take the lock as session `name`, waiting up to `wait`; someone else holding it
+    /// is `refused(their name)`.
+    async fn take_named(
+        db: &Db,
+        name: &str,
+        wait: Duration,
+        refused: impl FnOnce(String) -> LockError,
+    ) -> anyhow::Result<Self> {
         let key = key_sql(db);
-        let mut session = db
-            .session(LOCK_DATABASE, name)
-            .await
-            .map_err(Taken::Failed)?;
+        let mut session = db.session(LOCK_DATABASE, name).await?;
         let started = Instant::now();
         loop {
             session
                 .send(format!("SELECT pg_try_advisory_lock({key});\n").as_bytes())
-                .await
-                .map_err(|e| Taken::Failed(e.into()))?;
-            match session
-                .read_line(4096)
-                .await
-                .map_err(|e| Taken::Failed(e.into()))?
-            {
+                .await?;
+            match session.read_line(4096).await? {
                 Some(l) if l.trim() == "t" => return Ok(Self { session, key }),
                 Some(l) if l.trim() == "f" => {}
                 other => {
                     let said = session.finish().await.map(|r| r.stderr).unwrap_or_default();
-                    return Err(Taken::Failed(anyhow::anyhow!(
+                    anyhow::bail!(
                         "taking the deploy lock failed ({}): {}",
                         other.unwrap_or_default(),
                         said.trim()
-                    )));
+                    );
                 }
             }
             if started.elapsed() >= wait {
-                return Err(Taken::Held(
-                    holder(db).await.unwrap_or_else(|_| "unknown".into()),
-                ));
+                let holder = holder(db).await.unwrap_or_else(|_| "unknown".into());
+                return Err(refused(holder).into());
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -132,12 +121,6 @@ impl DeployLock {
         let _ = self.session.finish().await;
         Ok(())
     }
-}
-
-/// Why the lock was not taken: someone holds it (named), or taking it failed.
-enum Taken {
-    Held(String),
-    Failed(anyhow::Error),
 }
 
 /// What a deploy's session calls itself.

@@ -13,8 +13,6 @@
 //! An engine whose remote endpoint is not a unix socket is left to the client library's
 //! ssh transport (`open` answers `None`).
 
-#![allow(clippy::disallowed_methods)]
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Stdio;
@@ -23,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
+
+use crate::process::async_command;
 
 /// How long the master may take to log in.
 const LOGIN: Duration = Duration::from_secs(30);
@@ -46,7 +46,7 @@ pub fn local_for(host: &str) -> Option<String> {
 
 /// The `ssh` command line, with options every use shares.
 fn ssh(args: &[&str]) -> Command {
-    let mut cmd = Command::new("ssh");
+    let mut cmd = async_command("ssh");
     cmd.args(["-o", "BatchMode=yes"]).args(args);
     cmd.stdin(Stdio::null());
     cmd

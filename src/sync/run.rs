@@ -16,7 +16,7 @@ use crate::deploy::ledger::{Kind, Ledger, Outcome, Record};
 use crate::deploy::lock::DeployLock;
 use crate::environment::Local;
 use crate::project::Config;
-use crate::restore::{self, Apps, Db, Position, Target};
+use crate::restore::{self, Apps, Db, Target};
 use crate::store::Store;
 use crate::ui::Printer;
 
@@ -396,16 +396,8 @@ fn dry_run_plan(local: &Local, pair: &Pair, sides: &Sides, plan: &fixups::Plan) 
     v
 }
 
-/// Where both databases stand now, and the fixups' fingerprint.
-struct Marks {
-    source: Option<Position>,
-    backup: Option<String>,
-    target: Position,
-    fixups: String,
-}
-
-impl Marks {
-    /// Why the database part can be skipped, when neither side was written since the
+impl DatabaseMark {
+    /// `self` being where things stand now: why the database part can be skipped, when neither side was written since the
     /// last sync and its fixups were these; else, when there was a last sync, which
     /// side changed (a note).
     fn compare(&self, last: &DatabaseMark, from: &str, to: &str) -> Result<String, String> {
@@ -438,7 +430,8 @@ impl Marks {
     }
 }
 
-async fn marks(sides: &Sides, plan: &fixups::Plan) -> anyhow::Result<Marks> {
+/// Where both databases stand now, and the fixups' fingerprint.
+async fn marks(sides: &Sides, plan: &fixups::Plan) -> anyhow::Result<DatabaseMark> {
     let source = async {
         match &sides.from_backup {
             Some(_) => Ok(None),
@@ -446,11 +439,12 @@ async fn marks(sides: &Sides, plan: &fixups::Plan) -> anyhow::Result<Marks> {
         }
     };
     let (source, target) = tokio::join!(source, sides.to_db.position(&sides.to_db.name));
-    Ok(Marks {
+    Ok(DatabaseMark {
         source: source?,
         backup: sides.from_backup.as_ref().map(|(_, b)| b.key.clone()),
         target: target?,
         fixups: plan.fingerprint(),
+        at: now(),
     })
 }
 
@@ -464,7 +458,7 @@ async fn apply(
     sides: &Sides,
     planned: Vec<Planned<'_>>,
     plan: &fixups::Plan,
-    marks: &Marks,
+    marks: &DatabaseMark,
     mut report: Report,
     started: Instant,
     printer: &Printer,
@@ -565,12 +559,11 @@ async fn apply(
     undo.finished_at = Some(now());
     record::save(store, &undo_key, &undo).await?;
     if report.database_unchanged.is_none() {
+        // The source as it was dumped; the target as this sync leaves it.
         state.database = Some(DatabaseMark {
-            source: marks.source.clone(),
-            backup: marks.backup.clone(),
             target: sides.to_db.position(&sides.to_db.name).await?,
-            fixups: marks.fixups.clone(),
             at: now(),
+            ..marks.clone()
         });
         record::save(store, &state_key, &state).await?;
     }
