@@ -276,6 +276,18 @@ impl Local {
         let engine = Engine::connect_to(config.docker_host.as_deref()).await?;
         let compose_project = self.compose_project_of(env);
         let service = &self.project.config.services.db;
+        if config.is_swarm() {
+            // On a Swarm: the node that runs the db task (swarm::locate).
+            let (engine, container) = crate::swarm::locate::running(
+                &engine,
+                config.docker_host.as_deref(),
+                &compose_project,
+                service,
+            )
+            .await?;
+            let db = crate::restore::Db::discover(engine.clone(), container).await?;
+            return Ok((engine, db));
+        }
         let container = match engine.service_container(&compose_project, service).await {
             Ok(c) => c,
             Err(e @ crate::engine::EngineError::NoContainer { .. }) => {

@@ -28,6 +28,7 @@ pub mod retention;
 pub mod scaffold;
 pub mod secrets;
 pub mod store;
+pub mod swarm;
 pub mod sync;
 pub mod tls;
 pub mod ui;

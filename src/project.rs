@@ -165,6 +165,72 @@ pub struct Environment {
     /// it (a pre-production copy that tracks master).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sync_target: bool,
+    /// `single` (the default: one engine, compose) or `swarm` (`docker_host` is a
+    /// Swarm manager; the same compose files run as a stack).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<DeployMode>,
+    /// Swarm: replicas per service (web defaults to 2, others to 1).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub replicas: std::collections::BTreeMap<String, u32>,
+    /// Swarm: how the image reaches the nodes: `registry` (pushed to `registry`,
+    /// pulled by the nodes; the default) or `every-node` (streamed to each node's engine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ship: Option<Ship>,
+    /// Swarm: how published ports are published: `ingress` (the routing mesh, the
+    /// default) or `host` (on the nodes that run a task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_mode: Option<PublishMode>,
+    /// Swarm: how services find each other: `vip` (a virtual IP, the default) or
+    /// `dnsrr` (DNS round robin, where the kernel has no IPVS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_mode: Option<EndpointMode>,
+    /// Swarm: the node (hostname) that runs the database and holds its volume
+    /// (default: the manager `docker_host` names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_node: Option<String>,
+}
+
+/// How an environment runs: on one engine with compose, or on a Swarm.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeployMode {
+    #[default]
+    Single,
+    Swarm,
+}
+
+/// How a Swarm's nodes get a release's image.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ship {
+    #[default]
+    Registry,
+    EveryNode,
+}
+
+/// Swarm's publish mode for published ports.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    #[default]
+    Ingress,
+    Host,
+}
+
+/// Swarm's endpoint mode for services.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointMode {
+    #[default]
+    Vip,
+    Dnsrr,
+}
+
+impl Environment {
+    /// True when this environment runs on a Docker Swarm.
+    pub fn is_swarm(&self) -> bool {
+        self.mode == Some(DeployMode::Swarm)
+    }
 }
 
 impl Environment {

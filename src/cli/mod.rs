@@ -81,7 +81,7 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
         Command::Up(a) => up::run(a, printer).await,
         Command::Down(a) => down::run(a, printer),
         Command::Status(a) => status::run(a, printer).await,
-        Command::Logs(a) => logs::run(a),
+        Command::Logs(a) => logs::run(a).await,
         Command::PullDb(a) => pull_db::run(a, printer).await,
         Command::PullMedia(a) => pull_media::run(a, printer).await,
         Command::ImportDb(a) => import_db::run(a, printer).await,

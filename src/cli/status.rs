@@ -6,9 +6,11 @@ use crate::ui::Printer;
 /// Show each service's state and health, and the URL.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_long_help = "Examples:\n  countable status\n  countable status --json | jq '.services[].health'"
+    after_long_help = "Examples:\n  countable status\n  countable status --json | jq '.services[].health'\n  countable status prod      # a Swarm environment: replicas, nodes, last update"
 )]
 pub struct Args {
+    /// A Swarm environment (mode: swarm) instead of the local one
+    pub env: Option<String>,
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,
@@ -16,6 +18,18 @@ pub struct Args {
 
 pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     let mut local = Local::open(&std::env::current_dir()?)?;
+    if let Some(env) = &args.env {
+        let env = crate::data::resolve_env(&local, Some(env))?;
+        let status = crate::swarm::env_status(&local, &env).await?;
+        if args.json {
+            printer.data(&serde_json::to_string_pretty(&status)?);
+        } else {
+            for line in status.lines() {
+                printer.data(&line);
+            }
+        }
+        return Ok(());
+    }
     local.recover_db(printer).await?;
     let states = local.status().await?;
     let url = local.url_from(&states);

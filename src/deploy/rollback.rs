@@ -241,6 +241,9 @@ pub async fn rollback(
     opts: &Options,
     printer: &Printer,
 ) -> anyhow::Result<Option<Record>> {
+    if project.config.environments.get(env).is_some_and(|e| e.is_swarm()) {
+        return crate::swarm::rollback::rollback(project, env, opts, printer).await;
+    }
     let settings = Settings::resolve(project, env)?;
     let s = &settings;
     let secrets = run::secrets(project, env)?;

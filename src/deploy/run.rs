@@ -20,7 +20,7 @@ use crate::store::Store;
 use crate::ui::{self, Printer};
 
 /// The secrets of `env` as (key, value) pairs, decrypted in memory.
-pub(super) fn secrets(project: &Project, env: &EnvName) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) fn secrets(project: &Project, env: &EnvName) -> anyhow::Result<Vec<(String, String)>> {
     match crate::secrets::load(&project.root, env)? {
         Some(s) => Ok(s.entries().to_vec()),
         None => Err(Hinted::new(
@@ -32,15 +32,15 @@ pub(super) fn secrets(project: &Project, env: &EnvName) -> anyhow::Result<Vec<(S
 }
 
 /// Everything one deploy knows once preflight has passed.
-pub(super) struct Plan {
-    pub(super) settings: Settings,
-    pub(super) sha: String,
-    pub(super) git_ref: String,
-    pub(super) by: String,
+pub(crate) struct Plan {
+    pub(crate) settings: Settings,
+    pub(crate) sha: String,
+    pub(crate) git_ref: String,
+    pub(crate) by: String,
     /// The tree the image is built from (the working tree, or a checkout of --ref).
-    pub(super) tree: PathBuf,
-    pub(super) secrets: Vec<(String, String)>,
-    pub(super) shape: model::Shape,
+    pub(crate) tree: PathBuf,
+    pub(crate) secrets: Vec<(String, String)>,
+    pub(crate) shape: model::Shape,
 }
 
 /// Deploy `env`; the completed ledger record (none for `--dry-run`).
@@ -77,6 +77,11 @@ pub async fn deploy(
         dry_run(&plan, printer)?;
         return Ok(None);
     }
+    if plan.settings.environment.is_swarm() {
+        return crate::swarm::deploy::deploy(project, &plan, opts, printer)
+            .await
+            .map(Some);
+    }
     run(project, &plan, opts, printer).await.map(Some)
 }
 
@@ -93,7 +98,7 @@ pub(crate) fn read_files(tree: &Path, files: &[String]) -> anyhow::Result<Vec<(S
         .collect()
 }
 
-fn preflight(repo: &Repo, s: &Settings, sha: &str, opts: &Options) -> anyhow::Result<()> {
+pub(crate) fn preflight(repo: &Repo, s: &Settings, sha: &str, opts: &Options) -> anyhow::Result<()> {
     if opts.git_ref.is_none() && !opts.allow_dirty {
         let dirty = repo.dirty_files()?;
         if !dirty.is_empty() {
@@ -128,7 +133,7 @@ fn preflight(repo: &Repo, s: &Settings, sha: &str, opts: &Options) -> anyhow::Re
 
 /// The compose program for the environment's host, acting on `files` (local paths)
 /// with the project directory `current` on the host.
-pub(super) fn remote_compose(
+pub(crate) fn remote_compose(
     plan: &Plan,
     files: Vec<String>,
     scratch: &Path,
@@ -146,7 +151,7 @@ pub(super) fn remote_compose(
 
 /// [`Compose::run_teed`] on a blocking thread (the runtime is single-threaded), with
 /// compose's reported failures turned into errors.
-pub(super) async fn compose_up(c: &Compose, args: &[&str], project: &str) -> anyhow::Result<()> {
+pub(crate) async fn compose_up(c: &Compose, args: &[&str], project: &str) -> anyhow::Result<()> {
     let (c2, args2): (Compose, Vec<String>) =
         (c.clone(), args.iter().map(|s| s.to_string()).collect());
     let teed = tokio::task::spawn_blocking(move || {
@@ -158,7 +163,7 @@ pub(super) async fn compose_up(c: &Compose, args: &[&str], project: &str) -> any
     Ok(())
 }
 
-pub(super) async fn capture(c: &Compose, args: &[&str]) -> anyhow::Result<String> {
+pub(crate) async fn capture(c: &Compose, args: &[&str]) -> anyhow::Result<String> {
     let (c2, args2): (Compose, Vec<String>) =
         (c.clone(), args.iter().map(|s| s.to_string()).collect());
     tokio::task::spawn_blocking(move || {
@@ -170,6 +175,12 @@ pub(super) async fn capture(c: &Compose, args: &[&str]) -> anyhow::Result<String
 
 fn dry_run(plan: &Plan, printer: &Printer) -> anyhow::Result<()> {
     let s = &plan.settings;
+    if s.environment.is_swarm() {
+        for l in crate::swarm::deploy::dry_run(plan)? {
+            printer.data(&l);
+        }
+        return Ok(());
+    }
     let host = s.docker_host.as_deref().unwrap_or("the local engine");
     let tag = s.image_tag(0, &plan.sha).replace("-0-", "-<n>-");
     let keys: Vec<&str> = plan.secrets.iter().map(|(k, _)| k.as_str()).collect();
@@ -197,7 +208,7 @@ fn dry_run(plan: &Plan, printer: &Printer) -> anyhow::Result<()> {
 }
 
 /// The migrations recorded in django_migrations (none before the first migrate).
-pub(super) async fn migrations(db: &Db) -> Vec<String> {
+pub(crate) async fn migrations(db: &Db) -> Vec<String> {
     db.sql(
         &db.name,
         "SELECT app || '.' || name FROM django_migrations ORDER BY id",
@@ -212,7 +223,7 @@ pub(super) async fn migrations(db: &Db) -> Vec<String> {
     .unwrap_or_default()
 }
 
-pub(super) fn now() -> String {
+pub(crate) fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
@@ -458,7 +469,7 @@ fn release_of<'a>(
 
 /// End a deploy's or rollback's record: step times, migrations after, outcome and the
 /// first line of the error.
-pub(super) async fn complete(
+pub(crate) async fn complete(
     record: &mut Record,
     steps: &mut Steps,
     db: &Db,
@@ -484,7 +495,7 @@ pub(super) async fn complete(
 
 /// Under the lock, a record still `running` belongs to a deploy that ended without
 /// finishing (killed, or its machine lost): it failed.
-pub(super) fn abandon_unfinished(ledger: &mut Ledger) {
+pub(crate) fn abandon_unfinished(ledger: &mut Ledger) {
     for r in ledger
         .records
         .iter_mut()
@@ -495,7 +506,7 @@ pub(super) fn abandon_unfinished(ledger: &mut Ledger) {
     }
 }
 
-pub(super) fn keys(plan: &Plan) -> Vec<String> {
+pub(crate) fn keys(plan: &Plan) -> Vec<String> {
     plan.secrets.iter().map(|(k, _)| k.clone()).collect()
 }
 
@@ -522,36 +533,12 @@ async fn release(
     // to the migrations as it can be. The host's room is read meanwhile (round trips
     // over ssh while the build works here); a refusal waits for nothing but the build.
     steps.begin("build");
-    let build_override = scratch.join("build.yaml");
-    std::fs::write(
-        &build_override,
-        model::render_build(s, number, &plan.sha, &record.image, &plan.shape),
-    )?;
-    let build = Compose::new(
-        compose::detect()?,
-        &s.compose_project,
-        &plan.tree,
-        [
-            base_files.to_vec(),
-            vec![build_override.display().to_string()],
-        ]
-        .concat(),
-    )
-    .remote(&plan.tree, plan.secrets.clone());
-    printer.status(&format!("building {}", record.image));
-    let build_args = ["build", s.web.as_str()];
-    let (built, budget) = tokio::join!(
-        compose_up(&build, &build_args, &s.compose_project),
+    let (info, budget) = tokio::join!(
+        build(plan, local, base_files, scratch, number, &record.image, printer),
         room(host, db, store, s, printer)
     );
-    built?;
+    let info = info?;
     let budget = budget?;
-    let info = local.image_info(&record.image).await?.with_context(|| {
-        format!(
-            "the build did not produce {} (compose's output above says why)",
-            record.image
-        )
-    })?;
     record.image_id = info.id.clone();
 
     // Shipped before the backup: a host without room refuses before anything is
@@ -624,6 +611,41 @@ async fn release(
     .await
 }
 
+/// Build the release's image `image` where countable runs, from the project's compose
+/// files and a build override (tag and labels); what the engine says of it.
+pub(crate) async fn build(
+    plan: &Plan,
+    local: &Engine,
+    base_files: &[String],
+    scratch: &Path,
+    number: u32,
+    image: &str,
+    printer: &Printer,
+) -> anyhow::Result<crate::engine::ImageInfo> {
+    let s = &plan.settings;
+    let build_override = scratch.join("build.yaml");
+    std::fs::write(
+        &build_override,
+        model::render_build(s, number, &plan.sha, image, &plan.shape),
+    )?;
+    let build = Compose::new(
+        compose::detect()?,
+        &s.compose_project,
+        &plan.tree,
+        [
+            base_files.to_vec(),
+            vec![build_override.display().to_string()],
+        ]
+        .concat(),
+    )
+    .remote(&plan.tree, plan.secrets.clone());
+    printer.status(&format!("building {image}"));
+    compose_up(&build, &["build", s.web.as_str()], &s.compose_project).await?;
+    local.image_info(image).await?.with_context(|| {
+        format!("the build did not produce {image} (compose's output above says why)")
+    })
+}
+
 /// The disk preflight (see `space`): the host's free space read through a helper
 /// container of the db's image (it is on the host: the db runs), the store's locally.
 /// The host's budget for the image's layers, enforced while they stream.
@@ -677,7 +699,7 @@ async fn room(
 /// prune images and release directories beyond `keep_releases`, never the live one,
 /// the one before it, or `protect`. A failure puts `current` back.
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn roll_out(
+pub(crate) async fn roll_out(
     plan: &Plan,
     host: &Engine,
     base_files: &[String],

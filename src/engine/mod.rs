@@ -21,6 +21,7 @@ use crate::error::Hint;
 mod layers;
 mod release;
 pub mod ssh;
+pub mod swarm;
 mod volume;
 pub use release::{FileEntry, Health, ImageInfo, Shipped};
 pub use volume::TarStream;

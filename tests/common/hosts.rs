@@ -71,7 +71,7 @@ pub struct TestHost {
 }
 
 impl TestHost {
-    /// Start test host `n` (1..9, address 10.231.0.(10+n)) named `name`, with `load`
+    /// Start test host `n` (1..19, address 10.231.0.(10+n)) named `name`, with `load`
     /// copied from the machine's engine. Idempotent: a host already up is reused (and then
     /// left up on drop, for whoever started it).
     pub fn start(name: &str, n: u8, load: &[&str]) -> TestHost {
@@ -175,6 +175,11 @@ impl TestHost {
             .env("DOCKER_HOST", self.docker_host())
             .env("PATH", self.path_env())
             .args(args))
+    }
+
+    /// Stop the host's engine (a node loss); the rest goes on drop.
+    pub fn stop_engine(&self) {
+        rig(&["stop-engine", &self.name]);
     }
 
     /// Take the host down now (what drop does for a host this value started).

@@ -1,0 +1,170 @@
+//! The only place that runs the docker CLI's Swarm commands (`stack deploy`, `service
+//! logs`, `config ls/rm`) against a manager: the CLI is Swarm's own converter from the
+//! compose format to service specs, and `service logs` gathers a service's tasks'
+//! logs from every node. The stack file goes in on stdin (it holds the environment's
+//! secrets), never on a command line or in a file.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use anyhow::Context;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+use crate::process;
+
+/// The docker CLI aimed at one manager.
+#[derive(Debug, Clone)]
+pub struct Docker {
+    host: Option<String>,
+}
+
+impl Docker {
+    pub fn new(host: Option<String>) -> Self {
+        Self { host }
+    }
+
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = process::async_command("docker");
+        cmd.args(args).env_remove("DOCKER_CONTEXT");
+        if let Some(host) = &self.host {
+            // An ssh engine this run has a tunnel to: through it (engine::ssh).
+            let host = crate::engine::ssh::local_for(host).unwrap_or_else(|| host.clone());
+            cmd.env("DOCKER_HOST", host);
+        }
+        cmd
+    }
+
+    /// The line a person would type (without the stack file, which is stdin).
+    pub fn display(&self, args: &[&str]) -> String {
+        let mut v = vec!["docker".to_string()];
+        v.extend(args.iter().map(|a| a.to_string()));
+        let line = crate::compose::shell_line(&v);
+        match &self.host {
+            Some(h) => format!("DOCKER_HOST={h} {line}"),
+            None => line,
+        }
+    }
+
+    /// `docker stack deploy --detach=false -c - STACK` with `doc` on stdin, run in
+    /// `dir` (configs' files are read from there); each line of its output goes to
+    /// `on_line`. The error carries its last lines.
+    pub async fn stack_deploy(
+        &self,
+        stack: &str,
+        doc: &[u8],
+        dir: &Path,
+        resolve_image: &str,
+        on_line: impl Fn(&str),
+    ) -> anyhow::Result<()> {
+        let args = [
+            "stack",
+            "deploy",
+            "--detach=false",
+            "--with-registry-auth",
+            "--resolve-image",
+            resolve_image,
+            "--compose-file",
+            "-",
+            stack,
+        ];
+        let mut child = self
+            .command(&args)
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting `{}`", self.display(&args)))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin.write_all(doc).await.context("writing the stack file to docker")?;
+        drop(stdin);
+        let out = tokio::io::BufReader::new(child.stdout.take().expect("piped"));
+        let err = tokio::io::BufReader::new(child.stderr.take().expect("piped"));
+        let (mut out, mut err) = (out.lines(), err.lines());
+        let mut tail: Vec<String> = Vec::new();
+        let (mut out_done, mut err_done) = (false, false);
+        while !(out_done && err_done) {
+            let line = tokio::select! {
+                l = out.next_line(), if !out_done => match l? {
+                    Some(l) => Some(l),
+                    None => { out_done = true; None }
+                },
+                l = err.next_line(), if !err_done => match l? {
+                    Some(l) => Some(l),
+                    None => { err_done = true; None }
+                },
+            };
+            if let Some(line) = line {
+                on_line(&line);
+                tail.push(line);
+                if tail.len() > 20 {
+                    tail.remove(0);
+                }
+            }
+        }
+        let status = child.wait().await.context("waiting for docker stack deploy")?;
+        if !status.success() {
+            anyhow::bail!(
+                "`{}` failed ({status}):\n{}",
+                self.display(&args),
+                tail.join("\n")
+            );
+        }
+        Ok(())
+    }
+
+    /// `docker service logs` of `service`, on our stdout.
+    pub async fn service_logs(
+        &self,
+        service: &str,
+        follow: bool,
+        tail: Option<u32>,
+    ) -> anyhow::Result<()> {
+        let tail = tail.map(|t| t.to_string());
+        let mut args = vec!["service", "logs", "--timestamps"];
+        if follow {
+            args.push("--follow");
+        }
+        if let Some(t) = &tail {
+            args.extend(["--tail", t.as_str()]);
+        }
+        args.push(service);
+        let status = self
+            .command(&args)
+            .stdin(Stdio::null())
+            .status()
+            .await
+            .with_context(|| format!("starting `{}`", self.display(&args)))?;
+        if !status.success() {
+            anyhow::bail!("`{}` failed ({status})", self.display(&args));
+        }
+        Ok(())
+    }
+
+    /// Remove the configs of `stack` not in `keep` (stack deploy never does); one in
+    /// use by a task is refused by the engine and stays. Best effort.
+    pub async fn prune_configs(&self, stack: &str, keep: &[String]) {
+        let filter = format!("label=com.docker.stack.namespace={stack}");
+        let args = ["config", "ls", "--filter", &filter, "--format", "{{.Name}}"];
+        let Ok(out) = self.command(&args).stdin(Stdio::null()).output().await else {
+            return;
+        };
+        let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .filter(|n| !keep.iter().any(|k| format!("{stack}_{k}") == *n))
+            .map(String::from)
+            .collect();
+        for name in names {
+            let _ = self
+                .command(&["config", "rm", &name])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await;
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! `countable deploy <env>` (and `rollback`) on a Swarm. In order: the manager checked,
+//! the compose model rendered with the environment's secrets, the db service first
+//! (the lock and the backup live in it), the deploy lock, the image built here and
+//! pushed to the registry (or streamed to every node), a backup, the stack deployed
+//! with `docker stack deploy --detach=false`, then the truth read back: each
+//! service's update state (`rollback_completed` or `paused` is a failure, with its
+//! tasks' errors), replicas running as desired, the static job complete on every
+//! node. The ledger records the release as on one host.
+//!
+//! Migrations run once per release: the first new web task's entrypoint runs them
+//! under the advisory lock `countable:migrate` before it reports healthy; the rolling
+//! update replaces one task at a time, so the others find nothing left to do.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::{cli, locate, stack, Swarm};
+use crate::compose::{self, Compose};
+use crate::deploy::ledger::{Kind, Ledger, Outcome, Record};
+use crate::deploy::model::{self, Flavor, Release};
+use crate::deploy::run::{self, Plan};
+use crate::deploy::settings::{LABEL_RELEASE, LABEL_SHA};
+use crate::deploy::{lock, Options, Steps};
+use crate::engine::Engine;
+use crate::error::Hinted;
+use crate::media::Media;
+use crate::project::{Project, Ship};
+use crate::restore::Db;
+use crate::store::Store;
+use crate::ui::{self, Printer};
+
+/// What one run against the cluster holds.
+pub(crate) struct Cluster {
+    pub manager: Engine,
+    pub cli: cli::Docker,
+    pub db_node: String,
+    pub swarm: Swarm,
+}
+
+impl Cluster {
+    /// Connect to the manager and check that it is one.
+    pub async fn open(plan: &Plan) -> anyhow::Result<Self> {
+        let s = &plan.settings;
+        let swarm = Swarm::of(s)?;
+        let manager = Engine::connect_to(s.docker_host.as_deref()).await?;
+        let host = s.docker_host.as_deref().unwrap_or_default();
+        let (_, hostname) = manager.swarm_manager().await?.ok_or_else(|| {
+            Hinted::new(
+                format!("{host} ({}'s docker_host) is not a Swarm manager", s.env),
+                format!("make it one (`DOCKER_HOST={host} docker swarm init`), point docker_host at a manager, or set `mode: single` for {}", s.env),
+            )
+        })?;
+        Ok(Self {
+            db_node: swarm.db_node.clone().unwrap_or(hostname),
+            cli: cli::Docker::new(s.docker_host.clone()),
+            manager,
+            swarm,
+        })
+    }
+}
+
+/// Render the stack of release `number` (image `image`) from `plan`'s tree.
+pub(crate) async fn render_stack(
+    plan: &Plan,
+    cluster: &Cluster,
+    scratch: &Path,
+    number: u32,
+    image: &str,
+) -> anyhow::Result<stack::Stack> {
+    let s = &plan.settings;
+    let keys = run::keys(plan);
+    let none = Default::default();
+    let release = Release {
+        settings: s,
+        number,
+        sha: &plan.sha,
+        image,
+        secret_keys: &keys,
+        bind_hashes: &none,
+    };
+    let override_file = scratch.join(model::OVERRIDE_FILE);
+    std::fs::write(&override_file, model::render(&release, &plan.shape, Flavor::Run))?;
+    let files: Vec<String> = s
+        .compose_files
+        .iter()
+        .map(|f| plan.tree.join(f).display().to_string())
+        .chain([override_file.display().to_string()])
+        .collect();
+    let compose = Compose::new(compose::detect()?, &s.compose_project, &plan.tree, files)
+        .remote(&plan.tree, plan.secrets.clone());
+    let json = run::capture(&compose, &["config", "--format", "json"]).await?;
+    let model: serde_json::Value =
+        serde_json::from_str(&json).context("reading `docker compose config --format json`")?;
+    let labels = [
+        (LABEL_RELEASE.to_string(), number.to_string()),
+        (LABEL_SHA.to_string(), plan.sha.clone()),
+    ]
+    .into_iter()
+    .collect();
+    let spec = stack::Spec {
+        web: &s.web,
+        db: &s.db,
+        nginx: &s.nginx,
+        web_image: image,
+        labels,
+        replicas: &cluster.swarm.replicas,
+        publish: cluster.swarm.publish,
+        endpoint: cluster.swarm.endpoint,
+        db_node: &cluster.db_node,
+        media_volume: &cluster.swarm.media_volume,
+    };
+    Ok(stack::transform(&model, &spec, &|p| std::fs::read(p))?)
+}
+
+/// Only the db service of `full` (with the volumes and networks): a first deploy's
+/// database, so the lock and the backup have somewhere to live.
+fn db_only(full: &stack::Stack, db: &str) -> serde_json::Value {
+    let mut doc = full.doc.clone();
+    if let Some(services) = doc.get_mut("services").and_then(|s| s.as_object_mut()) {
+        services.retain(|k, _| k == db);
+    }
+    if let Some(configs) = doc.as_object_mut() {
+        configs.remove("configs");
+    }
+    doc
+}
+
+/// `docker stack deploy` of `doc`, its progress as status lines (one in five), and a
+/// deadline.
+async fn stack_deploy(
+    plan: &Plan,
+    cluster: &Cluster,
+    doc: &serde_json::Value,
+    deadline: Duration,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let s = &plan.settings;
+    let bytes = serde_json::to_vec(doc)?;
+    let resolve = match cluster.swarm.ship {
+        Ship::Registry => "always",
+        Ship::EveryNode => "never",
+    };
+    let seen = std::sync::atomic::AtomicU64::new(0);
+    let deploy = cluster
+        .cli
+        .stack_deploy(&s.compose_project, &bytes, &plan.tree, resolve, |line| {
+            let n = seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let line = line.trim();
+            if !line.is_empty() && !line.starts_with("verify:") && (n % 5 == 0 || line.contains("rollback") || line.contains("Creating") || line.contains("Updating")) {
+                printer.status(&format!("swarm: {line}"));
+            }
+        });
+    match tokio::time::timeout(deadline, deploy).await {
+        Ok(r) => r,
+        Err(_) => anyhow::bail!(
+            "`docker stack deploy` of {} did not converge within {} s",
+            s.compose_project,
+            deadline.as_secs()
+        ),
+    }
+}
+
+/// What Swarm says of the stack after a deploy: an error naming each service that
+/// failed and why (its newest failed task's error).
+pub(crate) async fn verify(
+    cluster: &Cluster,
+    stack_name: &str,
+    stack: &stack::Stack,
+) -> anyhow::Result<()> {
+    let services = cluster.manager.stack_services(stack_name).await?;
+    let wanted: Vec<String> = stack
+        .doc
+        .get("services")
+        .and_then(|s| s.as_object())
+        .map(|m| m.keys().map(|k| format!("{stack_name}_{k}")).collect())
+        .unwrap_or_default();
+    let mut failures = Vec::new();
+    for name in &wanted {
+        let Some(svc) = services.iter().find(|s| &s.name == name) else {
+            failures.push(format!("{name}: not created"));
+            continue;
+        };
+        let why = || async {
+            cluster
+                .manager
+                .service_tasks(name)
+                .await
+                .ok()
+                .and_then(|tasks| {
+                    tasks
+                        .into_iter()
+                        .find(|t| t.error.is_some() || matches!(t.state.as_str(), "failed" | "rejected"))
+                        .map(|t| t.error.unwrap_or(t.message))
+                })
+                .unwrap_or_else(|| "no task says why".into())
+        };
+        match svc.update_state.as_deref() {
+            Some("rollback_started" | "rollback_completed" | "rollback_paused" | "paused") => {
+                failures.push(format!(
+                    "{name}: the update was {} ({}); a new task: {}",
+                    svc.update_state.as_deref().unwrap_or_default().replace('_', " "),
+                    svc.update_message.as_deref().unwrap_or("no message"),
+                    why().await
+                ));
+                continue;
+            }
+            _ => {}
+        }
+        if svc.mode.ends_with("-job") {
+            // A node whose task of this image failed and none completed.
+            let tasks = cluster.manager.service_tasks(name).await?;
+            let mine = |t: &&crate::engine::swarm::Task| t.image.split('@').next() == svc.image.split('@').next();
+            if let Some(t) = tasks.iter().filter(mine).find(|t| {
+                matches!(t.state.as_str(), "failed" | "rejected")
+                    && !tasks.iter().filter(mine).any(|o| o.node_id == t.node_id && o.state == "complete")
+            }) {
+                failures.push(format!("{name}: {}", t.error.clone().unwrap_or(t.message.clone())));
+            }
+        } else if svc.running < svc.desired {
+            failures.push(format!(
+                "{name}: {} of {} tasks running; a task: {}",
+                svc.running,
+                svc.desired,
+                why().await
+            ));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Hinted::new(
+            format!("the Swarm did not take the release:\n  {}", failures.join("\n  ")),
+            "the old tasks keep serving; `countable status <env>` shows each service, `countable logs --env <env> <service>` its tasks' logs",
+        )
+        .into())
+    }
+}
+
+/// The db of the stack; on a first deploy, the db service is deployed first.
+async fn database(
+    plan: &Plan,
+    cluster: &Cluster,
+    full: &stack::Stack,
+    printer: &Printer,
+) -> anyhow::Result<Db> {
+    let s = &plan.settings;
+    let host = s.docker_host.as_deref();
+    let found = locate::running(&cluster.manager, host, &s.compose_project, &s.db).await;
+    let (engine, container) = match found {
+        Ok(x) => x,
+        Err(_) => {
+            printer.status(&format!(
+                "starting {}'s database ({}) on node {}",
+                s.env, s.db, cluster.db_node
+            ));
+            stack_deploy(plan, cluster, &db_only(full, &s.db), Duration::from_secs(600), printer).await?;
+            let started = Instant::now();
+            loop {
+                match locate::running(&cluster.manager, host, &s.compose_project, &s.db).await {
+                    Ok(x) => break x,
+                    Err(e) if started.elapsed() > Duration::from_secs(300) => return Err(e),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+        }
+    };
+    let db = Db::discover(engine, container).await?;
+    // A task is running before its healthcheck passes: wait until it answers.
+    let started = Instant::now();
+    while db.sql("postgres", "SELECT 1").await.is_err() {
+        if started.elapsed() > Duration::from_secs(300) {
+            anyhow::bail!("the {} task of {} did not accept connections within 300 s", s.db, s.compose_project);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(db)
+}
+
+/// Deploy `plan` to its Swarm (see the module doc).
+pub(crate) async fn deploy(project: &Project, plan: &Plan, opts: &Options, printer: &Printer) -> anyhow::Result<Record> {
+    let s = &plan.settings;
+    let mut steps = Steps::default();
+    steps.begin("connect");
+    let cluster = Cluster::open(plan).await?;
+    let local = Engine::connect().await?;
+    let store = Store::for_environment(s.env.as_str(), &project.config.environments[&s.env], &project.root).await?;
+    let scratch = tempfile::Builder::new().prefix("countable-swarm-").tempdir()?;
+    let base_files: Vec<String> = s.compose_files.iter().map(|f| plan.tree.join(f).display().to_string()).collect();
+
+    steps.begin("database");
+    let provisional = render_stack(plan, &cluster, scratch.path(), 0, "none").await?;
+    let db = database(plan, &cluster, &provisional, printer).await?;
+
+    steps.begin("lock");
+    let ledger = Ledger::load(&store).await?;
+    let who = format!("{} release {} by {}", s.env, ledger.next_number(), plan.by);
+    let held = lock::DeployLock::take(&db, s.env.as_str(), &who, opts.lock_wait).await?;
+    let mut ledger = Ledger::load(&store).await?;
+    run::abandon_unfinished(&mut ledger);
+    let number = ledger.next_number();
+    let image = s.image_tag(number, &plan.sha);
+    let mut record = Record {
+        release: number,
+        kind: Kind::Deploy,
+        outcome: Outcome::Running,
+        git_sha: plan.sha.clone(),
+        git_ref: plan.git_ref.clone(),
+        image: image.clone(),
+        image_id: String::new(),
+        by: plan.by.clone(),
+        started_at: run::now(),
+        finished_at: None,
+        backup_key: None,
+        migrations_before: run::migrations(&db).await,
+        migrations_after: vec![],
+        bytes_shipped: 0,
+        steps: vec![],
+        error: None,
+        rollback_to: None,
+        report: None,
+    };
+    ledger.put(record.clone());
+    ledger.save(&store).await?;
+    printer.status(&format!("release {number} of {} on the Swarm: {} ({})", s.env, &plan.sha[..12.min(plan.sha.len())], plan.git_ref));
+
+    let outcome = async {
+        steps.begin("build");
+        let info = run::build(plan, &local, &base_files, scratch.path(), number, &image, printer).await?;
+        record.image_id = info.id.clone();
+        steps.begin("ship");
+        record.bytes_shipped = ship(&cluster, &local, &image, s.docker_host.as_deref(), printer).await?;
+        steps.begin("backup");
+        let media = Media::resolve(&s.environment, &plan.shape.volumes, &s.compose_project, &db).await?;
+        let backed = crate::backup::backup(&db, s.env.as_str(), &store, crate::backup::Compress::None, &media, printer).await?;
+        record.backup_key = Some(backed.manifest.key.clone());
+        roll_out(plan, &cluster, scratch.path(), number, &image, &mut steps, printer).await
+    }
+    .await;
+    run::complete(&mut record, &mut steps, &db, &outcome).await;
+    ledger.put(record.clone());
+    let saved = ledger.save(&store).await;
+    held.release().await?;
+    saved?;
+    outcome?;
+    printer.success(&format!(
+        "{} release {number} is live on the Swarm ({} s); `countable status {}` shows where it runs",
+        s.env,
+        record.steps.iter().map(|x| x.seconds).sum::<f64>().round(),
+        s.env
+    ));
+    Ok(record)
+}
+
+/// Render, deploy and verify release `number` with `image` (a deploy's or a
+/// rollback's last step).
+pub(crate) async fn roll_out(
+    plan: &Plan,
+    cluster: &Cluster,
+    scratch: &Path,
+    number: u32,
+    image: &str,
+    steps: &mut Steps,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let s = &plan.settings;
+    steps.begin("stack");
+    let stack = render_stack(plan, cluster, scratch, number, image).await?;
+    printer.status(&format!(
+        "docker stack deploy {} ({} web replicas, start-first, watched {} s each)",
+        s.compose_project,
+        cluster.swarm.replicas.get(&s.web).copied().unwrap_or(2),
+        stack.monitor.as_secs()
+    ));
+    let deadline = s.migrate_timeout + stack.monitor * 4 + Duration::from_secs(600);
+    let deployed = stack_deploy(plan, cluster, &stack.doc, deadline, printer).await;
+    steps.begin("verify");
+    let verified = verify(cluster, &s.compose_project, &stack).await;
+    match (deployed, verified) {
+        (_, Err(e)) => return Err(e),
+        (Err(e), Ok(())) => return Err(e),
+        (Ok(()), Ok(())) => {}
+    }
+    cluster.cli.prune_configs(&s.compose_project, &stack.configs).await;
+    Ok(())
+}
+
+/// Get `image` to the nodes: push it to the registry (they pull it), or stream it to
+/// each node's engine. The bytes streamed (0 through a registry).
+async fn ship(
+    cluster: &Cluster,
+    local: &Engine,
+    image: &str,
+    manager_host: Option<&str>,
+    printer: &Printer,
+) -> anyhow::Result<u64> {
+    match cluster.swarm.ship {
+        Ship::Registry => {
+            printer.status(&format!("pushing {image} to its registry; the nodes pull it"));
+            local.push(image, |_| {}).await?;
+            Ok(0)
+        }
+        Ship::EveryNode => {
+            let mut sent = 0;
+            for node in cluster.manager.swarm_nodes().await? {
+                if node.state != "ready" {
+                    printer.warn(&format!("node {} is {}: it does not get {image}", node.hostname, node.state));
+                    continue;
+                }
+                let host = locate::node_host(manager_host, &node.addr)
+                    .with_context(|| format!("reaching node {} ({})", node.hostname, node.addr))?;
+                let engine = Engine::connect_to(Some(&host)).await?;
+                if engine.has_image(image).await? {
+                    continue;
+                }
+                let shipped = engine.ship_image(local, image, None, |_| {}).await?;
+                printer.status(&format!("shipped {image} to {} ({})", node.hostname, ui::human_bytes(shipped.sent)));
+                sent += shipped.sent;
+            }
+            Ok(sent)
+        }
+    }
+}
+
+/// What `deploy --dry-run` prints for a Swarm environment.
+pub(crate) fn dry_run(plan: &Plan) -> anyhow::Result<Vec<String>> {
+    let s = &plan.settings;
+    let swarm = Swarm::of(s)?;
+    let host = s.docker_host.as_deref().unwrap_or_default();
+    let tag = s.image_tag(0, &plan.sha).replace("-0-", "-<n>-");
+    let keys: Vec<&str> = plan.secrets.iter().map(|(k, _)| k.as_str()).collect();
+    Ok(vec![
+        format!("# deploy {} ({}) of {} to the Swarm managed by {host}, by {}", &plan.sha[..12.min(plan.sha.len())], plan.git_ref, s.env, plan.by),
+        format!("# secrets: {} keys from secrets/{}.env.age (values never printed): {}", keys.len(), s.env, keys.join(" ")),
+        format!("docker compose -p {} -f {} config --format json   # the model, .env and interpolation applied", s.compose_project, s.compose_files.join(" -f ")),
+        format!("# the stack: build/depends_on/container_name/restart dropped; {} × {} start-first, rollback on failure; {} pinned to node {}; nginx on every node; bind-mounted files as content-hashed configs; {}-static collects static files on every node",
+            swarm.replicas.get(&s.web).copied().unwrap_or(2), s.web, s.db, swarm.db_node.as_deref().unwrap_or("<the manager>"), s.web),
+        format!("DOCKER_HOST={host} docker stack deploy --detach=false -c - {}   # only {} on a first deploy", s.compose_project, s.db),
+        format!("# lock: the advisory lock countable:deploy in {}'s server", s.db),
+        format!("docker compose -f … build {}   # tags {tag}", s.web),
+        match swarm.ship {
+            Ship::Registry => format!("docker push {tag}   # every node pulls it"),
+            Ship::EveryNode => format!("# stream {tag} to each ready node's engine (the layers it lacks)"),
+        },
+        format!("countable backup {}", s.env),
+        format!("DOCKER_HOST={host} docker stack deploy --detach=false --with-registry-auth -c - {}   # the stack file on stdin", s.compose_project),
+        "# verify: every service's UpdateStatus (rollback_completed or paused fails the deploy), replicas running as desired, the static job complete on every node".into(),
+        "# record the release in the ledger".into(),
+    ])
+}

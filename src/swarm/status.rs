@@ -1,0 +1,105 @@
+//! `countable status <env>` on a Swarm: each service of the stack with its replicas
+//! (running/desired), the nodes its running tasks are on, and its last update's state.
+
+use serde::Serialize;
+
+use crate::engine::Engine;
+
+/// One service, as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    /// The compose name (`web`), not the stack's (`shop-prod_web`).
+    pub service: String,
+    pub mode: String,
+    pub running: u64,
+    pub desired: u64,
+    /// Hostnames of the nodes running its tasks (one per task).
+    pub nodes: Vec<String>,
+    pub update: Option<String>,
+    pub message: Option<String>,
+    pub image: String,
+    /// The countable release its tasks run (web).
+    pub release: Option<String>,
+}
+
+/// The stack's services and the Swarm's nodes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub stack: String,
+    pub services: Vec<ServiceStatus>,
+    pub nodes: Vec<crate::engine::swarm::Node>,
+}
+
+pub async fn read(manager: &Engine, stack: &str) -> anyhow::Result<Status> {
+    let nodes = manager.swarm_nodes().await?;
+    let mut services = Vec::new();
+    for svc in manager.stack_services(stack).await? {
+        let tasks = manager.service_tasks(&svc.name).await?;
+        let mut on: Vec<String> = tasks
+            .iter()
+            .filter(|t| t.state == "running")
+            .map(|t| {
+                nodes
+                    .iter()
+                    .find(|n| n.id == t.node_id)
+                    .map(|n| n.hostname.clone())
+                    .unwrap_or_else(|| t.node_id.clone())
+            })
+            .collect();
+        on.sort();
+        services.push(ServiceStatus {
+            service: svc
+                .name
+                .strip_prefix(&format!("{stack}_"))
+                .unwrap_or(&svc.name)
+                .to_string(),
+            mode: svc.mode,
+            running: svc.running,
+            desired: svc.desired,
+            nodes: on,
+            update: svc.update_state,
+            message: svc.update_message,
+            image: svc.image.split('@').next().unwrap_or_default().to_string(),
+            release: svc.labels.get(crate::deploy::settings::LABEL_RELEASE).cloned(),
+        });
+    }
+    Ok(Status {
+        stack: stack.to_string(),
+        services,
+        nodes,
+    })
+}
+
+impl Status {
+    /// The table `status` prints.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = vec![format!(
+            "{:<14} {:<14} {:<9} {:<20} {:<8} NODES",
+            "SERVICE", "MODE", "REPLICAS", "UPDATE", "RELEASE"
+        )];
+        for s in &self.services {
+            out.push(format!(
+                "{:<14} {:<14} {:<9} {:<20} {:<8} {}",
+                s.service,
+                s.mode,
+                format!("{}/{}", s.running, s.desired),
+                s.update.as_deref().unwrap_or("-"),
+                s.release.as_deref().unwrap_or("-"),
+                if s.nodes.is_empty() { "-".into() } else { s.nodes.join(",") }
+            ));
+        }
+        out.push(String::new());
+        out.push(format!("{:<20} {:<16} {:<8} {:<8} ROLE", "NODE", "ADDRESS", "STATE", "AVAIL"));
+        for n in &self.nodes {
+            out.push(format!(
+                "{:<20} {:<16} {:<8} {:<8} {}",
+                n.hostname,
+                n.addr,
+                n.state,
+                n.availability,
+                if n.manager { "manager" } else { "worker" }
+            ));
+        }
+        out
+    }
+}
