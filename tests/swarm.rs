@@ -120,14 +120,23 @@ impl Story {
     /// SQL in the db task's container, on whichever node runs it.
     fn sql(&self, query: &str) -> String {
         for node in &self.nodes {
-            let ps = node.docker(&["ps", "-q", "--filter", "label=com.docker.swarm.service.name=shop-prod_db"]);
+            let ps = node.docker(&[
+                "ps",
+                "-q",
+                "--filter",
+                "label=com.docker.swarm.service.name=shop-prod_db",
+            ]);
             let Some(id) = ps.stdout.split_whitespace().next().map(String::from) else {
                 continue;
             };
             let r = node.docker(&[
-                "exec", &id, "sh", "-c",
+                "exec",
+                &id,
+                "sh",
+                "-c",
                 "psql -X -qAt -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\" -c \"$1\"",
-                "sh", query,
+                "sh",
+                query,
             ]);
             assert_eq!(r.code, 0, "psql: {}", r.stderr);
             return r.stdout.trim().to_string();
@@ -148,11 +157,18 @@ fn get(addr: &str, path: &str) -> Option<(u16, String)> {
     let sock: std::net::SocketAddr = format!("{addr}:{PORT}").parse().ok()?;
     let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: shop.test\r\nX-Forwarded-Proto: https\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: shop.test\r\nX-Forwarded-Proto: https\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((status, body))
 }
 
@@ -186,14 +202,25 @@ impl Looper {
                     }
                     other => {
                         bad += 1;
-                        fl.lock().unwrap().push(format!("{a}: {:?}", other.map(|(s, b)| (s, b.chars().take(80).collect::<String>()))));
+                        fl.lock().unwrap().push(format!(
+                            "{a}: {:?}",
+                            other.map(|(s, b)| (s, b.chars().take(80).collect::<String>()))
+                        ));
                     }
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            (ok, bad, gap.max(last_good.elapsed().min(Duration::from_millis(0))))
+            (
+                ok,
+                bad,
+                gap.max(last_good.elapsed().min(Duration::from_millis(0))),
+            )
         });
-        Looper { stop, handle, failures }
+        Looper {
+            stop,
+            handle,
+            failures,
+        }
     }
 
     fn finish(self) -> (u32, u32, Duration, Vec<String>) {
@@ -218,15 +245,37 @@ fn setup() -> Story {
         .collect();
     let registry = TestRegistry::start();
     let init = nodes[0].docker(&["swarm", "init", "--advertise-addr", nodes[0].addr()]);
-    assert!(init.code == 0 || init.stderr.contains("already part of a swarm"), "swarm init: {}", init.stderr);
-    let token = nodes[0].docker(&["swarm", "join-token", "-q", "worker"]).ok().stdout.trim().to_string();
+    assert!(
+        init.code == 0 || init.stderr.contains("already part of a swarm"),
+        "swarm init: {}",
+        init.stderr
+    );
+    let token = nodes[0]
+        .docker(&["swarm", "join-token", "-q", "worker"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
     for n in &nodes[1..] {
-        let j = n.docker(&["swarm", "join", "--token", &token, &format!("{}:2377", nodes[0].addr())]);
-        assert!(j.code == 0 || j.stderr.contains("already part of a swarm"), "swarm join: {}", j.stderr);
+        let j = n.docker(&[
+            "swarm",
+            "join",
+            "--token",
+            &token,
+            &format!("{}:2377", nodes[0].addr()),
+        ]);
+        assert!(
+            j.code == 0 || j.stderr.contains("already part of a swarm"),
+            "swarm join: {}",
+            j.stderr
+        );
     }
     let tmp = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(tmp.path().join("home")).unwrap();
-    run(countable(tmp.path()).args(["new", "shop", "--yes"]).args(image_flags(PORT))).ok();
+    run(countable(tmp.path())
+        .args(["new", "shop", "--yes"])
+        .args(image_flags(PORT)))
+    .ok();
     let root = tmp.path().join("shop");
     let key = tmp.path().join("jenkins-age.key");
     let mut s = Story {
@@ -239,11 +288,15 @@ fn setup() -> Story {
         printed: String::new(),
     };
     let key_s = s.key.display().to_string();
-    s.run(&["secrets", "keygen", "--output", &key_s, "--name", "jenkins"]).ok();
+    s.run(&["secrets", "keygen", "--output", &key_s, "--name", "jenkins"])
+        .ok();
     let local = std::fs::read_to_string(s.root.join(".env")).unwrap();
     let hosts = s.addrs().join(",");
     let mut args: Vec<String> = vec!["secrets".into(), "set".into(), "prod".into()];
-    for line in local.lines().filter(|l| !l.starts_with('#') && l.contains('=')) {
+    for line in local
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+    {
         let k = line.split('=').next().unwrap();
         let v = match k {
             "DJANGO_SECRET_KEY" => "swarm-secret-K3y-0123456789abcdefghijklmnop".to_string(),
@@ -266,13 +319,28 @@ fn setup() -> Story {
         s.manager().docker_host(),
         TestRegistry::ADDR
     );
-    std::fs::write(s.root.join("countable.yml"), yml.replace("  prod:\n    branch: master\n", &env)).unwrap();
-    // A shorter health window than the scaffold's (3 s × 40): each update is watched
+    std::fs::write(
+        s.root.join("countable.yml"),
+        yml.replace("  prod:\n    branch: master\n", &env),
+    )
+    .unwrap();
+    // A shorter health window than the scaffold's (3 s × 40, 60 s to start): each update is watched
     // for interval × retries + timeout, 2 s × 5 + 5 s here.
     let compose = std::fs::read_to_string(s.root.join("compose.yaml")).unwrap();
-    let web_hc = "      interval: 3s\n      timeout: 5s\n      retries: 40\n      start_period: 60s\n";
-    assert!(compose.contains(web_hc), "the scaffold's web healthcheck changed");
-    s.write("compose.yaml", &compose.replacen(web_hc, "      interval: 2s\n      timeout: 5s\n      retries: 5\n      start_period: 60s\n", 1));
+    let web_hc =
+        "      interval: 3s\n      timeout: 5s\n      retries: 40\n      start_period: 60s\n";
+    assert!(
+        compose.contains(web_hc),
+        "the scaffold's web healthcheck changed"
+    );
+    s.write(
+        "compose.yaml",
+        &compose.replacen(
+            web_hc,
+            "      interval: 2s\n      timeout: 5s\n      retries: 5\n      start_period: 30s\n",
+            1,
+        ),
+    );
     s.git(&["init", "-q", "-b", "master"]);
     s.git(&["config", "user.name", "Jenkins"]);
     s.commit("first");
@@ -285,13 +353,26 @@ fn first_deploy_spreads_web_over_the_nodes(s: &mut Story) {
     assert_eq!(r.stdout.trim(), "1");
     let st = s.status();
     let web = Story::service(&st, "web");
-    assert_eq!((web["running"].as_u64(), web["desired"].as_u64()), (Some(2), Some(2)), "{st}");
-    let mut on: Vec<&str> = web["nodes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    assert_eq!(
+        (web["running"].as_u64(), web["desired"].as_u64()),
+        (Some(2), Some(2)),
+        "{st}"
+    );
+    let mut on: Vec<&str> = web["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
     on.dedup();
     assert_eq!(on.len(), 2, "the two web replicas run on two nodes: {st}");
     assert_eq!(web["release"], "1");
     let nginx = Story::service(&st, "nginx");
-    assert_eq!((nginx["mode"].as_str(), nginx["running"].as_u64()), (Some("global"), Some(3)), "{st}");
+    assert_eq!(
+        (nginx["mode"].as_str(), nginx["running"].as_u64()),
+        (Some("global"), Some(3)),
+        "{st}"
+    );
     assert_eq!(Story::service(&st, "web-static")["mode"], "global-job");
     for page in s.pages() {
         assert!(page.contains("shop is running"), "{page}");
@@ -302,19 +383,43 @@ fn first_deploy_spreads_web_over_the_nodes(s: &mut Story) {
         assert_eq!(r.as_ref().map(|r| r.0), Some(200), "static on {a}: {r:?}");
     }
     let table = s.run(&["status", "prod"]).ok().stdout;
-    assert!(table.contains("REPLICAS") && table.contains("2/2") && table.contains("swarm"), "{table}");
+    assert!(
+        table.contains("REPLICAS") && table.contains("2/2") && table.contains("manager"),
+        "{table}"
+    );
     let logs = s.run(&["logs", "web", "--env", "prod", "--tail", "50"]);
     assert_eq!(logs.code, 0, "{}", logs.stderr);
-    assert!(logs.stdout.contains("entrypoint:") || logs.stderr.contains("entrypoint:"), "web's logs from its nodes:\n{}{}", logs.stdout, logs.stderr);
+    assert!(
+        logs.stdout.contains("entrypoint:") || logs.stderr.contains("entrypoint:"),
+        "web's logs from its nodes:\n{}{}",
+        logs.stdout,
+        logs.stderr
+    );
     let rel = &s.run(&["releases", "prod", "--json"]).ok().stdout;
     let rel: serde_json::Value = serde_json::from_str(rel).unwrap();
     assert_eq!(rel[0]["outcome"], "succeeded");
-    assert!(rel[0]["migrations_after"].as_array().unwrap().len() > 5, "migrations ran");
+    assert!(
+        rel[0]["migrations_after"].as_array().unwrap().len() > 5,
+        "migrations ran"
+    );
 }
 
 fn a_rolling_update_drops_no_request(s: &mut Story) {
+    // The new code and a migration (a new table), as a real release has.
     s.write("shop/views.py", &views("shop v2 on the swarm"));
-    s.commit("v2");
+    std::fs::create_dir_all(s.root.join("catalog/migrations")).unwrap();
+    s.write("catalog/__init__.py", "");
+    s.write("catalog/migrations/__init__.py", "");
+    s.write("catalog/models.py", "from django.db import models\n\n\nclass Item(models.Model):\n    name = models.CharField(max_length=50)\n");
+    s.write("catalog/migrations/0001_initial.py", CATALOG_0001);
+    let settings = std::fs::read_to_string(s.root.join("shop/settings.py")).unwrap();
+    let with_app = settings.replace(
+        "    \"django.contrib.staticfiles\",\n",
+        "    \"django.contrib.staticfiles\",\n    \"catalog\",\n",
+    );
+    assert_ne!(settings, with_app, "the scaffold's INSTALLED_APPS changed");
+    s.write("shop/settings.py", &with_app);
+    s.commit("v2: catalog");
     let looper = Looper::start(s.addrs());
     let t = Instant::now();
     let r = s.run(&["deploy", "prod"]);
@@ -322,12 +427,22 @@ fn a_rolling_update_drops_no_request(s: &mut Story) {
     assert_eq!(r.code, 0, "deploy failed:\n{}", r.stderr);
     eprintln!("    rolling update: {:.1} s; requests through every node: {ok} answered, {bad} failed, longest gap {:.2} s", t.elapsed().as_secs_f64(), gap.as_secs_f64());
     assert!(ok > 50, "the loop ran ({ok})");
-    assert_eq!(bad, 0, "no request may fail during a rolling update: {failures:?}");
+    assert_eq!(
+        bad, 0,
+        "no request may fail during a rolling update: {failures:?}"
+    );
     for page in s.pages() {
         assert!(page.contains("shop v2 on the swarm"), "{page}");
     }
     assert_eq!(Story::service(&s.status(), "web")["release"], "2");
+    assert_eq!(
+        s.sql("SELECT count(*) FROM catalog_item"),
+        "0",
+        "the migration ran once"
+    );
 }
+
+const CATALOG_0001: &str = "from django.db import migrations, models\n\n\nclass Migration(migrations.Migration):\n    initial = True\n    dependencies = []\n    operations = [migrations.CreateModel(name=\"Item\", fields=[(\"id\", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name=\"ID\")), (\"name\", models.CharField(max_length=50))])]\n";
 
 fn a_failing_health_check_rolls_back_and_says_so(s: &mut Story) {
     let health = std::fs::read_to_string(s.root.join("shop/health.py")).unwrap();
@@ -340,13 +455,25 @@ fn a_failing_health_check_rolls_back_and_says_so(s: &mut Story) {
     s.write("shop/views.py", &views("shop v3 broken"));
     s.commit("v3: broken health");
     let r = s.run(&["deploy", "prod"]);
-    assert_eq!(r.code, 1, "a release whose health check fails must fail the deploy:\n{}", r.stderr);
-    assert!(r.stderr.contains("rollback") || r.stderr.contains("rolled back"), "{}", r.stderr);
+    assert_eq!(
+        r.code, 1,
+        "a release whose health check fails must fail the deploy:\n{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("rollback") || r.stderr.contains("rolled back"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("hint:"), "{}", r.stderr);
     for page in s.pages() {
-        assert!(page.contains("shop v2 on the swarm"), "the old code still answers: {page}");
+        assert!(
+            page.contains("shop v2 on the swarm"),
+            "the old code still answers: {page}"
+        );
     }
-    let rel: serde_json::Value = serde_json::from_str(&s.run(&["releases", "prod", "--json"]).ok().stdout).unwrap();
+    let rel: serde_json::Value =
+        serde_json::from_str(&s.run(&["releases", "prod", "--json"]).ok().stdout).unwrap();
     assert_eq!(rel[0]["release"], 3);
     assert_eq!(rel[0]["outcome"], "failed");
     // Put the health view back for what follows.
@@ -365,17 +492,44 @@ fn backup_then_pull_db_locally(s: &mut Story) {
         .args(["exec", "shop-db-1", "sh", "-c", "psql -X -qAt -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\" -c 'SELECT note FROM swarm_marker'"])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&local.stdout).trim(), "from the cluster", "{}", String::from_utf8_lossy(&local.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&local.stdout).trim(),
+        "from the cluster",
+        "{}",
+        String::from_utf8_lossy(&local.stderr)
+    );
     let _ = run(s.countable(&["down"]).arg("--volumes"));
 }
 
 fn rollback_after_two_releases(s: &mut Story) {
+    // Release 1 does not know catalog.0001_initial, which release 2 applied: the
+    // rollback reverses it with release 2's image first.
+    let dry = s.run(&["rollback", "prod", "1", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(
+        dry.stdout.contains("reverse catalog.0001_initial"),
+        "{}",
+        dry.stdout
+    );
     let r = s.run(&["rollback", "prod", "1"]);
     assert_eq!(r.code, 0, "rollback:\n{}", r.stderr);
+    assert_eq!(
+        s.sql("SELECT count(*) FROM django_migrations WHERE app = 'catalog'"),
+        "0"
+    );
+    assert_eq!(
+        s.sql("SELECT to_regclass('catalog_item') IS NULL"),
+        "t",
+        "the table went with its migration"
+    );
     for page in s.pages() {
-        assert!(page.contains("shop is running"), "release 1's code answers: {page}");
+        assert!(
+            page.contains("shop is running"),
+            "release 1's code answers: {page}"
+        );
     }
-    let rel: serde_json::Value = serde_json::from_str(&s.run(&["releases", "prod", "--json"]).ok().stdout).unwrap();
+    let rel: serde_json::Value =
+        serde_json::from_str(&s.run(&["releases", "prod", "--json"]).ok().stdout).unwrap();
     assert_eq!(rel[0]["kind"], "rollback");
     assert_eq!(rel[0]["rollback_to"], 1);
     assert_eq!(rel[0]["outcome"], "succeeded");
@@ -385,19 +539,84 @@ fn rollback_after_two_releases(s: &mut Story) {
     for page in s.pages() {
         assert!(page.contains("shop v2 on the swarm"), "{page}");
     }
+    assert_eq!(
+        s.sql("SELECT count(*) FROM catalog_item"),
+        "0",
+        "the migration ran again"
+    );
+}
+
+fn ship_every_node_streams_the_image_to_each_engine(s: &mut Story) {
+    let yml = std::fs::read_to_string(s.root.join("countable.yml")).unwrap();
+    s.write(
+        "countable.yml",
+        &yml.replace(
+            "    publish_mode: host\n",
+            "    publish_mode: host\n    ship: every-node\n",
+        ),
+    );
+    s.write("shop/views.py", &views("shop v5 streamed"));
+    s.commit("v5: shipped to every node");
+    let r = s.run(&["deploy", "prod"]);
+    assert_eq!(r.code, 0, "deploy with ship: every-node:\n{}", r.stderr);
+    let shipped = r
+        .stderr
+        .matches("shipped localhost:5000/shop-web:prod-")
+        .count();
+    assert_eq!(
+        shipped, 3,
+        "the image went to each of the three engines:\n{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("pushing"),
+        "no registry push: {}",
+        r.stderr
+    );
+    let rel: serde_json::Value =
+        serde_json::from_str(&s.run(&["releases", "prod", "--json"]).ok().stdout).unwrap();
+    let image = rel[0]["image"].as_str().unwrap().to_string();
+    assert!(rel[0]["bytes_shipped"].as_u64().unwrap() > 0);
+    for n in &s.nodes {
+        assert_eq!(
+            n.docker(&["image", "inspect", &image]).code,
+            0,
+            "{} has {image}",
+            n.name()
+        );
+    }
+    for page in s.pages() {
+        assert!(page.contains("shop v5 streamed"), "{page}");
+    }
 }
 
 fn a_lost_node_is_replaced(s: &mut Story) {
     let st = s.status();
-    let db_node = Story::service(&st, "db")["nodes"][0].as_str().unwrap().to_string();
-    let web_nodes: Vec<String> = Story::service(&st, "web")["nodes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect();
+    let db_node = Story::service(&st, "db")["nodes"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let web_nodes: Vec<String> = Story::service(&st, "web")["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect();
     // A node that runs web, and neither the manager nor the db.
     let victim = s.nodes.iter().position(|n| {
         let name = n.namespace().to_string();
         name != s.manager().namespace() && name != db_node && web_nodes.contains(&name)
     });
-    let victim = victim.unwrap_or_else(|| panic!("no worker runs web without the db: web on {web_nodes:?}, db on {db_node}"));
-    let survivors: Vec<String> = s.nodes.iter().enumerate().filter(|(i, _)| *i != victim).map(|(_, n)| n.addr().to_string()).collect();
+    let victim = victim.unwrap_or_else(|| {
+        panic!("no worker runs web without the db: web on {web_nodes:?}, db on {db_node}")
+    });
+    let survivors: Vec<String> = s
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, n)| n.addr().to_string())
+        .collect();
     let looper = Looper::start(survivors);
     std::thread::sleep(Duration::from_secs(2));
     let t = Instant::now();
@@ -407,7 +626,12 @@ fn a_lost_node_is_replaced(s: &mut Story) {
     while t.elapsed() < Duration::from_secs(180) {
         let st = s.status();
         let web = Story::service(&st, "web");
-        let on: Vec<String> = web["nodes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect();
+        let on: Vec<String> = web["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_string())
+            .collect();
         if web["running"] == 2 && !on.contains(&s.nodes[victim].namespace().to_string()) {
             replaced = Some(t.elapsed());
             break;
@@ -423,22 +647,41 @@ fn a_lost_node_is_replaced(s: &mut Story) {
         gap.as_secs_f64()
     );
     assert!(ok > 50, "the loop ran ({ok})");
-    assert!(gap < Duration::from_secs(15), "the site stopped answering for {gap:?}: {failures:?}");
+    assert!(
+        gap < Duration::from_secs(15),
+        "the site stopped answering for {gap:?}: {failures:?}"
+    );
 }
 
 fn no_secret_in_any_output(s: &mut Story) {
     for v in &s.secret_values {
-        assert!(!s.printed.contains(v.as_str()), "a secret value was printed");
+        assert!(
+            !s.printed.contains(v.as_str()),
+            "a secret value was printed"
+        );
     }
 }
 
 fn main() {
     let chapters: &[Chapter<Story>] = &[
-        ("first_deploy_spreads_web_over_the_nodes", first_deploy_spreads_web_over_the_nodes),
-        ("a_rolling_update_drops_no_request", a_rolling_update_drops_no_request),
-        ("a_failing_health_check_rolls_back_and_says_so", a_failing_health_check_rolls_back_and_says_so),
+        (
+            "first_deploy_spreads_web_over_the_nodes",
+            first_deploy_spreads_web_over_the_nodes,
+        ),
+        (
+            "a_rolling_update_drops_no_request",
+            a_rolling_update_drops_no_request,
+        ),
+        (
+            "a_failing_health_check_rolls_back_and_says_so",
+            a_failing_health_check_rolls_back_and_says_so,
+        ),
         ("backup_then_pull_db_locally", backup_then_pull_db_locally),
         ("rollback_after_two_releases", rollback_after_two_releases),
+        (
+            "ship_every_node_streams_the_image_to_each_engine",
+            ship_every_node_streams_the_image_to_each_engine,
+        ),
         ("a_lost_node_is_replaced", a_lost_node_is_replaced),
         ("no_secret_in_any_output", no_secret_in_any_output),
     ];

@@ -25,7 +25,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let local = Local::open(&std::env::current_dir()?)?;
     if let Some(env) = &args.env {
         let env = crate::data::resolve_env(&local, Some(env))?;
-        return crate::swarm::env_logs(&local, &env, args.service.as_deref(), args.follow, args.tail).await;
+        return crate::swarm::env_logs(
+            &local,
+            &env,
+            args.service.as_deref(),
+            args.follow,
+            args.tail,
+        )
+        .await;
     }
     local.logs(args.service.as_deref(), args.follow, args.tail)
 }

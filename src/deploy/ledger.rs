@@ -75,6 +75,37 @@ pub struct Record {
 }
 
 impl Record {
+    /// Release `release` of `kind`, starting now (outcome `running`).
+    pub fn begin(
+        release: u32,
+        kind: Kind,
+        git_sha: &str,
+        git_ref: &str,
+        image: &str,
+        by: &str,
+    ) -> Self {
+        Record {
+            release,
+            kind,
+            outcome: Outcome::Running,
+            git_sha: git_sha.into(),
+            git_ref: git_ref.into(),
+            image: image.into(),
+            image_id: String::new(),
+            by: by.into(),
+            started_at: super::run::now(),
+            finished_at: None,
+            backup_key: None,
+            migrations_before: vec![],
+            migrations_after: vec![],
+            bytes_shipped: 0,
+            steps: vec![],
+            error: None,
+            rollback_to: None,
+            report: None,
+        }
+    }
+
     /// Is this a release of code (a deploy or a rollback), not a sync?
     pub fn is_release(&self) -> bool {
         matches!(self.kind, Kind::Deploy | Kind::Rollback)

@@ -19,7 +19,7 @@ use super::ledger::{Kind, Ledger, Outcome, Record};
 use super::model::{self, Flavor};
 use super::run::{self, Plan};
 use super::settings::Settings;
-use super::{lock, Steps};
+use super::Steps;
 use crate::compose::Compose;
 use crate::engine::Engine;
 use crate::error::{Hint, Hinted};
@@ -190,12 +190,14 @@ pub fn pick<'a>(
 
 /// A one-off `python manage.py ARGS` in a container of `image` (no migrate, no
 /// collectstatic at its start): its stdout.
-async fn manage(
+/// `extra`: one more override file's YAML (a Swarm's: the stack's network).
+pub(crate) async fn manage(
     plan: &Plan,
     scratch: &std::path::Path,
     base: &[String],
     image: &str,
     args: &[&str],
+    extra: Option<&str>,
 ) -> anyhow::Result<String> {
     let keys = run::keys(plan);
     let none = Default::default();
@@ -212,11 +214,13 @@ async fn manage(
         crate::envfile::random_password(8)
     ));
     std::fs::write(&file, model::render(&release, &plan.shape, Flavor::Run))?;
-    let compose: Compose = run::remote_compose(
-        plan,
-        [base.to_vec(), vec![file.display().to_string()]].concat(),
-        scratch,
-    )?;
+    let mut files = [base.to_vec(), vec![file.display().to_string()]].concat();
+    if let Some(extra) = extra {
+        let more = file.with_extension("extra.yaml");
+        std::fs::write(&more, extra)?;
+        files.push(more.display().to_string());
+    }
+    let compose: Compose = run::remote_compose(plan, files, scratch)?;
     let s = &plan.settings;
     let mut argv = vec![
         "run",
@@ -241,7 +245,12 @@ pub async fn rollback(
     opts: &Options,
     printer: &Printer,
 ) -> anyhow::Result<Option<Record>> {
-    if project.config.environments.get(env).is_some_and(|e| e.is_swarm()) {
+    if project
+        .config
+        .environments
+        .get(env)
+        .is_some_and(|e| e.is_swarm())
+    {
         return crate::swarm::rollback::rollback(project, env, opts, printer).await;
     }
     let settings = Settings::resolve(project, env)?;
@@ -312,6 +321,7 @@ pub async fn rollback(
             &base,
             &target.image,
             &["showmigrations", "--plan"],
+            None,
         )
         .await?,
     );
@@ -322,6 +332,7 @@ pub async fn rollback(
             &base,
             &live.image,
             &["showmigrations", "--plan"],
+            None,
         )
         .await?,
     );
@@ -336,6 +347,7 @@ pub async fn rollback(
             &base,
             &live.image,
             &["migrate", app, to, "--plan"],
+            None,
         )
         .await?;
         irreversible.extend(irreversible_in(&out));
@@ -387,29 +399,23 @@ pub async fn rollback(
     ));
 
     let who = format!("{env} rollback to {} by {}", target.release, plan.by);
-    let held = lock::DeployLock::take(&db, env.as_str(), &who, opts.lock_wait).await?;
-    let mut ledger = Ledger::load(&store).await?;
-    run::abandon_unfinished(&mut ledger);
-    let mut record = Record {
-        release: ledger.next_number(),
-        kind: Kind::Rollback,
-        outcome: Outcome::Running,
-        git_ref: plan.git_ref.clone(),
-        image_id,
-        by: plan.by.clone(),
-        started_at: run::now(),
-        finished_at: None,
-        backup_key: None,
-        migrations_before: applied.clone(),
-        migrations_after: vec![],
-        bytes_shipped: 0,
-        steps: vec![],
-        error: None,
-        rollback_to: Some(target.release),
-        ..target.clone()
-    };
-    ledger.put(record.clone());
-    ledger.save(&store).await?;
+    let (held, mut ledger, mut record) =
+        run::open_release(&db, &store, env.as_str(), &who, opts.lock_wait, |n| {
+            Record {
+                image_id,
+                migrations_before: applied.clone(),
+                rollback_to: Some(target.release),
+                ..Record::begin(
+                    n,
+                    Kind::Rollback,
+                    &target.git_sha,
+                    &plan.git_ref,
+                    &target.image,
+                    &plan.by,
+                )
+            }
+        })
+        .await?;
     let mut steps = Steps::default();
     let outcome = async {
         steps.begin("backup");
@@ -444,6 +450,7 @@ pub async fn rollback(
                         &base,
                         &live.image,
                         &["migrate", app, to, "--noinput"],
+                        None,
                     )
                     .await?;
                 }
@@ -511,12 +518,16 @@ pub async fn rollback(
         .await
     }
     .await;
-    run::complete(&mut record, &mut steps, &db, &outcome).await;
-    ledger.put(record.clone());
-    let saved = ledger.save(&store).await;
-    held.release().await?;
-    saved?;
-    outcome?;
+    run::close(
+        &mut record,
+        &mut steps,
+        &db,
+        outcome,
+        &mut ledger,
+        &store,
+        held,
+    )
+    .await?;
     printer.success(&format!(
         "{env} serves release {}'s code again (recorded as release {})",
         target.release, record.release

@@ -98,7 +98,12 @@ pub(crate) fn read_files(tree: &Path, files: &[String]) -> anyhow::Result<Vec<(S
         .collect()
 }
 
-pub(crate) fn preflight(repo: &Repo, s: &Settings, sha: &str, opts: &Options) -> anyhow::Result<()> {
+pub(crate) fn preflight(
+    repo: &Repo,
+    s: &Settings,
+    sha: &str,
+    opts: &Options,
+) -> anyhow::Result<()> {
     if opts.git_ref.is_none() && !opts.allow_dirty {
         let dirty = repo.dirty_files()?;
         if !dirty.is_empty() {
@@ -362,35 +367,24 @@ async fn run(
     let db = Db::discover(target_engine.clone(), db_container).await?;
 
     steps.begin("lock");
-    let mut ledger = Ledger::load(&store).await?;
-    let who = format!("{} release {} by {}", s.env, ledger.next_number(), plan.by);
-    let held = lock::DeployLock::take(&db, s.env.as_str(), &who, opts.lock_wait).await?;
-    ledger = Ledger::load(&store).await?;
-    abandon_unfinished(&mut ledger);
-    let number = ledger.next_number();
-    let image = s.image_tag(number, &plan.sha);
-    let mut record = Record {
-        release: number,
-        kind: Kind::Deploy,
-        outcome: Outcome::Running,
-        git_sha: plan.sha.clone(),
-        git_ref: plan.git_ref.clone(),
-        image: image.clone(),
-        image_id: String::new(),
-        by: plan.by.clone(),
-        started_at: now(),
-        finished_at: None,
-        backup_key: None,
-        migrations_before: migrations(&db).await,
-        migrations_after: vec![],
-        bytes_shipped: 0,
-        steps: vec![],
-        error: None,
-        rollback_to: None,
-        report: None,
-    };
-    ledger.put(record.clone());
-    ledger.save(&store).await?;
+    let who = format!("{} release {{n}} by {}", s.env, plan.by);
+    let migrations_before = migrations(&db).await;
+    let (held, mut ledger, mut record) =
+        open_release(&db, &store, s.env.as_str(), &who, opts.lock_wait, |n| {
+            Record {
+                migrations_before,
+                ..Record::begin(
+                    n,
+                    Kind::Deploy,
+                    &plan.sha,
+                    &plan.git_ref,
+                    &s.image_tag(n, &plan.sha),
+                    &plan.by,
+                )
+            }
+        })
+        .await?;
+    let number = record.release;
     printer.status(&format!(
         "release {number} of {}: {} ({})",
         s.env,
@@ -421,11 +415,16 @@ async fn run(
         printer,
     )
     .await;
-    complete(&mut record, &mut steps, &db, &outcome).await;
-    ledger.put(record.clone());
-    let saved = ledger.save(&store).await;
-    held.release().await?;
-    saved?;
+    let outcome = close(
+        &mut record,
+        &mut steps,
+        &db,
+        outcome,
+        &mut ledger,
+        &store,
+        held,
+    )
+    .await;
     match outcome {
         Ok(()) => {
             printer.success(&format!(
@@ -493,6 +492,47 @@ pub(crate) async fn complete(
     }
 }
 
+/// Take the deploy lock of `env` as `who` (`{n}` becomes the next release's number)
+/// and open the next release: the ledger read again under the lock, unfinished
+/// records failed, `record(number)` saved as running.
+pub(crate) async fn open_release(
+    db: &Db,
+    store: &Store,
+    env: &str,
+    who: &str,
+    wait: std::time::Duration,
+    record: impl FnOnce(u32) -> Record,
+) -> anyhow::Result<(super::lock::DeployLock, Ledger, Record)> {
+    let next = Ledger::load(store).await?.next_number();
+    let held =
+        lock::DeployLock::take(db, env, &who.replace("{n}", &next.to_string()), wait).await?;
+    let mut ledger = Ledger::load(store).await?;
+    abandon_unfinished(&mut ledger);
+    let record = record(ledger.next_number());
+    ledger.put(record.clone());
+    ledger.save(store).await?;
+    Ok((held, ledger, record))
+}
+
+/// End a release opened by [`open_release`]: its record completed (see [`complete`])
+/// and saved, the lock released; then the outcome.
+pub(crate) async fn close(
+    record: &mut Record,
+    steps: &mut Steps,
+    db: &Db,
+    outcome: anyhow::Result<()>,
+    ledger: &mut Ledger,
+    store: &Store,
+    held: super::lock::DeployLock,
+) -> anyhow::Result<()> {
+    complete(record, steps, db, &outcome).await;
+    ledger.put(record.clone());
+    let saved = ledger.save(store).await;
+    held.release().await?;
+    saved?;
+    outcome
+}
+
 /// Under the lock, a record still `running` belongs to a deploy that ended without
 /// finishing (killed, or its machine lost): it failed.
 pub(crate) fn abandon_unfinished(ledger: &mut Ledger) {
@@ -534,7 +574,15 @@ async fn release(
     // over ssh while the build works here); a refusal waits for nothing but the build.
     steps.begin("build");
     let (info, budget) = tokio::join!(
-        build(plan, local, base_files, scratch, number, &record.image, printer),
+        build(
+            plan,
+            local,
+            base_files,
+            scratch,
+            number,
+            &record.image,
+            printer
+        ),
         room(host, db, store, s, printer)
     );
     let info = info?;

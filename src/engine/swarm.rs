@@ -89,10 +89,7 @@ impl Engine {
 
     /// The Swarm's nodes (this engine must be a manager).
     pub async fn swarm_nodes(&self) -> Result<Vec<Node>, EngineError> {
-        let nodes = self
-            .docker
-            .list_nodes(None::<ListNodesOptions>)
-            .await?;
+        let nodes = self.docker.list_nodes(None::<ListNodesOptions>).await?;
         let mut out: Vec<Node> = nodes
             .into_iter()
             .map(|n| {
@@ -100,10 +97,7 @@ impl Engine {
                 let spec = n.spec.unwrap_or_default();
                 Node {
                     id: n.id.unwrap_or_default(),
-                    hostname: n
-                        .description
-                        .and_then(|d| d.hostname)
-                        .unwrap_or_default(),
+                    hostname: n.description.and_then(|d| d.hostname).unwrap_or_default(),
                     addr: status.addr.unwrap_or_default(),
                     state: text(&status.state),
                     availability: text(&spec.availability),

@@ -77,7 +77,10 @@ impl Docker {
             .spawn()
             .with_context(|| format!("starting `{}`", self.display(&args)))?;
         let mut stdin = child.stdin.take().expect("piped");
-        stdin.write_all(doc).await.context("writing the stack file to docker")?;
+        stdin
+            .write_all(doc)
+            .await
+            .context("writing the stack file to docker")?;
         drop(stdin);
         let out = tokio::io::BufReader::new(child.stdout.take().expect("piped"));
         let err = tokio::io::BufReader::new(child.stderr.take().expect("piped"));
@@ -103,7 +106,10 @@ impl Docker {
                 }
             }
         }
-        let status = child.wait().await.context("waiting for docker stack deploy")?;
+        let status = child
+            .wait()
+            .await
+            .context("waiting for docker stack deploy")?;
         if !status.success() {
             anyhow::bail!(
                 "`{}` failed ({status}):\n{}",

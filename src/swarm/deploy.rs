@@ -18,11 +18,11 @@ use anyhow::Context;
 
 use super::{cli, locate, stack, Swarm};
 use crate::compose::{self, Compose};
-use crate::deploy::ledger::{Kind, Ledger, Outcome, Record};
+use crate::deploy::ledger::{Kind, Record};
 use crate::deploy::model::{self, Flavor, Release};
 use crate::deploy::run::{self, Plan};
 use crate::deploy::settings::{LABEL_RELEASE, LABEL_SHA};
-use crate::deploy::{lock, Options, Steps};
+use crate::deploy::{Options, Steps};
 use crate::engine::Engine;
 use crate::error::Hinted;
 use crate::media::Media;
@@ -81,7 +81,10 @@ pub(crate) async fn render_stack(
         bind_hashes: &none,
     };
     let override_file = scratch.join(model::OVERRIDE_FILE);
-    std::fs::write(&override_file, model::render(&release, &plan.shape, Flavor::Run))?;
+    std::fs::write(
+        &override_file,
+        model::render(&release, &plan.shape, Flavor::Run),
+    )?;
     let files: Vec<String> = s
         .compose_files
         .iter()
@@ -143,15 +146,22 @@ async fn stack_deploy(
         Ship::EveryNode => "never",
     };
     let seen = std::sync::atomic::AtomicU64::new(0);
-    let deploy = cluster
-        .cli
-        .stack_deploy(&s.compose_project, &bytes, &plan.tree, resolve, |line| {
-            let n = seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let line = line.trim();
-            if !line.is_empty() && !line.starts_with("verify:") && (n % 5 == 0 || line.contains("rollback") || line.contains("Creating") || line.contains("Updating")) {
-                printer.status(&format!("swarm: {line}"));
-            }
-        });
+    let deploy =
+        cluster
+            .cli
+            .stack_deploy(&s.compose_project, &bytes, &plan.tree, resolve, |line| {
+                let n = seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let line = line.trim();
+                if !line.is_empty()
+                    && !line.starts_with("verify:")
+                    && (n % 5 == 0
+                        || line.contains("rollback")
+                        || line.contains("Creating")
+                        || line.contains("Updating"))
+                {
+                    printer.status(&format!("swarm: {line}"));
+                }
+            });
     match tokio::time::timeout(deadline, deploy).await {
         Ok(r) => r,
         Err(_) => anyhow::bail!(
@@ -191,32 +201,44 @@ pub(crate) async fn verify(
                 .and_then(|tasks| {
                     tasks
                         .into_iter()
-                        .find(|t| t.error.is_some() || matches!(t.state.as_str(), "failed" | "rejected"))
+                        .find(|t| {
+                            t.error.is_some() || matches!(t.state.as_str(), "failed" | "rejected")
+                        })
                         .map(|t| t.error.unwrap_or(t.message))
                 })
                 .unwrap_or_else(|| "no task says why".into())
         };
-        match svc.update_state.as_deref() {
-            Some("rollback_started" | "rollback_completed" | "rollback_paused" | "paused") => {
-                failures.push(format!(
-                    "{name}: the update was {} ({}); a new task: {}",
-                    svc.update_state.as_deref().unwrap_or_default().replace('_', " "),
-                    svc.update_message.as_deref().unwrap_or("no message"),
-                    why().await
-                ));
-                continue;
-            }
-            _ => {}
+        if let Some("rollback_started" | "rollback_completed" | "rollback_paused" | "paused") =
+            svc.update_state.as_deref()
+        {
+            failures.push(format!(
+                "{name}: the update was {} ({}); a new task: {}",
+                svc.update_state
+                    .as_deref()
+                    .unwrap_or_default()
+                    .replace('_', " "),
+                svc.update_message.as_deref().unwrap_or("no message"),
+                why().await
+            ));
+            continue;
         }
         if svc.mode.ends_with("-job") {
             // A node whose task of this image failed and none completed.
             let tasks = cluster.manager.service_tasks(name).await?;
-            let mine = |t: &&crate::engine::swarm::Task| t.image.split('@').next() == svc.image.split('@').next();
+            let mine = |t: &&crate::engine::swarm::Task| {
+                t.image.split('@').next() == svc.image.split('@').next()
+            };
             if let Some(t) = tasks.iter().filter(mine).find(|t| {
                 matches!(t.state.as_str(), "failed" | "rejected")
-                    && !tasks.iter().filter(mine).any(|o| o.node_id == t.node_id && o.state == "complete")
+                    && !tasks
+                        .iter()
+                        .filter(mine)
+                        .any(|o| o.node_id == t.node_id && o.state == "complete")
             }) {
-                failures.push(format!("{name}: {}", t.error.clone().unwrap_or(t.message.clone())));
+                failures.push(format!(
+                    "{name}: {}",
+                    t.error.clone().unwrap_or(t.message.clone())
+                ));
             }
         } else if svc.running < svc.desired {
             failures.push(format!(
@@ -255,7 +277,14 @@ async fn database(
                 "starting {}'s database ({}) on node {}",
                 s.env, s.db, cluster.db_node
             ));
-            stack_deploy(plan, cluster, &db_only(full, &s.db), Duration::from_secs(600), printer).await?;
+            stack_deploy(
+                plan,
+                cluster,
+                &db_only(full, &s.db),
+                Duration::from_secs(600),
+                printer,
+            )
+            .await?;
             let started = Instant::now();
             loop {
                 match locate::running(&cluster.manager, host, &s.compose_project, &s.db).await {
@@ -271,7 +300,11 @@ async fn database(
     let started = Instant::now();
     while db.sql("postgres", "SELECT 1").await.is_err() {
         if started.elapsed() > Duration::from_secs(300) {
-            anyhow::bail!("the {} task of {} did not accept connections within 300 s", s.db, s.compose_project);
+            anyhow::bail!(
+                "the {} task of {} did not accept connections within 300 s",
+                s.db,
+                s.compose_project
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -279,71 +312,113 @@ async fn database(
 }
 
 /// Deploy `plan` to its Swarm (see the module doc).
-pub(crate) async fn deploy(project: &Project, plan: &Plan, opts: &Options, printer: &Printer) -> anyhow::Result<Record> {
+pub(crate) async fn deploy(
+    project: &Project,
+    plan: &Plan,
+    opts: &Options,
+    printer: &Printer,
+) -> anyhow::Result<Record> {
     let s = &plan.settings;
     let mut steps = Steps::default();
     steps.begin("connect");
     let cluster = Cluster::open(plan).await?;
     let local = Engine::connect().await?;
-    let store = Store::for_environment(s.env.as_str(), &project.config.environments[&s.env], &project.root).await?;
-    let scratch = tempfile::Builder::new().prefix("countable-swarm-").tempdir()?;
-    let base_files: Vec<String> = s.compose_files.iter().map(|f| plan.tree.join(f).display().to_string()).collect();
+    let store = Store::for_environment(
+        s.env.as_str(),
+        &project.config.environments[&s.env],
+        &project.root,
+    )
+    .await?;
+    let scratch = tempfile::Builder::new()
+        .prefix("countable-swarm-")
+        .tempdir()?;
+    let base_files: Vec<String> = s
+        .compose_files
+        .iter()
+        .map(|f| plan.tree.join(f).display().to_string())
+        .collect();
 
     steps.begin("database");
     let provisional = render_stack(plan, &cluster, scratch.path(), 0, "none").await?;
     let db = database(plan, &cluster, &provisional, printer).await?;
 
     steps.begin("lock");
-    let ledger = Ledger::load(&store).await?;
-    let who = format!("{} release {} by {}", s.env, ledger.next_number(), plan.by);
-    let held = lock::DeployLock::take(&db, s.env.as_str(), &who, opts.lock_wait).await?;
-    let mut ledger = Ledger::load(&store).await?;
-    run::abandon_unfinished(&mut ledger);
-    let number = ledger.next_number();
-    let image = s.image_tag(number, &plan.sha);
-    let mut record = Record {
-        release: number,
-        kind: Kind::Deploy,
-        outcome: Outcome::Running,
-        git_sha: plan.sha.clone(),
-        git_ref: plan.git_ref.clone(),
-        image: image.clone(),
-        image_id: String::new(),
-        by: plan.by.clone(),
-        started_at: run::now(),
-        finished_at: None,
-        backup_key: None,
-        migrations_before: run::migrations(&db).await,
-        migrations_after: vec![],
-        bytes_shipped: 0,
-        steps: vec![],
-        error: None,
-        rollback_to: None,
-        report: None,
-    };
-    ledger.put(record.clone());
-    ledger.save(&store).await?;
-    printer.status(&format!("release {number} of {} on the Swarm: {} ({})", s.env, &plan.sha[..12.min(plan.sha.len())], plan.git_ref));
+    let who = format!("{} release {{n}} by {}", s.env, plan.by);
+    let migrations_before = run::migrations(&db).await;
+    let (held, mut ledger, mut record) =
+        run::open_release(&db, &store, s.env.as_str(), &who, opts.lock_wait, |n| {
+            Record {
+                migrations_before,
+                ..Record::begin(
+                    n,
+                    Kind::Deploy,
+                    &plan.sha,
+                    &plan.git_ref,
+                    &s.image_tag(n, &plan.sha),
+                    &plan.by,
+                )
+            }
+        })
+        .await?;
+    let (number, image) = (record.release, record.image.clone());
+    printer.status(&format!(
+        "release {number} of {} on the Swarm: {} ({})",
+        s.env,
+        &plan.sha[..12.min(plan.sha.len())],
+        plan.git_ref
+    ));
 
     let outcome = async {
         steps.begin("build");
-        let info = run::build(plan, &local, &base_files, scratch.path(), number, &image, printer).await?;
+        let info = run::build(
+            plan,
+            &local,
+            &base_files,
+            scratch.path(),
+            number,
+            &image,
+            printer,
+        )
+        .await?;
         record.image_id = info.id.clone();
         steps.begin("ship");
-        record.bytes_shipped = ship(&cluster, &local, &image, s.docker_host.as_deref(), printer).await?;
+        record.bytes_shipped =
+            ship(&cluster, &local, &image, s.docker_host.as_deref(), printer).await?;
         steps.begin("backup");
-        let media = Media::resolve(&s.environment, &plan.shape.volumes, &s.compose_project, &db).await?;
-        let backed = crate::backup::backup(&db, s.env.as_str(), &store, crate::backup::Compress::None, &media, printer).await?;
+        let media =
+            Media::resolve(&s.environment, &plan.shape.volumes, &s.compose_project, &db).await?;
+        let backed = crate::backup::backup(
+            &db,
+            s.env.as_str(),
+            &store,
+            crate::backup::Compress::None,
+            &media,
+            printer,
+        )
+        .await?;
         record.backup_key = Some(backed.manifest.key.clone());
-        roll_out(plan, &cluster, scratch.path(), number, &image, &mut steps, printer).await
+        roll_out(
+            plan,
+            &cluster,
+            scratch.path(),
+            number,
+            &image,
+            &mut steps,
+            printer,
+        )
+        .await
     }
     .await;
-    run::complete(&mut record, &mut steps, &db, &outcome).await;
-    ledger.put(record.clone());
-    let saved = ledger.save(&store).await;
-    held.release().await?;
-    saved?;
-    outcome?;
+    run::close(
+        &mut record,
+        &mut steps,
+        &db,
+        outcome,
+        &mut ledger,
+        &store,
+        held,
+    )
+    .await?;
     printer.success(&format!(
         "{} release {number} is live on the Swarm ({} s); `countable status {}` shows where it runs",
         s.env,
@@ -382,7 +457,10 @@ pub(crate) async fn roll_out(
         (Err(e), Ok(())) => return Err(e),
         (Ok(()), Ok(())) => {}
     }
-    cluster.cli.prune_configs(&s.compose_project, &stack.configs).await;
+    cluster
+        .cli
+        .prune_configs(&s.compose_project, &stack.configs)
+        .await;
     Ok(())
 }
 
@@ -397,7 +475,9 @@ async fn ship(
 ) -> anyhow::Result<u64> {
     match cluster.swarm.ship {
         Ship::Registry => {
-            printer.status(&format!("pushing {image} to its registry; the nodes pull it"));
+            printer.status(&format!(
+                "pushing {image} to its registry; the nodes pull it"
+            ));
             local.push(image, |_| {}).await?;
             Ok(0)
         }
@@ -405,7 +485,10 @@ async fn ship(
             let mut sent = 0;
             for node in cluster.manager.swarm_nodes().await? {
                 if node.state != "ready" {
-                    printer.warn(&format!("node {} is {}: it does not get {image}", node.hostname, node.state));
+                    printer.warn(&format!(
+                        "node {} is {}: it does not get {image}",
+                        node.hostname, node.state
+                    ));
                     continue;
                 }
                 let host = locate::node_host(manager_host, &node.addr)
@@ -415,7 +498,11 @@ async fn ship(
                     continue;
                 }
                 let shipped = engine.ship_image(local, image, None, |_| {}).await?;
-                printer.status(&format!("shipped {image} to {} ({})", node.hostname, ui::human_bytes(shipped.sent)));
+                printer.status(&format!(
+                    "shipped {image} to {} ({})",
+                    node.hostname,
+                    ui::human_bytes(shipped.sent)
+                ));
                 sent += shipped.sent;
             }
             Ok(sent)

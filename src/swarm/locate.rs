@@ -40,11 +40,19 @@ pub async fn running(
         .ok_or_else(|| {
             let last = tasks
                 .first()
-                .map(|t| format!(" (its newest task: {} {})", t.state, t.error.as_deref().unwrap_or(&t.message)))
+                .map(|t| {
+                    format!(
+                        " (its newest task: {} {})",
+                        t.state,
+                        t.error.as_deref().unwrap_or(&t.message)
+                    )
+                })
                 .unwrap_or_default();
             Hinted::new(
                 format!("stack {stack} has no running `{service}` task{last}"),
-                format!("see `countable status <env>` and `docker service ps {full}` on the manager"),
+                format!(
+                    "see `countable status <env>` and `docker service ps {full}` on the manager"
+                ),
             )
         })?;
     let container = task.container_id.clone().unwrap_or_default();
@@ -53,10 +61,9 @@ pub async fn running(
         return Ok((manager.clone(), container));
     }
     let nodes = manager.swarm_nodes().await?;
-    let node = nodes
-        .iter()
-        .find(|n| n.id == task.node_id)
-        .ok_or_else(|| anyhow::anyhow!("the Swarm has no node {} (its task's node)", task.node_id))?;
+    let node = nodes.iter().find(|n| n.id == task.node_id).ok_or_else(|| {
+        anyhow::anyhow!("the Swarm has no node {} (its task's node)", task.node_id)
+    })?;
     let host = node_host(manager_host, &node.addr).ok_or_else(|| {
         Hinted::new(
             format!("{full} runs on node {} ({}), which countable cannot reach from a local socket", node.hostname, node.addr),
@@ -85,7 +92,10 @@ mod tests {
             node_host(Some("tcp://mgr:2376"), "10.0.0.12").as_deref(),
             Some("tcp://10.0.0.12:2376")
         );
-        assert_eq!(node_host(Some("unix:///var/run/docker.sock"), "10.0.0.12"), None);
+        assert_eq!(
+            node_host(Some("unix:///var/run/docker.sock"), "10.0.0.12"),
+            None
+        );
         assert_eq!(node_host(None, "10.0.0.12"), None);
     }
 }

@@ -55,7 +55,10 @@ impl Swarm {
         for (service, n) in &e.replicas {
             if *n == 0 && *service == s.web {
                 return Err(Hinted::new(
-                    format!("replicas of {} in {} is 0: nothing would serve", s.web, s.env),
+                    format!(
+                        "replicas of {} in {} is 0: nothing would serve",
+                        s.web, s.env
+                    ),
                     "give web at least 1 replica (2 or more to update without a gap)",
                 )
                 .into());

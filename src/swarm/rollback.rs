@@ -1,19 +1,22 @@
 //! `countable rollback <env> [RELEASE]` on a Swarm: countable's own ledger, not
-//! Swarm's single previous spec. The target release's image (still in the registry,
-//! or on the nodes) goes out through the same stack deploy, rolling update and
-//! verification as a deploy, under the deploy lock; the rollback is a new release.
+//! Swarm's single previous spec. The target release's image (in the registry, or on
+//! the nodes) goes out through the same stack deploy, rolling update and verification
+//! as a deploy, under the deploy lock; the rollback is a new release.
 //!
-//! Schema awareness: the migrations applied now that the serving release brought and
-//! the target's does not know (from the ledger) are refused with their names, since
-//! the old code would run against a schema it does not know; a rollback with none
-//! is code only.
+//! Schema awareness, as on one host: each image's `showmigrations --plan` (a one-off
+//! container on the manager, on the stack's attachable network) says which applied
+//! migrations the serving code knows and the target's does not. Reversible ones are
+//! reversed with the serving image after a backup, before the switch; irreversible
+//! ones refuse the rollback with their names (`--restore-db` is for one host only).
 
 use super::deploy::{roll_out, Cluster};
-use crate::deploy::ledger::{Kind, Ledger, Outcome, Record};
-use crate::deploy::rollback::{orphans, pick, Options};
+use crate::deploy::ledger::{Kind, Ledger, Record};
+use crate::deploy::rollback::{
+    destinations, irreversible_in, manage, orphans, parse_plan, pick, Options,
+};
 use crate::deploy::run::{self, Plan};
 use crate::deploy::settings::Settings;
-use crate::deploy::{lock, model, Steps};
+use crate::deploy::{model, Steps};
 use crate::error::Hinted;
 use crate::names::EnvName;
 use crate::project::Project;
@@ -27,79 +30,202 @@ pub(crate) async fn rollback(
     printer: &Printer,
 ) -> anyhow::Result<Option<Record>> {
     let settings = Settings::resolve(project, env)?;
-    let plan_of = |sha: &str, release: u32| -> anyhow::Result<Plan> {
-        Ok(Plan {
-            settings: settings.clone(),
-            sha: sha.to_string(),
-            git_ref: format!("rollback to {release}"),
-            by: crate::git::Repo::open(&project.root)
-                .map(|r| r.user())
-                .unwrap_or_else(|_| "unknown".into()),
-            tree: project.root.clone(),
-            secrets: run::secrets(project, env)?,
-            shape: model::shape(&run::read_files(&project.root, &settings.compose_files)?)?,
-        })
-    };
-    let store = Store::for_environment(env.as_str(), &project.config.environments[env], &project.root).await?;
+    let s = &settings;
+    let store = Store::for_environment(
+        env.as_str(),
+        &project.config.environments[env],
+        &project.root,
+    )
+    .await?;
     let ledger = Ledger::load(&store).await?;
     let (live, target) = pick(&ledger, env.as_str(), opts.target)?;
     let (live, target) = (live.clone(), target.clone());
-    let plan = plan_of(&target.git_sha, target.release)?;
+    let plan = Plan {
+        settings: settings.clone(),
+        sha: target.git_sha.clone(),
+        git_ref: format!("rollback to {}", target.release),
+        by: crate::git::Repo::open(&project.root)
+            .map(|r| r.user())
+            .unwrap_or_else(|_| "unknown".into()),
+        tree: project.root.clone(),
+        secrets: run::secrets(project, env)?,
+        shape: model::shape(&run::read_files(&project.root, &s.compose_files)?)?,
+    };
+    let base: Vec<String> = s
+        .compose_files
+        .iter()
+        .map(|f| project.root.join(f).display().to_string())
+        .collect();
+    let scratch = tempfile::Builder::new()
+        .prefix("countable-swarm-")
+        .tempdir()?;
+    let cluster = Cluster::open(&plan).await?;
+    let (engine, container) = super::locate::running(
+        &cluster.manager,
+        s.docker_host.as_deref(),
+        &s.compose_project,
+        &s.db,
+    )
+    .await?;
+    let db = crate::restore::Db::discover(engine, container).await?;
+
+    // One-off containers join the stack's network, where `db` resolves.
+    let network = format!(
+        "networks:\n  default:\n    external: true\n    name: {}_default\n",
+        s.compose_project
+    );
+    let oneoff = |image: String, args: Vec<String>| {
+        let (plan, scratch, base, network) = (&plan, scratch.path(), &base, network.as_str());
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            manage(plan, scratch, base, &image, &refs, Some(network)).await
+        }
+    };
+    printer.status(&format!(
+        "reading the migrations of release {} and of release {} (serving)",
+        target.release, live.release
+    ));
+    let plan_args = vec!["showmigrations".to_string(), "--plan".to_string()];
+    let target_plan = parse_plan(&oneoff(target.image.clone(), plan_args.clone()).await?);
+    let current_plan = parse_plan(&oneoff(live.image.clone(), plan_args).await?);
+    let applied = run::migrations(&db).await;
+    let undo = orphans(&applied, &current_plan, &target_plan);
+    let dests = destinations(&undo, &target_plan);
+    let mut irreversible = Vec::new();
+    for (app, to) in &dests {
+        let out = oneoff(
+            live.image.clone(),
+            vec!["migrate".into(), app.clone(), to.clone(), "--plan".into()],
+        )
+        .await?;
+        irreversible.extend(irreversible_in(&out));
+    }
+    let path = if undo.is_empty() {
+        "code only (no migration to undo)".to_string()
+    } else if irreversible.is_empty() {
+        format!(
+            "reverse {} with release {}'s image, then roll",
+            undo.join(", "),
+            live.release
+        )
+    } else {
+        format!("irreversible: {}", irreversible.join(", "))
+    };
     if opts.dry_run {
-        printer.data(&format!("# roll {env} back from release {} to release {} ({}) on its Swarm", live.release, target.release, target.image));
-        printer.data(&format!("DOCKER_HOST={} docker stack deploy --detach=false -c - {}   # web at {}", settings.docker_host.as_deref().unwrap_or_default(), settings.compose_project, target.image));
+        printer.data(&format!(
+            "# roll {env} back from release {} to release {} ({}) on its Swarm",
+            live.release, target.release, target.image
+        ));
+        printer.data(&format!("# schema: {path}"));
+        for (app, to) in dests.iter().filter(|_| irreversible.is_empty()) {
+            printer.data(&format!("docker compose -p {} run --rm --no-deps {} python manage.py migrate {app} {to}   # on the manager, on network {}_default", s.compose_project, s.web, s.compose_project));
+        }
+        printer.data(&format!(
+            "DOCKER_HOST={} docker stack deploy --detach=false -c - {}   # web at {}",
+            s.docker_host.as_deref().unwrap_or_default(),
+            s.compose_project,
+            target.image
+        ));
         return Ok(None);
     }
-    let cluster = Cluster::open(&plan).await?;
-    let (engine, container) = super::locate::running(&cluster.manager, settings.docker_host.as_deref(), &settings.compose_project, &settings.db).await?;
-    let db = crate::restore::Db::discover(engine, container).await?;
-    let applied = run::migrations(&db).await;
-    let undo = orphans(&applied, &live.migrations_after, &target.migrations_after);
-    if !undo.is_empty() {
+    if !irreversible.is_empty() {
         return Err(Hinted::new(
-            format!("release {} does not know {} migration(s) applied since: {}", target.release, undo.len(), undo.join(", ")),
-            format!("on a Swarm countable does not reverse migrations: deploy a fix forward, or roll back to a release that knows them (`countable releases {env}`)"),
+            format!("release {} does not know {} applied migration(s) that cannot be reversed: {}", target.release, irreversible.len(), irreversible.join(", ")),
+            "deploy a fix forward (on a Swarm, `--restore-db` is not offered: restore a backup by hand with `countable backups` and the pull-db engine if you must)",
         )
         .into());
     }
+    printer.status(&format!(
+        "rollback of {env} to release {}: {path}",
+        target.release
+    ));
     let mut steps = Steps::default();
     steps.begin("lock");
-    let who = format!("{env} rollback to release {} by {}", target.release, plan.by);
-    let held = lock::DeployLock::take(&db, env.as_str(), &who, opts.lock_wait).await?;
-    let mut ledger = Ledger::load(&store).await?;
-    run::abandon_unfinished(&mut ledger);
-    let number = ledger.next_number();
-    let mut record = Record {
-        release: number,
-        kind: Kind::Rollback,
-        outcome: Outcome::Running,
-        git_sha: target.git_sha.clone(),
-        git_ref: plan.git_ref.clone(),
-        image: target.image.clone(),
-        image_id: target.image_id.clone(),
-        by: plan.by.clone(),
-        started_at: run::now(),
-        finished_at: None,
-        backup_key: None,
-        migrations_before: applied,
-        migrations_after: vec![],
-        bytes_shipped: 0,
-        steps: vec![],
-        error: None,
-        rollback_to: Some(target.release),
-        report: None,
-    };
-    ledger.put(record.clone());
-    ledger.save(&store).await?;
-    printer.status(&format!("rolling {env} back to release {} ({}) as release {number}", target.release, target.image));
-    let scratch = tempfile::Builder::new().prefix("countable-swarm-").tempdir()?;
-    let outcome = roll_out(&plan, &cluster, scratch.path(), number, &target.image, &mut steps, printer).await;
-    run::complete(&mut record, &mut steps, &db, &outcome).await;
-    ledger.put(record.clone());
-    let saved = ledger.save(&store).await;
-    held.release().await?;
-    saved?;
-    outcome?;
-    printer.success(&format!("{env} serves release {}'s code again (release {number})", target.release));
+    let who = format!(
+        "{env} rollback to release {} by {}",
+        target.release, plan.by
+    );
+    let (held, mut ledger, mut record) =
+        run::open_release(&db, &store, env.as_str(), &who, opts.lock_wait, |n| {
+            Record {
+                image_id: target.image_id.clone(),
+                migrations_before: applied.clone(),
+                rollback_to: Some(target.release),
+                ..Record::begin(
+                    n,
+                    Kind::Rollback,
+                    &target.git_sha,
+                    &plan.git_ref,
+                    &target.image,
+                    &plan.by,
+                )
+            }
+        })
+        .await?;
+    let number = record.release;
+    let outcome = async {
+        steps.begin("backup");
+        let media = crate::media::Media::resolve(
+            &s.environment,
+            &plan.shape.volumes,
+            &s.compose_project,
+            &db,
+        )
+        .await?;
+        let backed = crate::backup::backup(
+            &db,
+            env.as_str(),
+            &store,
+            crate::backup::Compress::None,
+            &media,
+            printer,
+        )
+        .await?;
+        record.backup_key = Some(backed.manifest.key);
+        if !undo.is_empty() {
+            steps.begin("reverse migrations");
+            for (app, to) in &dests {
+                printer.status(&format!(
+                    "python manage.py migrate {app} {to} (with release {}'s code)",
+                    live.release
+                ));
+                oneoff(
+                    live.image.clone(),
+                    vec![
+                        "migrate".into(),
+                        app.clone(),
+                        to.clone(),
+                        "--noinput".into(),
+                    ],
+                )
+                .await?;
+            }
+        }
+        roll_out(
+            &plan,
+            &cluster,
+            scratch.path(),
+            number,
+            &target.image,
+            &mut steps,
+            printer,
+        )
+        .await
+    }
+    .await;
+    run::close(
+        &mut record,
+        &mut steps,
+        &db,
+        outcome,
+        &mut ledger,
+        &store,
+        held,
+    )
+    .await?;
+    printer.success(&format!(
+        "{env} serves release {}'s code again (release {number})",
+        target.release
+    ));
     Ok(Some(record))
 }

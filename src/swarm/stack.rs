@@ -18,6 +18,8 @@
 //! - A `<web>-static` global job collects web's static files into each node's static
 //!   volume, so nginx on a node without a web task serves them too.
 //! - Top-level names are dropped: the stack names its networks, volumes and configs.
+//!   Its networks are attachable, so a one-off container (a rollback's `migrate`) can
+//!   reach the db.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -48,9 +50,13 @@ const CONFIG_MAX: usize = 500 * 1000;
 pub enum StackError {
     #[error("the compose model has no service `{0}`")]
     NoService(String),
-    #[error("service `{service}` bind-mounts the directory {path}: a Swarm node has no such directory")]
+    #[error(
+        "service `{service}` bind-mounts the directory {path}: a Swarm node has no such directory"
+    )]
     BindDirectory { service: String, path: String },
-    #[error("service `{service}` bind-mounts {path} ({size} bytes): more than a Swarm config may hold")]
+    #[error(
+        "service `{service}` bind-mounts {path} ({size} bytes): more than a Swarm config may hold"
+    )]
     BindTooLarge {
         service: String,
         path: String,
@@ -137,6 +143,8 @@ pub fn transform(
         for k in DROPPED {
             svc.remove(*k);
         }
+        // compose prints `command: null` and the like; the stack schema wants a value.
+        svc.retain(|_, v| !v.is_null());
         if let Some(hc) = svc.get_mut("healthcheck").and_then(Value::as_object_mut) {
             hc.remove("start_interval");
         }
@@ -475,7 +483,9 @@ fn top_level(model: &Value, key: &str) -> Value {
         }
         v.remove("ipam");
         if key == "networks" && !external {
+            // Attachable: a rollback's one-off `manage.py migrate` joins it.
             v.insert("driver".into(), json!("overlay"));
+            v.insert("attachable".into(), json!(true));
         }
         out.insert(k.clone(), Value::Object(v));
     }

@@ -35,18 +35,26 @@ pub async fn read(manager: &Engine, stack: &str) -> anyhow::Result<Status> {
     let mut services = Vec::new();
     for svc in manager.stack_services(stack).await? {
         let tasks = manager.service_tasks(&svc.name).await?;
+        // Running as far as the Swarm can tell: a task on a node that is down still
+        // says `running` (the node cannot report otherwise) but is being replaced.
         let mut on: Vec<String> = tasks
             .iter()
-            .filter(|t| t.state == "running")
-            .map(|t| {
-                nodes
-                    .iter()
-                    .find(|n| n.id == t.node_id)
-                    .map(|n| n.hostname.clone())
-                    .unwrap_or_else(|| t.node_id.clone())
+            .filter(|t| t.state == "running" && t.desired_state == "running")
+            .filter_map(|t| {
+                let node = nodes.iter().find(|n| n.id == t.node_id);
+                match node {
+                    Some(n) if n.state == "down" => None,
+                    Some(n) => Some(n.hostname.clone()),
+                    None => Some(t.node_id.clone()),
+                }
             })
             .collect();
         on.sort();
+        let running = if svc.mode.ends_with("-job") {
+            svc.running
+        } else {
+            on.len() as u64
+        };
         services.push(ServiceStatus {
             service: svc
                 .name
@@ -54,13 +62,16 @@ pub async fn read(manager: &Engine, stack: &str) -> anyhow::Result<Status> {
                 .unwrap_or(&svc.name)
                 .to_string(),
             mode: svc.mode,
-            running: svc.running,
+            running,
             desired: svc.desired,
             nodes: on,
             update: svc.update_state,
             message: svc.update_message,
             image: svc.image.split('@').next().unwrap_or_default().to_string(),
-            release: svc.labels.get(crate::deploy::settings::LABEL_RELEASE).cloned(),
+            release: svc
+                .labels
+                .get(crate::deploy::settings::LABEL_RELEASE)
+                .cloned(),
         });
     }
     Ok(Status {
@@ -85,11 +96,18 @@ impl Status {
                 format!("{}/{}", s.running, s.desired),
                 s.update.as_deref().unwrap_or("-"),
                 s.release.as_deref().unwrap_or("-"),
-                if s.nodes.is_empty() { "-".into() } else { s.nodes.join(",") }
+                if s.nodes.is_empty() {
+                    "-".into()
+                } else {
+                    s.nodes.join(",")
+                }
             ));
         }
         out.push(String::new());
-        out.push(format!("{:<20} {:<16} {:<8} {:<8} ROLE", "NODE", "ADDRESS", "STATE", "AVAIL"));
+        out.push(format!(
+            "{:<20} {:<16} {:<8} {:<8} ROLE",
+            "NODE", "ADDRESS", "STATE", "AVAIL"
+        ));
         for n in &self.nodes {
             out.push(format!(
                 "{:<20} {:<16} {:<8} {:<8} {}",

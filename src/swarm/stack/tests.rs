@@ -4,7 +4,7 @@ fn model() -> Value {
     json!({
         "name": "shop-prod",
         "services": {
-            "db": {"image": "postgres:16", "restart": "unless-stopped",
+            "db": {"image": "postgres:16", "restart": "unless-stopped", "command": null, "entrypoint": null,
                    "environment": {"POSTGRES_DB": "shop"},
                    "volumes": [{"type": "volume", "source": "db-data", "target": "/var/lib/postgresql/data", "volume": {}}],
                    "networks": {"default": null}},
@@ -34,7 +34,9 @@ fn spec<'a>(replicas: &'a BTreeMap<String, u32>, publish: PublishMode) -> Spec<'
         db: "db",
         nginx: "nginx",
         web_image: "reg:5000/shop-web:prod-3-abc",
-        labels: [("org.countable.release".to_string(), "3".to_string())].into_iter().collect(),
+        labels: [("org.countable.release".to_string(), "3".to_string())]
+            .into_iter()
+            .collect(),
         replicas,
         publish,
         endpoint: EndpointMode::Dnsrr,
@@ -56,7 +58,13 @@ fn a_compose_model_becomes_a_stack() {
     assert_eq!(d["version"], "3.8");
     assert!(d.get("name").is_none() && d.get("x-logging").is_none());
     let web = &d["services"]["web"];
-    for gone in ["build", "restart", "container_name", "env_file", "depends_on"] {
+    for gone in [
+        "build",
+        "restart",
+        "container_name",
+        "env_file",
+        "depends_on",
+    ] {
         assert!(web.get(gone).is_none(), "{gone} stays in web");
     }
     assert_eq!(web["image"], "reg:5000/shop-web:prod-3-abc");
@@ -73,7 +81,11 @@ fn a_compose_model_becomes_a_stack() {
     assert_eq!(web["deploy"]["restart_policy"]["condition"], "any");
 
     let db = &d["services"]["db"];
-    assert_eq!(db["deploy"]["placement"]["constraints"][0], "node.hostname == node-a");
+    assert!(db.get("command").is_none() && db.get("entrypoint").is_none());
+    assert_eq!(
+        db["deploy"]["placement"]["constraints"][0],
+        "node.hostname == node-a"
+    );
     assert_eq!(db["deploy"]["update_config"]["order"], "stop-first");
     assert_eq!(db["deploy"]["replicas"], 1);
 
@@ -88,17 +100,30 @@ fn a_compose_model_becomes_a_stack() {
     assert!(key.starts_with("default_conf_"), "{key}");
     assert_eq!(d["configs"][key]["file"], "/p/nginx/default.conf");
     assert_eq!(st.configs, vec![key.to_string()]);
-    assert_eq!(nginx["volumes"].as_array().unwrap().len(), 2, "the bind became a config");
+    assert_eq!(
+        nginx["volumes"].as_array().unwrap().len(),
+        2,
+        "the bind became a config"
+    );
 
-    assert_eq!(d["services"]["redis"]["deploy"]["update_config"]["order"], "start-first");
+    assert_eq!(
+        d["services"]["redis"]["deploy"]["update_config"]["order"],
+        "start-first"
+    );
     assert!(d["volumes"]["db-data"].get("name").is_none());
     assert_eq!(d["networks"]["default"]["driver"], "overlay");
+    assert_eq!(d["networks"]["default"]["attachable"], true);
 
     let job = &d["services"]["web-static"];
     assert_eq!(st.static_job.as_deref(), Some("web-static"));
     assert_eq!(job["deploy"]["mode"], "global-job");
     assert_eq!(job["environment"]["DJANGO_MIGRATE"], "0");
-    let mounts: Vec<&str> = job["volumes"].as_array().unwrap().iter().map(|m| m["source"].as_str().unwrap()).collect();
+    let mounts: Vec<&str> = job["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["source"].as_str().unwrap())
+        .collect();
     assert_eq!(mounts, vec!["static"], "the job never touches media");
 }
 
@@ -106,11 +131,17 @@ fn a_compose_model_becomes_a_stack() {
 fn a_changed_file_is_a_new_config_and_settings_apply() {
     let replicas: BTreeMap<String, u32> = [("web".to_string(), 3)].into_iter().collect();
     let a = transform(&model(), &spec(&replicas, PublishMode::Ingress), &read_conf).unwrap();
-    let b = transform(&model(), &spec(&replicas, PublishMode::Ingress), &|_| Ok(b"server { listen 81; }".to_vec())).unwrap();
+    let b = transform(&model(), &spec(&replicas, PublishMode::Ingress), &|_| {
+        Ok(b"server { listen 81; }".to_vec())
+    })
+    .unwrap();
     assert_ne!(a.configs, b.configs);
     assert_eq!(a.doc["services"]["web"]["deploy"]["replicas"], 3);
     assert_eq!(a.doc["services"]["nginx"]["ports"][0]["mode"], "ingress");
-    assert_eq!(a.doc["services"]["nginx"]["deploy"]["update_config"]["order"], "start-first");
+    assert_eq!(
+        a.doc["services"]["nginx"]["deploy"]["update_config"]["order"],
+        "start-first"
+    );
 }
 
 #[test]
@@ -118,14 +149,25 @@ fn what_a_swarm_cannot_run_is_refused() {
     let replicas = BTreeMap::new();
     let mut m = model();
     m["services"]["web"]["network_mode"] = json!("host");
-    assert!(matches!(transform(&m, &spec(&replicas, PublishMode::Host), &read_conf), Err(StackError::NetworkMode(_))));
+    assert!(matches!(
+        transform(&m, &spec(&replicas, PublishMode::Host), &read_conf),
+        Err(StackError::NetworkMode(_))
+    ));
     let mut m = model();
     m["services"]["nginx"]["volumes"][0]["source"] = json!("/");
-    assert!(matches!(transform(&m, &spec(&replicas, PublishMode::Host), &read_conf), Err(StackError::BindDirectory { .. })));
+    assert!(matches!(
+        transform(&m, &spec(&replicas, PublishMode::Host), &read_conf),
+        Err(StackError::BindDirectory { .. })
+    ));
     let mut m = model();
     m["services"].as_object_mut().unwrap().remove("db");
-    assert!(matches!(transform(&m, &spec(&replicas, PublishMode::Host), &read_conf), Err(StackError::NoService(_))));
-    let big = transform(&model(), &spec(&replicas, PublishMode::Host), &|_| Ok(vec![b'x'; 600_000]));
+    assert!(matches!(
+        transform(&m, &spec(&replicas, PublishMode::Host), &read_conf),
+        Err(StackError::NoService(_))
+    ));
+    let big = transform(&model(), &spec(&replicas, PublishMode::Host), &|_| {
+        Ok(vec![b'x'; 600_000])
+    });
     assert!(matches!(big, Err(StackError::BindTooLarge { .. })));
 }
 
