@@ -173,7 +173,8 @@ pub struct Environment {
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub replicas: std::collections::BTreeMap<String, u32>,
     /// Swarm: how the image reaches the nodes: `registry` (pushed to `registry`,
-    /// pulled by the nodes; the default) or `every-node` (streamed to each node's engine).
+    /// pulled by the nodes; the default when `registry` is set) or `every-node`
+    /// (streamed to each node's engine; the default without a registry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ship: Option<Ship>,
     /// Swarm: how published ports are published: `ingress` (the routing mesh, the

@@ -29,6 +29,9 @@ use common::*;
 /// The port nginx publishes on every node.
 const PORT: u16 = 8080;
 
+/// Where the one-host releases live on the manager (before the move to the Swarm).
+const RELEASE_ROOT: &str = "/srv/countable-swarm-test";
+
 struct Story {
     nodes: Vec<TestHost>,
     _registry: TestRegistry,
@@ -213,7 +216,9 @@ impl Looper {
             (
                 ok,
                 bad,
-                gap.max(last_good.elapsed().min(Duration::from_millis(0))),
+                // The stretch since the last good answer counts too: an outage
+                // that lasts to the end is a gap.
+                gap.max(last_good.elapsed()),
             )
         });
         Looper {
@@ -315,9 +320,10 @@ fn setup() -> Story {
     std::fs::create_dir_all(s.root.join("backups")).unwrap();
     let yml = std::fs::read_to_string(s.root.join("countable.yml")).unwrap();
     let env = format!(
-        "  prod:\n    branch: master\n    mode: swarm\n    docker_host: {}\n    registry: {}\n    publish_mode: host\n    endpoint_mode: dnsrr\n    replicas:\n      web: 2\n    backups: backups/\n",
+        "  prod:\n    branch: master\n    docker_host: {}\n    registry: {}\n    url: http://{}:{PORT}\n    domains: [shop.test]\n    release_root: {RELEASE_ROOT}\n    backups: backups/\n",
         s.manager().docker_host(),
-        TestRegistry::ADDR
+        TestRegistry::ADDR,
+        s.manager().addr()
     );
     std::fs::write(
         s.root.join("countable.yml"),
@@ -347,10 +353,53 @@ fn setup() -> Story {
     s
 }
 
-fn first_deploy_spreads_web_over_the_nodes(s: &mut Story) {
+fn one_host_moves_to_the_swarm_by_a_change_of_mode(s: &mut Story) {
+    // prod runs on one host, the manager, as `mode: single` (the default) deploys it.
+    let r = s.run(&["deploy", "prod"]);
+    assert_eq!(r.code, 0, "the one-host deploy failed:\n{}", r.stderr);
+    assert_eq!(r.stdout.trim(), "1");
+    assert!(get(s.manager().addr(), "/")
+        .is_some_and(|(c, b)| c == 200 && b.contains("shop is running")));
+    let marker = s.manager().docker(&[
+        "exec", "shop-prod-db-1", "sh", "-c",
+        "psql -X -qAt -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\" -c \"CREATE TABLE moved (note text); INSERT INTO moved VALUES ('from one host')\"",
+    ]);
+    assert_eq!(marker.code, 0, "{}", marker.stderr);
+    // The move: `mode: swarm` (and, on this rig without IPVS, host publishing with
+    // DNS round robin).
+    let yml = std::fs::read_to_string(s.root.join("countable.yml")).unwrap();
+    s.write(
+        "countable.yml",
+        &yml.replace("    branch: master\n    docker_host:", "    branch: master\n    mode: swarm\n    publish_mode: host\n    endpoint_mode: dnsrr\n    docker_host:"),
+    );
+    s.commit("prod moves to the Swarm");
     let r = s.run(&["deploy", "prod"]);
     assert_eq!(r.code, 0, "deploy failed:\n{}", r.stderr);
-    assert_eq!(r.stdout.trim(), "1");
+    assert_eq!(r.stdout.trim(), "2");
+    assert!(
+        r.stderr
+            .contains("runs as compose project shop-prod on the manager"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        s.sql("SELECT note FROM moved"),
+        "from one host",
+        "the data moved with it"
+    );
+    assert_eq!(
+        s.manager()
+            .docker(&[
+                "ps",
+                "-aq",
+                "--filter",
+                "label=com.docker.compose.project=shop-prod"
+            ])
+            .stdout
+            .trim(),
+        "",
+        "the one-host containers are gone"
+    );
     let st = s.status();
     let web = Story::service(&st, "web");
     assert_eq!(
@@ -366,7 +415,7 @@ fn first_deploy_spreads_web_over_the_nodes(s: &mut Story) {
         .collect();
     on.dedup();
     assert_eq!(on.len(), 2, "the two web replicas run on two nodes: {st}");
-    assert_eq!(web["release"], "1");
+    assert_eq!(web["release"], "2");
     let nginx = Story::service(&st, "nginx");
     assert_eq!(
         (nginx["mode"].as_str(), nginx["running"].as_u64()),
@@ -434,11 +483,16 @@ fn a_rolling_update_drops_no_request(s: &mut Story) {
     for page in s.pages() {
         assert!(page.contains("shop v2 on the swarm"), "{page}");
     }
-    assert_eq!(Story::service(&s.status(), "web")["release"], "2");
+    assert_eq!(Story::service(&s.status(), "web")["release"], "3");
+    assert_eq!(
+        s.sql("SELECT count(*) FROM django_migrations WHERE app = 'catalog'"),
+        "1",
+        "the migration ran once"
+    );
     assert_eq!(
         s.sql("SELECT count(*) FROM catalog_item"),
         "0",
-        "the migration ran once"
+        "its table is there"
     );
 }
 
@@ -460,12 +514,27 @@ fn a_failing_health_check_rolls_back_and_says_so(s: &mut Story) {
         "a release whose health check fails must fail the deploy:\n{}",
         r.stderr
     );
+    // countable's own verdict, from the service's UpdateStatus and its task's error.
     assert!(
-        r.stderr.contains("rollback") || r.stderr.contains("rolled back"),
+        r.stderr
+            .contains("error: the Swarm did not take the release"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("shop-prod_web: the update was rollback completed"),
         "{}",
         r.stderr
     );
     assert!(r.stderr.contains("hint:"), "{}", r.stderr);
+    let st = s.status();
+    assert_eq!(
+        Story::service(&st, "web")["update"],
+        "rollback_completed",
+        "{st}"
+    );
+    assert_eq!(Story::service(&st, "web")["release"], "3", "{st}");
     for page in s.pages() {
         assert!(
             page.contains("shop v2 on the swarm"),
@@ -474,7 +543,7 @@ fn a_failing_health_check_rolls_back_and_says_so(s: &mut Story) {
     }
     let rel: serde_json::Value =
         serde_json::from_str(&s.run(&["releases", "prod", "--json"]).ok().stdout).unwrap();
-    assert_eq!(rel[0]["release"], 3);
+    assert_eq!(rel[0]["release"], 4);
     assert_eq!(rel[0]["outcome"], "failed");
     // Put the health view back for what follows.
     s.write("shop/health.py", &health);
@@ -502,16 +571,16 @@ fn backup_then_pull_db_locally(s: &mut Story) {
 }
 
 fn rollback_after_two_releases(s: &mut Story) {
-    // Release 1 does not know catalog.0001_initial, which release 2 applied: the
-    // rollback reverses it with release 2's image first.
-    let dry = s.run(&["rollback", "prod", "1", "--dry-run"]);
+    // Release 2 (the first on the Swarm) does not know catalog.0001_initial, which
+    // release 3 applied: the rollback reverses it with release 3's image first.
+    let dry = s.run(&["rollback", "prod", "2", "--dry-run"]);
     assert_eq!(dry.code, 0, "{}", dry.stderr);
     assert!(
         dry.stdout.contains("reverse catalog.0001_initial"),
         "{}",
         dry.stdout
     );
-    let r = s.run(&["rollback", "prod", "1"]);
+    let r = s.run(&["rollback", "prod", "2"]);
     assert_eq!(r.code, 0, "rollback:\n{}", r.stderr);
     assert_eq!(
         s.sql("SELECT count(*) FROM django_migrations WHERE app = 'catalog'"),
@@ -525,13 +594,13 @@ fn rollback_after_two_releases(s: &mut Story) {
     for page in s.pages() {
         assert!(
             page.contains("shop is running"),
-            "release 1's code answers: {page}"
+            "release 2's code answers: {page}"
         );
     }
     let rel: serde_json::Value =
         serde_json::from_str(&s.run(&["releases", "prod", "--json"]).ok().stdout).unwrap();
     assert_eq!(rel[0]["kind"], "rollback");
-    assert_eq!(rel[0]["rollback_to"], 1);
+    assert_eq!(rel[0]["rollback_to"], 2);
     assert_eq!(rel[0]["outcome"], "succeeded");
     // And forward again: release 2's code through a deploy of the newest commit.
     let r = s.run(&["deploy", "prod"]);
@@ -540,9 +609,14 @@ fn rollback_after_two_releases(s: &mut Story) {
         assert!(page.contains("shop v2 on the swarm"), "{page}");
     }
     assert_eq!(
+        s.sql("SELECT count(*) FROM django_migrations WHERE app = 'catalog'"),
+        "1",
+        "the migration ran again"
+    );
+    assert_eq!(
         s.sql("SELECT count(*) FROM catalog_item"),
         "0",
-        "the migration ran again"
+        "its table is back"
     );
 }
 
@@ -665,8 +739,8 @@ fn no_secret_in_any_output(s: &mut Story) {
 fn main() {
     let chapters: &[Chapter<Story>] = &[
         (
-            "first_deploy_spreads_web_over_the_nodes",
-            first_deploy_spreads_web_over_the_nodes,
+            "one_host_moves_to_the_swarm_by_a_change_of_mode",
+            one_host_moves_to_the_swarm_by_a_change_of_mode,
         ),
         (
             "a_rolling_update_drops_no_request",
@@ -688,5 +762,9 @@ fn main() {
     common::story::run("swarm", chapters, setup, |s| {
         let _ = run(s.countable(&["down"]).arg("--volumes"));
         drop(s);
+        let root = std::path::Path::new(RELEASE_ROOT);
+        if root.exists() {
+            let _ = std::fs::remove_dir_all(root);
+        }
     });
 }

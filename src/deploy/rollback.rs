@@ -403,7 +403,6 @@ pub async fn rollback(
         run::open_release(&db, &store, env.as_str(), &who, opts.lock_wait, |n| {
             Record {
                 image_id,
-                migrations_before: applied.clone(),
                 rollback_to: Some(target.release),
                 ..Record::begin(
                     n,

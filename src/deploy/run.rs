@@ -368,20 +368,16 @@ async fn run(
 
     steps.begin("lock");
     let who = format!("{} release {{n}} by {}", s.env, plan.by);
-    let migrations_before = migrations(&db).await;
     let (held, mut ledger, mut record) =
         open_release(&db, &store, s.env.as_str(), &who, opts.lock_wait, |n| {
-            Record {
-                migrations_before,
-                ..Record::begin(
-                    n,
-                    Kind::Deploy,
-                    &plan.sha,
-                    &plan.git_ref,
-                    &s.image_tag(n, &plan.sha),
-                    &plan.by,
-                )
-            }
+            Record::begin(
+                n,
+                Kind::Deploy,
+                &plan.sha,
+                &plan.git_ref,
+                &s.image_tag(n, &plan.sha),
+                &plan.by,
+            )
         })
         .await?;
     let number = record.release;
@@ -494,7 +490,7 @@ pub(crate) async fn complete(
 
 /// Take the deploy lock of `env` as `who` (`{n}` becomes the next release's number)
 /// and open the next release: the ledger read again under the lock, unfinished
-/// records failed, `record(number)` saved as running.
+/// records failed, `record(number)` saved as running with the migrations applied now.
 pub(crate) async fn open_release(
     db: &Db,
     store: &Store,
@@ -508,7 +504,9 @@ pub(crate) async fn open_release(
         lock::DeployLock::take(db, env, &who.replace("{n}", &next.to_string()), wait).await?;
     let mut ledger = Ledger::load(store).await?;
     abandon_unfinished(&mut ledger);
-    let record = record(ledger.next_number());
+    let mut record = record(ledger.next_number());
+    // Read under the lock: another deploy's migrations are not this one's.
+    record.migrations_before = migrations(db).await;
     ledger.put(record.clone());
     ledger.save(store).await?;
     Ok((held, ledger, record))

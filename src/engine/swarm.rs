@@ -195,3 +195,16 @@ impl Engine {
         Ok(out)
     }
 }
+
+impl Engine {
+    /// Remove network `name`; one that does not exist is no error.
+    pub async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
+        match self.docker.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

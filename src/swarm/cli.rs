@@ -45,7 +45,28 @@ impl Docker {
         }
     }
 
-    /// `docker stack deploy --detach=false -c - STACK` with `doc` on stdin, run in
+    /// The arguments of `docker stack deploy` for `stack` (the stack file on stdin):
+    /// what runs, and what `--dry-run` prints. `prune` removes services the file no
+    /// longer has.
+    pub fn stack_deploy_args(stack: &str, resolve_image: &str, prune: bool) -> Vec<String> {
+        let mut v: Vec<String> = [
+            "stack",
+            "deploy",
+            "--detach=false",
+            "--with-registry-auth",
+            "--resolve-image",
+            resolve_image,
+        ]
+        .map(String::from)
+        .to_vec();
+        if prune {
+            v.push("--prune".into());
+        }
+        v.extend(["--compose-file".into(), "-".into(), stack.into()]);
+        v
+    }
+
+    /// `docker stack deploy` ([`Self::stack_deploy_args`]) with `doc` on stdin, run in
     /// `dir` (configs' files are read from there); each line of its output goes to
     /// `on_line`. The error carries its last lines.
     pub async fn stack_deploy(
@@ -54,19 +75,11 @@ impl Docker {
         doc: &[u8],
         dir: &Path,
         resolve_image: &str,
+        prune: bool,
         on_line: impl Fn(&str),
     ) -> anyhow::Result<()> {
-        let args = [
-            "stack",
-            "deploy",
-            "--detach=false",
-            "--with-registry-auth",
-            "--resolve-image",
-            resolve_image,
-            "--compose-file",
-            "-",
-            stack,
-        ];
+        let argv = Self::stack_deploy_args(stack, resolve_image, prune);
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
         let mut child = self
             .command(&args)
             .current_dir(dir)
@@ -111,11 +124,11 @@ impl Docker {
             .await
             .context("waiting for docker stack deploy")?;
         if !status.success() {
-            anyhow::bail!(
-                "`{}` failed ({status}):\n{}",
-                self.display(&args),
-                tail.join("\n")
-            );
+            return Err(crate::error::Hinted::new(
+                format!("`{}` failed ({status}):\n{}", self.display(&args), tail.join("\n")),
+                format!("its last lines above say why; `docker service ps --no-trunc {stack}_<service>` on the manager shows each task's error"),
+            )
+            .into());
         }
         Ok(())
     }
@@ -143,7 +156,11 @@ impl Docker {
             .await
             .with_context(|| format!("starting `{}`", self.display(&args)))?;
         if !status.success() {
-            anyhow::bail!("`{}` failed ({status})", self.display(&args));
+            return Err(crate::error::Hinted::new(
+                format!("`{}` failed ({status})", self.display(&args)),
+                format!("check the service's name (`countable status <env>` lists them) and that {} is a manager", self.host.as_deref().unwrap_or("the engine")),
+            )
+            .into());
         }
         Ok(())
     }
@@ -160,7 +177,7 @@ impl Docker {
             .lines()
             .map(str::trim)
             .filter(|n| !n.is_empty())
-            .filter(|n| !keep.iter().any(|k| format!("{stack}_{k}") == *n))
+            .filter(|n| !keep.iter().any(|k| k == n || format!("{stack}_{k}") == *n))
             .map(String::from)
             .collect();
         for name in names {

@@ -52,12 +52,52 @@ impl Cluster {
                 format!("make it one (`DOCKER_HOST={host} docker swarm init`), point docker_host at a manager, or set `mode: single` for {}", s.env),
             )
         })?;
+        let db_node = db_node(&manager, s, &swarm, hostname).await?;
         Ok(Self {
-            db_node: swarm.db_node.clone().unwrap_or(hostname),
+            db_node,
             cli: cli::Docker::new(s.docker_host.clone()),
             manager,
             swarm,
         })
+    }
+}
+
+/// The node the db runs on: where it runs now (its volume is there), else `db_node`,
+/// else the manager. A `db_node` that is not where the db runs is refused: the db
+/// would start on that node's empty volume.
+async fn db_node(
+    manager: &Engine,
+    s: &crate::deploy::settings::Settings,
+    swarm: &Swarm,
+    manager_name: String,
+) -> anyhow::Result<String> {
+    let full = format!("{}_{}", s.compose_project, s.db);
+    let exists = manager
+        .stack_services(&s.compose_project)
+        .await?
+        .iter()
+        .any(|x| x.name == full);
+    let now = if exists {
+        let nodes = manager.swarm_nodes().await?;
+        manager
+            .service_tasks(&full)
+            .await?
+            .iter()
+            .find(|t| t.desired_state == "running")
+            .and_then(|t| nodes.iter().find(|n| n.id == t.node_id))
+            .map(|n| n.hostname.clone())
+    } else {
+        None
+    };
+    match (now, &swarm.db_node) {
+        (Some(now), Some(wanted)) if now != *wanted => Err(Hinted::new(
+            format!("{}'s database runs on node {now}, but countable.yml says `db_node: {wanted}`: there it would start on an empty volume", s.env),
+            format!("set `db_node: {now}`; to move the database, back it up (`countable backup {}`), move it, and restore it there", s.env),
+        )
+        .into()),
+        (Some(now), _) => Ok(now),
+        (None, Some(wanted)) => Ok(wanted.clone()),
+        (None, None) => Ok(manager_name),
     }
 }
 
@@ -124,9 +164,6 @@ fn db_only(full: &stack::Stack, db: &str) -> serde_json::Value {
     if let Some(services) = doc.get_mut("services").and_then(|s| s.as_object_mut()) {
         services.retain(|k, _| k == db);
     }
-    if let Some(configs) = doc.as_object_mut() {
-        configs.remove("configs");
-    }
     doc
 }
 
@@ -136,39 +173,53 @@ async fn stack_deploy(
     plan: &Plan,
     cluster: &Cluster,
     doc: &serde_json::Value,
+    prune: bool,
     deadline: Duration,
     printer: &Printer,
 ) -> anyhow::Result<()> {
     let s = &plan.settings;
     let bytes = serde_json::to_vec(doc)?;
-    let resolve = match cluster.swarm.ship {
-        Ship::Registry => "always",
-        Ship::EveryNode => "never",
-    };
+    let resolve = resolve_image(cluster.swarm.ship);
     let seen = std::sync::atomic::AtomicU64::new(0);
-    let deploy =
-        cluster
-            .cli
-            .stack_deploy(&s.compose_project, &bytes, &plan.tree, resolve, |line| {
-                let n = seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let line = line.trim();
-                if !line.is_empty()
-                    && !line.starts_with("verify:")
-                    && (n % 5 == 0
-                        || line.contains("rollback")
-                        || line.contains("Creating")
-                        || line.contains("Updating"))
-                {
-                    printer.status(&format!("swarm: {line}"));
-                }
-            });
+    let deploy = cluster.cli.stack_deploy(
+        &s.compose_project,
+        &bytes,
+        &plan.tree,
+        resolve,
+        prune,
+        |line| {
+            let n = seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let line = line.trim();
+            if !line.is_empty()
+                && !line.starts_with("verify:")
+                && (n % 5 == 0
+                    || line.contains("rollback")
+                    || line.contains("Creating")
+                    || line.contains("Updating"))
+            {
+                printer.status(&format!("swarm: {line}"));
+            }
+        },
+    );
     match tokio::time::timeout(deadline, deploy).await {
         Ok(r) => r,
-        Err(_) => anyhow::bail!(
-            "`docker stack deploy` of {} did not converge within {} s",
-            s.compose_project,
-            deadline.as_secs()
-        ),
+        Err(_) => Err(Hinted::new(
+            format!(
+                "`docker stack deploy` of {} did not converge within {} s (the Swarm goes on with it)",
+                s.compose_project,
+                deadline.as_secs()
+            ),
+            format!("see where it stands: `countable status {}`", s.env),
+        )
+        .into()),
+    }
+}
+
+/// `--resolve-image`: pin the registry's digest, or use what each node has.
+fn resolve_image(ship: Ship) -> &'static str {
+    match ship {
+        Ship::Registry => "always",
+        Ship::EveryNode => "never",
     }
 }
 
@@ -178,6 +229,7 @@ pub(crate) async fn verify(
     cluster: &Cluster,
     stack_name: &str,
     stack: &stack::Stack,
+    web_image: &str,
 ) -> anyhow::Result<()> {
     let services = cluster.manager.stack_services(stack_name).await?;
     let wanted: Vec<String> = stack
@@ -239,6 +291,14 @@ pub(crate) async fn verify(
                     "{name}: {}",
                     t.error.clone().unwrap_or(t.message.clone())
                 ));
+            } else if let Some(t) = tasks.iter().filter(mine).find(|t| {
+                t.desired_state == "complete"
+                    && !matches!(
+                        t.state.as_str(),
+                        "complete" | "failed" | "rejected" | "shutdown"
+                    )
+            }) {
+                failures.push(format!("{name}: a task has not finished ({})", t.state));
             }
         } else if svc.running < svc.desired {
             failures.push(format!(
@@ -250,14 +310,77 @@ pub(crate) async fn verify(
         }
     }
     if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(Hinted::new(
-            format!("the Swarm did not take the release:\n  {}", failures.join("\n  ")),
-            "the old tasks keep serving; `countable status <env>` shows each service, `countable logs --env <env> <service>` its tasks' logs",
-        )
-        .into())
+        return Ok(());
     }
+    // Whether web took the new image decides what is serving now.
+    let web = services
+        .iter()
+        .find(|x| x.name == format!("{stack_name}_{}", stack.web));
+    let serving = match web {
+        Some(w)
+            if w.image.split('@').next() == Some(web_image)
+                && !failures.iter().any(|f| f.starts_with(&w.name)) =>
+        {
+            format!(
+                "{} runs the new release; the services above did not take it",
+                stack.web
+            )
+        }
+        _ => format!("{}'s old tasks keep serving", stack.web),
+    };
+    Err(Hinted::new(
+        format!("the Swarm did not take the release:\n  {}", failures.join("\n  ")),
+        format!("{serving}; `countable status <env>` shows each service, `countable logs --env <env> <service>` its tasks' logs"),
+    )
+    .into())
+}
+
+/// The move from one host (`mode: single` before): the environment's compose project
+/// still runs on the manager. It is backed up, then its containers are stopped and
+/// removed (db last) and its network too; its named volumes stay, and the stack, which
+/// has the same name, mounts them. Nothing happens when no such container exists.
+async fn retire_compose_project(
+    plan: &Plan,
+    cluster: &Cluster,
+    store: &Store,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let s = &plan.settings;
+    let mut states = cluster.manager.project_services(&s.compose_project).await?;
+    if states.is_empty() {
+        return Ok(());
+    }
+    printer.status(&format!(
+        "{} runs as compose project {} on the manager: backing it up, then stopping it for the Swarm (its volumes stay; the stack mounts them)",
+        s.env, s.compose_project
+    ));
+    if let Some(db) = states
+        .iter()
+        .find(|x| x.service == s.db && x.state == "running")
+    {
+        let db = Db::discover(cluster.manager.clone(), db.id.clone()).await?;
+        let media =
+            Media::resolve(&s.environment, &plan.shape.volumes, &s.compose_project, &db).await?;
+        crate::backup::backup(
+            &db,
+            s.env.as_str(),
+            store,
+            crate::backup::Compress::None,
+            &media,
+            printer,
+        )
+        .await?;
+    }
+    states.sort_by_key(|x| x.service == s.db);
+    for x in &states {
+        cluster.manager.stop(&x.id, 40).await?;
+        cluster.manager.remove(&x.id).await?;
+    }
+    cluster
+        .manager
+        .remove_network(&format!("{}_default", s.compose_project))
+        .await?;
+    Ok(())
 }
 
 /// The db of the stack; on a first deploy, the db service is deployed first.
@@ -269,30 +392,36 @@ async fn database(
 ) -> anyhow::Result<Db> {
     let s = &plan.settings;
     let host = s.docker_host.as_deref();
-    let found = locate::running(&cluster.manager, host, &s.compose_project, &s.db).await;
-    let (engine, container) = match found {
-        Ok(x) => x,
-        Err(_) => {
-            printer.status(&format!(
-                "starting {}'s database ({}) on node {}",
-                s.env, s.db, cluster.db_node
-            ));
-            stack_deploy(
-                plan,
-                cluster,
-                &db_only(full, &s.db),
-                Duration::from_secs(600),
-                printer,
-            )
-            .await?;
-            let started = Instant::now();
-            loop {
-                match locate::running(&cluster.manager, host, &s.compose_project, &s.db).await {
-                    Ok(x) => break x,
-                    Err(e) if started.elapsed() > Duration::from_secs(300) => return Err(e),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-                }
-            }
+    // A first deploy (no db service yet) starts the db alone first; otherwise its
+    // task is waited for (a restarting db is not a missing one).
+    let full_name = format!("{}_{}", s.compose_project, s.db);
+    let exists = cluster
+        .manager
+        .stack_services(&s.compose_project)
+        .await?
+        .iter()
+        .any(|x| x.name == full_name);
+    if !exists {
+        printer.status(&format!(
+            "starting {}'s database ({}) on node {}",
+            s.env, s.db, cluster.db_node
+        ));
+        stack_deploy(
+            plan,
+            cluster,
+            &db_only(full, &s.db),
+            false,
+            Duration::from_secs(600),
+            printer,
+        )
+        .await?;
+    }
+    let started = Instant::now();
+    let (engine, container) = loop {
+        match locate::running(&cluster.manager, host, &s.compose_project, &s.db).await {
+            Ok(x) => break x,
+            Err(e) if started.elapsed() > Duration::from_secs(300) => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     };
     let db = Db::discover(engine, container).await?;
@@ -339,25 +468,22 @@ pub(crate) async fn deploy(
         .collect();
 
     steps.begin("database");
+    retire_compose_project(plan, &cluster, &store, printer).await?;
     let provisional = render_stack(plan, &cluster, scratch.path(), 0, "none").await?;
     let db = database(plan, &cluster, &provisional, printer).await?;
 
     steps.begin("lock");
     let who = format!("{} release {{n}} by {}", s.env, plan.by);
-    let migrations_before = run::migrations(&db).await;
     let (held, mut ledger, mut record) =
         run::open_release(&db, &store, s.env.as_str(), &who, opts.lock_wait, |n| {
-            Record {
-                migrations_before,
-                ..Record::begin(
-                    n,
-                    Kind::Deploy,
-                    &plan.sha,
-                    &plan.git_ref,
-                    &s.image_tag(n, &plan.sha),
-                    &plan.by,
-                )
-            }
+            Record::begin(
+                n,
+                Kind::Deploy,
+                &plan.sha,
+                &plan.git_ref,
+                &s.image_tag(n, &plan.sha),
+                &plan.by,
+            )
         })
         .await?;
     let (number, image) = (record.release, record.image.clone());
@@ -409,7 +535,7 @@ pub(crate) async fn deploy(
         .await
     }
     .await;
-    run::close(
+    let closed = run::close(
         &mut record,
         &mut steps,
         &db,
@@ -418,7 +544,15 @@ pub(crate) async fn deploy(
         &store,
         held,
     )
-    .await?;
+    .await;
+    if closed.is_err() && !record.applied().is_empty() {
+        printer.warn(&format!(
+            "release {number} failed after applying migrations: {} (the old code runs against them; `countable rollback {}` reverses reversible ones)",
+            record.applied().join(", "),
+            s.env
+        ));
+    }
+    closed?;
     printer.success(&format!(
         "{} release {number} is live on the Swarm ({} s); `countable status {}` shows where it runs",
         s.env,
@@ -449,12 +583,21 @@ pub(crate) async fn roll_out(
         stack.monitor.as_secs()
     ));
     let deadline = s.migrate_timeout + stack.monitor * 4 + Duration::from_secs(600);
-    let deployed = stack_deploy(plan, cluster, &stack.doc, deadline, printer).await;
+    let deployed = stack_deploy(plan, cluster, &stack.doc, true, deadline, printer).await;
     steps.begin("verify");
-    let verified = verify(cluster, &s.compose_project, &stack).await;
+    let verified = verify(cluster, &s.compose_project, &stack, image).await;
     match (deployed, verified) {
-        (_, Err(e)) => return Err(e),
-        (Err(e), Ok(())) => return Err(e),
+        // Swarm's own account first; what the command said, under it.
+        (Err(cli), Err(e)) => {
+            return Err(e.context(format!(
+                "docker stack deploy also failed: {}",
+                crate::error::render(&cli)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+            )))
+        }
+        (Ok(()), Err(e)) | (Err(e), Ok(())) => return Err(e),
         (Ok(()), Ok(())) => {}
     }
     cluster
@@ -466,7 +609,7 @@ pub(crate) async fn roll_out(
 
 /// Get `image` to the nodes: push it to the registry (they pull it), or stream it to
 /// each node's engine. The bytes streamed (0 through a registry).
-async fn ship(
+pub(crate) async fn ship(
     cluster: &Cluster,
     local: &Engine,
     image: &str,
@@ -514,6 +657,14 @@ async fn ship(
 pub(crate) fn dry_run(plan: &Plan) -> anyhow::Result<Vec<String>> {
     let s = &plan.settings;
     let swarm = Swarm::of(s)?;
+    let docker = cli::Docker::new(s.docker_host.clone());
+    // The same argument builder as the run: `--dry-run` shows what runs.
+    let line = |prune: bool| {
+        let argv =
+            cli::Docker::stack_deploy_args(&s.compose_project, resolve_image(swarm.ship), prune);
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        docker.display(&refs)
+    };
     let host = s.docker_host.as_deref().unwrap_or_default();
     let tag = s.image_tag(0, &plan.sha).replace("-0-", "-<n>-");
     let keys: Vec<&str> = plan.secrets.iter().map(|(k, _)| k.as_str()).collect();
@@ -523,7 +674,7 @@ pub(crate) fn dry_run(plan: &Plan) -> anyhow::Result<Vec<String>> {
         format!("docker compose -p {} -f {} config --format json   # the model, .env and interpolation applied", s.compose_project, s.compose_files.join(" -f ")),
         format!("# the stack: build/depends_on/container_name/restart dropped; {} × {} start-first, rollback on failure; {} pinned to node {}; nginx on every node; bind-mounted files as content-hashed configs; {}-static collects static files on every node",
             swarm.replicas.get(&s.web).copied().unwrap_or(2), s.web, s.db, swarm.db_node.as_deref().unwrap_or("<the manager>"), s.web),
-        format!("DOCKER_HOST={host} docker stack deploy --detach=false -c - {}   # only {} on a first deploy", s.compose_project, s.db),
+        format!("{}   # only {} on a first deploy", line(false), s.db),
         format!("# lock: the advisory lock countable:deploy in {}'s server", s.db),
         format!("docker compose -f … build {}   # tags {tag}", s.web),
         match swarm.ship {
@@ -531,7 +682,7 @@ pub(crate) fn dry_run(plan: &Plan) -> anyhow::Result<Vec<String>> {
             Ship::EveryNode => format!("# stream {tag} to each ready node's engine (the layers it lacks)"),
         },
         format!("countable backup {}", s.env),
-        format!("DOCKER_HOST={host} docker stack deploy --detach=false --with-registry-auth -c - {}   # the stack file on stdin", s.compose_project),
+        format!("{}   # the stack file on stdin", line(true)),
         "# verify: every service's UpdateStatus (rollback_completed or paused fails the deploy), replicas running as desired, the static job complete on every node".into(),
         "# record the release in the ledger".into(),
     ])

@@ -33,14 +33,19 @@ pub struct Swarm {
 }
 
 impl Swarm {
-    /// From the environment's settings; a Swarm needs a registry unless the image is
-    /// streamed to every node.
+    /// From the environment's settings: the image goes through `registry` when one is
+    /// set, else it is streamed to every node (`ship` chooses explicitly).
     pub fn of(s: &Settings) -> anyhow::Result<Self> {
         let e = &s.environment;
-        let ship = e.ship.unwrap_or_default();
+        // Through the registry when there is one; else streamed to every node.
+        let ship = e.ship.unwrap_or(if s.registry.is_some() {
+            Ship::Registry
+        } else {
+            Ship::EveryNode
+        });
         if ship == Ship::Registry && s.registry.is_none() {
             return Err(Hinted::new(
-                format!("environment `{}` runs on a Swarm but has no `registry`: its nodes could not get the image", s.env),
+                format!("environment `{}` has `ship: registry` but no `registry`: its nodes could not get the image", s.env),
                 format!("set `registry: registry.example.com:5000` of {} in countable.yml (a registry every node can pull from), or `ship: every-node` to stream the image to each node's engine", s.env),
             )
             .into());

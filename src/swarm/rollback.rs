@@ -38,6 +38,13 @@ pub(crate) async fn rollback(
     )
     .await?;
     let ledger = Ledger::load(&store).await?;
+    if opts.restore_db {
+        return Err(Hinted::new(
+            format!("`--restore-db` is for environments on one host; {env} runs on a Swarm"),
+            format!("roll back without it (reversible migrations are reversed), or deploy a fix forward; a backup restores by hand: `countable backups {env}`"),
+        )
+        .into());
+    }
     let (live, target) = pick(&ledger, env.as_str(), opts.target)?;
     let (live, target) = (live.clone(), target.clone());
     let plan = Plan {
@@ -149,7 +156,6 @@ pub(crate) async fn rollback(
         run::open_release(&db, &store, env.as_str(), &who, opts.lock_wait, |n| {
             Record {
                 image_id: target.image_id.clone(),
-                migrations_before: applied.clone(),
                 rollback_to: Some(target.release),
                 ..Record::begin(
                     n,
@@ -200,6 +206,19 @@ pub(crate) async fn rollback(
                 )
                 .await?;
             }
+        }
+        if cluster.swarm.ship == crate::project::Ship::EveryNode {
+            // A node that joined since, or pruned it, gets the target's image.
+            steps.begin("ship");
+            let local = crate::engine::Engine::connect().await?;
+            super::deploy::ship(
+                &cluster,
+                &local,
+                &target.image,
+                s.docker_host.as_deref(),
+                printer,
+            )
+            .await?;
         }
         roll_out(
             &plan,

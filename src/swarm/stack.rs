@@ -17,7 +17,8 @@
 //!   changed file is a new config instead of an update Swarm refuses.
 //! - A `<web>-static` global job collects web's static files into each node's static
 //!   volume, so nginx on a node without a web task serves them too.
-//! - Top-level names are dropped: the stack names its networks, volumes and configs.
+//! - Volumes keep compose's names, so the data of a project that ran on one host is
+//!   the stack's; network names are dropped (the stack names its own).
 //!   Its networks are attachable, so a one-off container (a rollback's `migrate`) can
 //!   reach the db.
 
@@ -108,12 +109,14 @@ pub struct Spec<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stack {
     pub doc: Value,
-    /// The config keys it declares (content-hashed).
+    /// The configs it uses: keys (content-hashed) and, where set, names.
     pub configs: Vec<String>,
     /// web's rolling update's monitor window.
     pub monitor: Duration,
     /// The static job's service name, when there is one.
     pub static_job: Option<String>,
+    /// web's service name.
+    pub web: String,
 }
 
 /// Turn `model` into a stack (see the module doc).
@@ -156,8 +159,12 @@ pub fn transform(
             .remove("deploy")
             .and_then(|d| d.as_object().cloned())
             .unwrap_or_default();
-        deploy.remove("replicas");
-        deploy.insert("restart_policy".into(), restart_policy(restart));
+        // The compose file's own `deploy:` keys stand, but where countable.yml or the
+        // issue's guarantees (web's rolling update) say otherwise.
+        let own_replicas = deploy.remove("replicas").and_then(|r| r.as_u64());
+        if !deploy.contains_key("restart_policy") {
+            deploy.insert("restart_policy".into(), restart_policy(restart));
+        }
         deploy.insert(
             "endpoint_mode".into(),
             json!(match spec.endpoint {
@@ -165,7 +172,19 @@ pub fn transform(
                 EndpointMode::Dnsrr => "dnsrr",
             }),
         );
+        let replicas = |default: u64| {
+            spec.replicas
+                .get(name)
+                .map(|n| *n as u64)
+                .or(own_replicas)
+                .unwrap_or(default)
+        };
         let stop_first = has_volume && name != spec.web || host_ports;
+        let order = if stop_first {
+            "stop-first"
+        } else {
+            "start-first"
+        };
         if name == spec.web {
             svc.insert("image".into(), json!(spec.web_image));
             monitor = health_window(service).max(monitor);
@@ -178,10 +197,7 @@ pub fn transform(
             }
             deploy.insert("labels".into(), Value::Object(labels));
             deploy.insert("mode".into(), json!("replicated"));
-            deploy.insert(
-                "replicas".into(),
-                json!(spec.replicas.get(name).copied().unwrap_or(2)),
-            );
+            deploy.insert("replicas".into(), json!(replicas(2)));
             deploy.insert(
                 "update_config".into(),
                 json!({"parallelism": 1, "delay": "0s", "order": "start-first",
@@ -193,22 +209,21 @@ pub fn transform(
                 json!({"parallelism": 1, "delay": "0s", "order": "start-first",
                        "failure_action": "pause", "monitor": go_duration(monitor)}),
             );
-        } else if name == spec.nginx {
-            deploy.insert("mode".into(), json!("global"));
-            deploy.insert(
-                "update_config".into(),
-                json!({"parallelism": 1, "delay": "0s", "order": if host_ports {"stop-first"} else {"start-first"}, "failure_action": "rollback"}),
-            );
         } else {
-            deploy.insert("mode".into(), json!("replicated"));
-            deploy.insert(
-                "replicas".into(),
-                json!(spec.replicas.get(name).copied().unwrap_or(1)),
-            );
-            deploy.insert(
-                "update_config".into(),
-                json!({"parallelism": 1, "delay": "0s", "order": if stop_first {"stop-first"} else {"start-first"}, "failure_action": "rollback"}),
-            );
+            let global =
+                name == spec.nginx || deploy.get("mode").and_then(Value::as_str) == Some("global");
+            if global {
+                deploy.insert("mode".into(), json!("global"));
+            } else {
+                deploy.insert("mode".into(), json!("replicated"));
+                deploy.insert("replicas".into(), json!(replicas(1)));
+            }
+            if !deploy.contains_key("update_config") {
+                deploy.insert(
+                    "update_config".into(),
+                    json!({"parallelism": 1, "delay": "0s", "order": order, "failure_action": "rollback"}),
+                );
+            }
         }
         if name == spec.db {
             let mut placement = deploy
@@ -235,7 +250,21 @@ pub fn transform(
     doc.insert("services".into(), Value::Object(out_services));
     doc.insert("volumes".into(), top_level(model, "volumes"));
     doc.insert("networks".into(), top_level(model, "networks"));
-    let config_keys: Vec<String> = configs.keys().cloned().collect();
+    // The compose files' own configs and secrets: kept, each file-backed one named by
+    // its content's hash (a changed file is a new object).
+    configs.extend(carried(model, "configs", read)?);
+    let secrets = carried(model, "secrets", read)?;
+    if !secrets.is_empty() {
+        doc.insert("secrets".into(), Value::Object(secrets));
+    }
+    // What the stack uses: keys (stack deploy names them `<stack>_<key>`) and names.
+    let config_keys: Vec<String> = configs
+        .iter()
+        .flat_map(|(k, v)| {
+            let name = v.get("name").and_then(Value::as_str).map(String::from);
+            std::iter::once(k.clone()).chain(name)
+        })
+        .collect();
     if !configs.is_empty() {
         doc.insert("configs".into(), Value::Object(configs));
     }
@@ -244,6 +273,7 @@ pub fn transform(
         configs: config_keys,
         monitor,
         static_job: static_job.map(|(n, _)| n),
+        web: spec.web.to_string(),
     })
 }
 
@@ -269,17 +299,16 @@ fn mounts(
         let target = m.get("target").and_then(Value::as_str).unwrap_or_default();
         if kind == "bind" {
             let source = m.get("source").and_then(Value::as_str).unwrap_or_default();
-            let path = Path::new(source);
-            if path.is_dir() {
-                return Err(StackError::BindDirectory {
+            let bytes = read(Path::new(source)).map_err(|e| match e.kind() {
+                std::io::ErrorKind::IsADirectory => StackError::BindDirectory {
                     service: service.into(),
                     path: source.into(),
-                });
-            }
-            let bytes = read(path).map_err(|e| StackError::Read {
-                service: service.into(),
-                path: source.into(),
-                why: e.to_string(),
+                },
+                _ => StackError::Read {
+                    service: service.into(),
+                    path: source.into(),
+                    why: e.to_string(),
+                },
             })?;
             if bytes.len() > CONFIG_MAX {
                 return Err(StackError::BindTooLarge {
@@ -299,6 +328,9 @@ fn mounts(
         if let Some(v) = m.get_mut("volume").and_then(Value::as_object_mut) {
             v.remove("subpath");
         }
+        // A read-only volume is no state of this service's own.
+        let read_only = m.get("read_only").and_then(Value::as_bool).unwrap_or(false);
+        let kind = if kind == "volume" && read_only { "volume:ro" } else { kind };
         out.push((kind.to_string(), target.to_string()));
         kept.push(Value::Object(m));
     }
@@ -307,6 +339,34 @@ fn mounts(
     }
     if !service_configs.is_empty() {
         svc.insert("configs".into(), Value::Array(service_configs));
+    }
+    Ok(out)
+}
+
+/// The model's top-level `configs` or `secrets`: file-backed ones get a `name` with
+/// their content's hash; the others (external, from the environment) as they are.
+fn carried(
+    model: &Value,
+    key: &str,
+    read: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
+) -> Result<Map<String, Value>, StackError> {
+    let mut out = Map::new();
+    for (k, v) in model
+        .get(key)
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let mut v = v.as_object().cloned().unwrap_or_default();
+        if let Some(file) = v.get("file").and_then(Value::as_str).map(String::from) {
+            let bytes = read(Path::new(&file)).map_err(|e| StackError::Read {
+                service: format!("{key}.{k}"),
+                path: file.clone(),
+                why: e.to_string(),
+            })?;
+            v.insert("name".into(), json!(config_key(k, &bytes)));
+        }
+        out.insert(k.clone(), Value::Object(v));
     }
     Ok(out)
 }
@@ -354,9 +414,12 @@ fn ports(svc: &mut Map<String, Value>, publish: PublishMode) -> bool {
 
 /// compose's `restart:` as Swarm's restart policy.
 fn restart_policy(restart: Option<&str>) -> Value {
-    match restart {
-        Some("no") => json!({"condition": "none"}),
-        Some("on-failure") => json!({"condition": "on-failure", "delay": "5s"}),
+    match restart.map(|r| r.split_once(':').unwrap_or((r, ""))) {
+        Some(("no", _)) => json!({"condition": "none"}),
+        Some(("on-failure", n)) => match n.parse::<u64>() {
+            Ok(n) => json!({"condition": "on-failure", "delay": "5s", "max_attempts": n}),
+            Err(_) => json!({"condition": "on-failure", "delay": "5s"}),
+        },
         _ => json!({"condition": "any", "delay": "5s"}),
     }
 }
@@ -466,8 +529,8 @@ fn static_job(
     Some((format!("{}-static", spec.web), Value::Object(job)))
 }
 
-/// Top-level volumes or networks without compose's names (the stack gives its own);
-/// `external` ones keep theirs.
+/// Top-level volumes (with compose's names) or networks (without: the stack names
+/// them; `external` ones keep theirs).
 fn top_level(model: &Value, key: &str) -> Value {
     let mut out = Map::new();
     for (k, v) in model
@@ -478,7 +541,9 @@ fn top_level(model: &Value, key: &str) -> Value {
     {
         let mut v = v.as_object().cloned().unwrap_or_default();
         let external = v.get("external").and_then(Value::as_bool).unwrap_or(false);
-        if !external {
+        // Volumes keep compose's names (`<project>_<key>` or the files' own), so a
+        // project that ran on one host keeps its data; networks are the stack's.
+        if key == "networks" && !external {
             v.remove("name");
         }
         v.remove("ipam");

@@ -18,8 +18,8 @@ fn model() -> Value {
             "nginx": {"image": "nginx", "restart": "unless-stopped",
                       "ports": [{"mode": "ingress", "target": 80, "published": "8080", "protocol": "tcp"}],
                       "volumes": [{"type": "bind", "source": "/p/nginx/default.conf", "target": "/etc/nginx/conf.d/default.conf", "read_only": true, "bind": {"create_host_path": true}},
-                                  {"type": "volume", "source": "static", "target": "/srv/static", "volume": {}},
-                                  {"type": "volume", "source": "media", "target": "/srv/media", "volume": {}}]},
+                                  {"type": "volume", "source": "static", "target": "/srv/static", "read_only": true, "volume": {}},
+                                  {"type": "volume", "source": "media", "target": "/srv/media", "read_only": true, "volume": {}}]},
             "redis": {"image": "redis:7"}
         },
         "volumes": {"db-data": {"name": "shop-prod_db-data"}, "static": {"name": "shop-prod_static"}, "media": {"name": "shop-prod_media"}},
@@ -46,8 +46,13 @@ fn spec<'a>(replicas: &'a BTreeMap<String, u32>, publish: PublishMode) -> Spec<'
 }
 
 fn read_conf(p: &Path) -> std::io::Result<Vec<u8>> {
-    assert_eq!(p, Path::new("/p/nginx/default.conf"));
-    Ok(b"server {}".to_vec())
+    match p.to_str() {
+        Some("/p/nginx/default.conf") => Ok(b"server {}".to_vec()),
+        Some("/p/init.sql") => Ok(b"CREATE EXTENSION citext;".to_vec()),
+        Some("/p/token") => Ok(b"s3cret".to_vec()),
+        Some("/p/conf.d") => Err(std::io::ErrorKind::IsADirectory.into()),
+        _ => Err(std::io::ErrorKind::NotFound.into()),
+    }
 }
 
 #[test]
@@ -110,7 +115,11 @@ fn a_compose_model_becomes_a_stack() {
         d["services"]["redis"]["deploy"]["update_config"]["order"],
         "start-first"
     );
-    assert!(d["volumes"]["db-data"].get("name").is_none());
+    assert_eq!(
+        d["volumes"]["db-data"]["name"], "shop-prod_db-data",
+        "one host's data stays the stack's"
+    );
+    assert!(d["networks"]["default"].get("name").is_none());
     assert_eq!(d["networks"]["default"]["driver"], "overlay");
     assert_eq!(d["networks"]["default"]["attachable"], true);
 
@@ -154,7 +163,7 @@ fn what_a_swarm_cannot_run_is_refused() {
         Err(StackError::NetworkMode(_))
     ));
     let mut m = model();
-    m["services"]["nginx"]["volumes"][0]["source"] = json!("/");
+    m["services"]["nginx"]["volumes"][0]["source"] = json!("/p/conf.d");
     assert!(matches!(
         transform(&m, &spec(&replicas, PublishMode::Host), &read_conf),
         Err(StackError::BindDirectory { .. })
@@ -179,4 +188,58 @@ fn go_durations_parse() {
     assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
     assert_eq!(parse_duration("0"), Some(Duration::ZERO));
     assert_eq!(parse_duration("soon"), None);
+}
+
+#[test]
+fn the_compose_files_own_settings_stand() {
+    let mut m = model();
+    m["services"]["redis"]["deploy"] =
+        json!({"replicas": 3, "update_config": {"order": "stop-first"}});
+    m["services"]["redis"]["restart"] = json!("on-failure:4");
+    m["services"]["worker"] = json!({"image": "shop-web:x", "deploy": {"mode": "global", "restart_policy": {"condition": "none"}}});
+    m["services"]["db"]["configs"] =
+        json!([{"source": "init", "target": "/docker-entrypoint-initdb.d/init.sql"}]);
+    m["services"]["web"]["secrets"] = json!([{"source": "token"}]);
+    m["configs"] = json!({"init": {"file": "/p/init.sql"}});
+    m["secrets"] = json!({"token": {"file": "/p/token"}, "outside": {"external": true}});
+    let none = BTreeMap::new();
+    let st = transform(&m, &spec(&none, PublishMode::Host), &read_conf).unwrap();
+    let d = &st.doc;
+    let redis = &d["services"]["redis"]["deploy"];
+    assert_eq!(
+        redis["replicas"], 3,
+        "the file's replicas when countable.yml names none"
+    );
+    assert_eq!(redis["update_config"]["order"], "stop-first");
+    assert_eq!(
+        redis["restart_policy"],
+        json!({"condition": "on-failure", "delay": "5s", "max_attempts": 4})
+    );
+    let worker = &d["services"]["worker"]["deploy"];
+    assert_eq!(worker["mode"], "global");
+    assert!(worker.get("replicas").is_none());
+    assert_eq!(worker["restart_policy"]["condition"], "none");
+    // Their own configs and secrets are carried, named by content.
+    let init = d["configs"]["init"]["name"].as_str().unwrap();
+    assert!(init.starts_with("init_"), "{init}");
+    assert!(st.configs.contains(&init.to_string()) && st.configs.contains(&"init".to_string()));
+    assert_eq!(d["services"]["db"]["configs"][0]["source"], "init");
+    assert!(d["secrets"]["token"]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("token_"));
+    assert_eq!(d["secrets"]["outside"]["external"], true);
+    let replicas: BTreeMap<String, u32> = [("redis".to_string(), 2)].into_iter().collect();
+    let st = transform(&m, &spec(&replicas, PublishMode::Host), &read_conf).unwrap();
+    assert_eq!(
+        st.doc["services"]["redis"]["deploy"]["replicas"], 2,
+        "countable.yml wins"
+    );
+    let mut changed = m.clone();
+    changed["configs"]["init"]["file"] = json!("/p/token");
+    let other = transform(&changed, &spec(&none, PublishMode::Host), &read_conf).unwrap();
+    assert_ne!(
+        other.doc["configs"]["init"]["name"],
+        d["configs"]["init"]["name"]
+    );
 }
