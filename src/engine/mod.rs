@@ -564,6 +564,14 @@ impl Engine {
             {
                 continue;
             }
+            // A Swarm task's container carries them the same way (web's image was
+            // built by compose): it is the stack's, not the compose project's.
+            if c.labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key("com.docker.swarm.task.id"))
+            {
+                continue;
+            }
             let id = c.id.clone().unwrap_or_default();
             let service = c
                 .labels

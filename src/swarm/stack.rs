@@ -12,7 +12,8 @@
 //! - Services with a volume (the db) and services publishing ports in host mode stop
 //!   first (two copies cannot share the data or the port); the others start first.
 //! - db is pinned to one node, the one holding its volume.
-//! - nginx runs on every node (`mode: global`).
+//! - nginx runs on every node (`mode: global`), without one host's release switch
+//!   (the `live.conf` volume): the rolling update is the switch.
 //! - Bind-mounted files become Swarm configs named by their content's hash, so a
 //!   changed file is a new config instead of an update Swarm refuses.
 //! - A `<web>-static` global job collects web's static files into each node's static
@@ -152,7 +153,7 @@ pub fn transform(
             hc.remove("start_interval");
         }
         let restart = service.get("restart").and_then(Value::as_str);
-        let mounts = mounts(name, &mut svc, &mut configs, read)?;
+        let mounts = mounts(name, spec.nginx, &mut svc, &mut configs, read)?;
         let host_ports = ports(&mut svc, spec.publish);
         let has_volume = mounts.iter().any(|(kind, _)| kind == "volume");
         let mut deploy = svc
@@ -281,6 +282,7 @@ pub fn transform(
 /// configs. Returns (type, target) of what is left.
 fn mounts(
     service: &str,
+    nginx: &str,
     svc: &mut Map<String, Value>,
     configs: &mut Map<String, Value>,
     read: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
@@ -323,6 +325,11 @@ fn mounts(
             out.push(("config".to_string(), target.to_string()));
             continue;
         }
+        // One host's release switch (`live.conf`, which names a release's alias) has
+        // no place in a stack: the rolling update is the switch.
+        if service == nginx && target == crate::deploy::target::LIVE_DIR {
+            continue;
+        }
         let mut m = m.as_object().cloned().unwrap_or_default();
         m.remove("bind");
         if let Some(v) = m.get_mut("volume").and_then(Value::as_object_mut) {
@@ -330,7 +337,11 @@ fn mounts(
         }
         // A read-only volume is no state of this service's own.
         let read_only = m.get("read_only").and_then(Value::as_bool).unwrap_or(false);
-        let kind = if kind == "volume" && read_only { "volume:ro" } else { kind };
+        let kind = if kind == "volume" && read_only {
+            "volume:ro"
+        } else {
+            kind
+        };
         out.push((kind.to_string(), target.to_string()));
         kept.push(Value::Object(m));
     }

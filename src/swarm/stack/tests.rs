@@ -19,7 +19,8 @@ fn model() -> Value {
                       "ports": [{"mode": "ingress", "target": 80, "published": "8080", "protocol": "tcp"}],
                       "volumes": [{"type": "bind", "source": "/p/nginx/default.conf", "target": "/etc/nginx/conf.d/default.conf", "read_only": true, "bind": {"create_host_path": true}},
                                   {"type": "volume", "source": "static", "target": "/srv/static", "read_only": true, "volume": {}},
-                                  {"type": "volume", "source": "media", "target": "/srv/media", "read_only": true, "volume": {}}]},
+                                  {"type": "volume", "source": "media", "target": "/srv/media", "read_only": true, "volume": {}},
+                                  {"type": "volume", "source": "nginx-live", "target": "/etc/nginx/countable", "volume": {}}]},
             "redis": {"image": "redis:7"}
         },
         "volumes": {"db-data": {"name": "shop-prod_db-data"}, "static": {"name": "shop-prod_static"}, "media": {"name": "shop-prod_media"}},
