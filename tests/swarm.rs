@@ -569,7 +569,20 @@ fn backup_then_pull_db_locally(s: &mut Story) {
         "{}",
         String::from_utf8_lossy(&local.stderr)
     );
-    let _ = run(s.countable(&["down"]).arg("--volumes"));
+    // The local project goes again: later tests make one of the same name.
+    let down = s.run(&["down", "--volumes", "--yes"]);
+    assert_eq!(down.code, 0, "{}", down.stderr);
+    let left = run(Command::new("docker").args([
+        "ps",
+        "-aq",
+        "--filter",
+        "label=com.docker.compose.project=shop",
+    ]));
+    assert_eq!(
+        left.stdout.trim(),
+        "",
+        "the local project's containers are gone"
+    );
 }
 
 fn rollback_after_two_releases(s: &mut Story) {
@@ -762,7 +775,7 @@ fn main() {
         ("no_secret_in_any_output", no_secret_in_any_output),
     ];
     common::story::run("swarm", chapters, setup, |s| {
-        let _ = run(s.countable(&["down"]).arg("--volumes"));
+        let _ = run(&mut s.countable(&["down", "--volumes", "--yes"]));
         drop(s);
         let root = std::path::Path::new(RELEASE_ROOT);
         if root.exists() {
