@@ -111,13 +111,6 @@ impl Story {
     }
 }
 
-/// The machine's docker CLI config (compose is a plugin there), whatever HOME says.
-fn docker_config() -> PathBuf {
-    std::env::var_os("DOCKER_CONFIG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".docker"))
-}
-
 fn views(text: &str) -> String {
     format!("from django.http import HttpResponse\n\n\ndef home(request):\n    return HttpResponse(\"{text}\")\n")
 }

@@ -148,12 +148,6 @@ impl Story {
     }
 }
 
-fn docker_config() -> PathBuf {
-    std::env::var_os("DOCKER_CONFIG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".docker"))
-}
-
 /// GET http://addr:PORT/path, never panicking: (status, body), or none when the
 /// connection fails or times out.
 fn get(addr: &str, path: &str) -> Option<(u16, String)> {

@@ -255,8 +255,7 @@ pub async fn rollback(
     }
     let settings = Settings::resolve(project, env)?;
     let s = &settings;
-    let secrets = run::secrets(project, env)?;
-    let shape = model::shape(&run::read_files(&project.root, &s.compose_files)?)?;
+    let inputs = Plan::rollback_inputs(project, env, s)?;
     let host = Engine::connect_to(s.docker_host.as_deref()).await?;
     let store = Store::for_environment(
         env.as_str(),
@@ -293,22 +292,8 @@ pub async fn rollback(
     let scratch = tempfile::Builder::new()
         .prefix("countable-rollback-")
         .tempdir()?;
-    let base: Vec<String> = s
-        .compose_files
-        .iter()
-        .map(|f| project.root.join(f).display().to_string())
-        .collect();
-    let plan = Plan {
-        settings: settings.clone(),
-        sha: target.git_sha.clone(),
-        git_ref: format!("rollback to {}", target.release),
-        by: crate::git::Repo::open(&project.root)
-            .map(|r| r.user())
-            .unwrap_or_else(|_| "unknown".into()),
-        tree: project.root.clone(),
-        secrets,
-        shape,
-    };
+    let plan = Plan::for_rollback(project, &settings, &target, inputs);
+    let base = plan.base_files();
 
     printer.status(&format!(
         "reading the migrations of release {} and of release {} (serving)",
@@ -418,23 +403,7 @@ pub async fn rollback(
     let mut steps = Steps::default();
     let outcome = async {
         steps.begin("backup");
-        let media = crate::media::Media::resolve(
-            &s.environment,
-            &plan.shape.volumes,
-            &s.compose_project,
-            &db,
-        )
-        .await?;
-        let backed = crate::backup::backup(
-            &db,
-            env.as_str(),
-            &store,
-            crate::backup::Compress::None,
-            &media,
-            printer,
-        )
-        .await?;
-        record.backup_key = Some(backed.manifest.key);
+        record.backup_key = Some(run::backup_first(&plan, &db, &store, printer).await?);
         if !undo.is_empty() {
             if irreversible.is_empty() {
                 steps.begin("reverse migrations");

@@ -43,6 +43,73 @@ pub(crate) struct Plan {
     pub(crate) shape: model::Shape,
 }
 
+impl Plan {
+    /// The compose files of the tree, as paths compose can read here.
+    pub(crate) fn base_files(&self) -> Vec<String> {
+        self.settings
+            .compose_files
+            .iter()
+            .map(|f| self.tree.join(f).display().to_string())
+            .collect()
+    }
+
+    /// The secrets and the compose files' shape of `env` in the project's tree, read
+    /// first: a rollback refuses on them before it reaches a host.
+    pub(crate) fn rollback_inputs(
+        project: &Project,
+        env: &EnvName,
+        settings: &Settings,
+    ) -> anyhow::Result<(Vec<(String, String)>, model::Shape)> {
+        Ok((
+            secrets(project, env)?,
+            model::shape(&read_files(&project.root, &settings.compose_files)?)?,
+        ))
+    }
+
+    /// A rollback to `target`: its commit, the project's own tree and files (as on
+    /// one host), with what [`Plan::rollback_inputs`] read.
+    pub(crate) fn for_rollback(
+        project: &Project,
+        settings: &Settings,
+        target: &Record,
+        (secrets, shape): (Vec<(String, String)>, model::Shape),
+    ) -> Self {
+        Plan {
+            settings: settings.clone(),
+            sha: target.git_sha.clone(),
+            git_ref: format!("rollback to {}", target.release),
+            by: Repo::open(&project.root)
+                .map(|r| r.user())
+                .unwrap_or_else(|_| "unknown".into()),
+            tree: project.root.clone(),
+            secrets,
+            shape,
+        }
+    }
+}
+
+/// The checked backup a release takes before it changes anything (the `backup`
+/// command's own function, media included); its key.
+pub(crate) async fn backup_first(
+    plan: &Plan,
+    db: &Db,
+    store: &Store,
+    printer: &Printer,
+) -> anyhow::Result<String> {
+    let s = &plan.settings;
+    let media = Media::resolve(&s.environment, &plan.shape.volumes, &s.compose_project, db).await?;
+    let backed = crate::backup::backup(
+        db,
+        s.env.as_str(),
+        store,
+        crate::backup::Compress::None,
+        &media,
+        printer,
+    )
+    .await?;
+    Ok(backed.manifest.key)
+}
+
 /// Deploy `env`; the completed ledger record (none for `--dry-run`).
 pub async fn deploy(
     project: &Project,
@@ -302,11 +369,7 @@ async fn run(
     let scratch = tempfile::Builder::new()
         .prefix("countable-deploy-")
         .tempdir()?;
-    let base_files: Vec<String> = s
-        .compose_files
-        .iter()
-        .map(|f| plan.tree.join(f).display().to_string())
-        .collect();
+    let base_files = plan.base_files();
 
     // The database first: the lock and the backup live in it.
     steps.begin("database");
@@ -639,17 +702,7 @@ async fn release(
     }
 
     steps.begin("backup");
-    let media = Media::resolve(&s.environment, &plan.shape.volumes, &s.compose_project, db).await?;
-    let backed = crate::backup::backup(
-        db,
-        s.env.as_str(),
-        store,
-        crate::backup::Compress::None,
-        &media,
-        printer,
-    )
-    .await?;
-    record.backup_key = Some(backed.manifest.key.clone());
+    record.backup_key = Some(backup_first(plan, db, store, printer).await?);
 
     roll_out(
         plan, host, base_files, scratch, record, steps, printer, keep,

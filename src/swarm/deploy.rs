@@ -25,7 +25,6 @@ use crate::deploy::settings::{LABEL_RELEASE, LABEL_SHA};
 use crate::deploy::{Options, Steps};
 use crate::engine::Engine;
 use crate::error::Hinted;
-use crate::media::Media;
 use crate::project::{Project, Ship};
 use crate::restore::Db;
 use crate::store::Store;
@@ -36,6 +35,8 @@ pub(crate) struct Cluster {
     pub manager: Engine,
     pub cli: cli::Docker,
     pub db_node: String,
+    /// The stack has its db service already (read when the cluster was opened).
+    pub db_service: bool,
     pub swarm: Swarm,
 }
 
@@ -52,9 +53,10 @@ impl Cluster {
                 format!("make it one (`DOCKER_HOST={host} docker swarm init`), point docker_host at a manager, or set `mode: single` for {}", s.env),
             )
         })?;
-        let db_node = db_node(&manager, s, &swarm, hostname).await?;
+        let (db_node, db_service) = db_node(&manager, s, &swarm, hostname).await?;
         Ok(Self {
             db_node,
+            db_service,
             cli: cli::Docker::new(s.docker_host.clone()),
             manager,
             swarm,
@@ -64,13 +66,13 @@ impl Cluster {
 
 /// The node the db runs on: where it runs now (its volume is there), else `db_node`,
 /// else the manager. A `db_node` that is not where the db runs is refused: the db
-/// would start on that node's empty volume.
+/// would start on that node's empty volume. Also whether the db service exists.
 async fn db_node(
     manager: &Engine,
     s: &crate::deploy::settings::Settings,
     swarm: &Swarm,
     manager_name: String,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, bool)> {
     let full = format!("{}_{}", s.compose_project, s.db);
     let exists = manager
         .stack_services(&s.compose_project)
@@ -89,7 +91,7 @@ async fn db_node(
     } else {
         None
     };
-    match (now, &swarm.db_node) {
+    let node: anyhow::Result<String> = match (now, &swarm.db_node) {
         (Some(now), Some(wanted)) if now != *wanted => Err(Hinted::new(
             format!("{}'s database runs on node {now}, but countable.yml says `db_node: {wanted}`: there it would start on an empty volume", s.env),
             format!("set `db_node: {now}`; to move the database, back it up (`countable backup {}`), move it, and restore it there", s.env),
@@ -98,7 +100,8 @@ async fn db_node(
         (Some(now), _) => Ok(now),
         (None, Some(wanted)) => Ok(wanted.clone()),
         (None, None) => Ok(manager_name),
-    }
+    };
+    Ok((node?, exists))
 }
 
 /// Render the stack of release `number` (image `image`) from `plan`'s tree.
@@ -125,12 +128,8 @@ pub(crate) async fn render_stack(
         &override_file,
         model::render(&release, &plan.shape, Flavor::Run),
     )?;
-    let files: Vec<String> = s
-        .compose_files
-        .iter()
-        .map(|f| plan.tree.join(f).display().to_string())
-        .chain([override_file.display().to_string()])
-        .collect();
+    let mut files = plan.base_files();
+    files.push(override_file.display().to_string());
     let compose = Compose::new(compose::detect()?, &s.compose_project, &plan.tree, files)
         .remote(&plan.tree, plan.secrets.clone());
     let json = run::capture(&compose, &["config", "--format", "json"]).await?;
@@ -359,17 +358,7 @@ async fn retire_compose_project(
         .find(|x| x.service == s.db && x.state == "running")
     {
         let db = Db::discover(cluster.manager.clone(), db.id.clone()).await?;
-        let media =
-            Media::resolve(&s.environment, &plan.shape.volumes, &s.compose_project, &db).await?;
-        crate::backup::backup(
-            &db,
-            s.env.as_str(),
-            store,
-            crate::backup::Compress::None,
-            &media,
-            printer,
-        )
-        .await?;
+        run::backup_first(plan, &db, store, printer).await?;
     }
     states.sort_by_key(|x| x.service == s.db);
     for x in &states {
@@ -394,14 +383,7 @@ async fn database(
     let host = s.docker_host.as_deref();
     // A first deploy (no db service yet) starts the db alone first; otherwise its
     // task is waited for (a restarting db is not a missing one).
-    let full_name = format!("{}_{}", s.compose_project, s.db);
-    let exists = cluster
-        .manager
-        .stack_services(&s.compose_project)
-        .await?
-        .iter()
-        .any(|x| x.name == full_name);
-    if !exists {
+    if !cluster.db_service {
         printer.status(&format!(
             "starting {}'s database ({}) on node {}",
             s.env, s.db, cluster.db_node
@@ -461,11 +443,7 @@ pub(crate) async fn deploy(
     let scratch = tempfile::Builder::new()
         .prefix("countable-swarm-")
         .tempdir()?;
-    let base_files: Vec<String> = s
-        .compose_files
-        .iter()
-        .map(|f| plan.tree.join(f).display().to_string())
-        .collect();
+    let base_files = plan.base_files();
 
     steps.begin("database");
     retire_compose_project(plan, &cluster, &store, printer).await?;
@@ -511,18 +489,7 @@ pub(crate) async fn deploy(
         record.bytes_shipped =
             ship(&cluster, &local, &image, s.docker_host.as_deref(), printer).await?;
         steps.begin("backup");
-        let media =
-            Media::resolve(&s.environment, &plan.shape.volumes, &s.compose_project, &db).await?;
-        let backed = crate::backup::backup(
-            &db,
-            s.env.as_str(),
-            &store,
-            crate::backup::Compress::None,
-            &media,
-            printer,
-        )
-        .await?;
-        record.backup_key = Some(backed.manifest.key.clone());
+        record.backup_key = Some(run::backup_first(plan, &db, &store, printer).await?);
         roll_out(
             plan,
             &cluster,

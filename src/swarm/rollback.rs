@@ -16,7 +16,7 @@ use crate::deploy::rollback::{
 };
 use crate::deploy::run::{self, Plan};
 use crate::deploy::settings::Settings;
-use crate::deploy::{model, Steps};
+use crate::deploy::Steps;
 use crate::error::Hinted;
 use crate::names::EnvName;
 use crate::project::Project;
@@ -47,22 +47,9 @@ pub(crate) async fn rollback(
     }
     let (live, target) = pick(&ledger, env.as_str(), opts.target)?;
     let (live, target) = (live.clone(), target.clone());
-    let plan = Plan {
-        settings: settings.clone(),
-        sha: target.git_sha.clone(),
-        git_ref: format!("rollback to {}", target.release),
-        by: crate::git::Repo::open(&project.root)
-            .map(|r| r.user())
-            .unwrap_or_else(|_| "unknown".into()),
-        tree: project.root.clone(),
-        secrets: run::secrets(project, env)?,
-        shape: model::shape(&run::read_files(&project.root, &s.compose_files)?)?,
-    };
-    let base: Vec<String> = s
-        .compose_files
-        .iter()
-        .map(|f| project.root.join(f).display().to_string())
-        .collect();
+    let inputs = Plan::rollback_inputs(project, env, &settings)?;
+    let plan = Plan::for_rollback(project, &settings, &target, inputs);
+    let base = plan.base_files();
     let scratch = tempfile::Builder::new()
         .prefix("countable-swarm-")
         .tempdir()?;
@@ -171,23 +158,7 @@ pub(crate) async fn rollback(
     let number = record.release;
     let outcome = async {
         steps.begin("backup");
-        let media = crate::media::Media::resolve(
-            &s.environment,
-            &plan.shape.volumes,
-            &s.compose_project,
-            &db,
-        )
-        .await?;
-        let backed = crate::backup::backup(
-            &db,
-            env.as_str(),
-            &store,
-            crate::backup::Compress::None,
-            &media,
-            printer,
-        )
-        .await?;
-        record.backup_key = Some(backed.manifest.key);
+        record.backup_key = Some(run::backup_first(&plan, &db, &store, printer).await?);
         if !undo.is_empty() {
             steps.begin("reverse migrations");
             for (app, to) in &dests {

@@ -609,3 +609,10 @@ pub fn parse_sums(text: &str) -> std::collections::BTreeMap<String, String> {
 pub fn volume_sums(volume: &str) -> std::collections::BTreeMap<String, String> {
     parse_sums(&in_volume(volume, "cd /m && find . -type f -exec sha256sum {} +").stdout)
 }
+
+/// The machine's docker CLI config (compose is a plugin there), whatever HOME says.
+pub fn docker_config() -> PathBuf {
+    std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".docker"))
+}
