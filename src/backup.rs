@@ -332,7 +332,20 @@ where
     };
     let owned = dump_command(db, level, snapshot);
     let cmd: Vec<&str> = owned.iter().map(String::as_str).collect();
-    let cmd = &cmd[..];
+    stream_dump(db, &cmd, compress, sink).await
+}
+
+/// Run the dump program `cmd` in the db container and stream its output through
+/// `compress` and a hash into `sink`; (sha256, size of what `sink` got).
+pub(crate) async fn stream_dump<W>(
+    db: &Db,
+    cmd: &[&str],
+    compress: Compress,
+    sink: &mut W,
+) -> anyhow::Result<(String, u64)>
+where
+    W: AsyncWrite + Unpin + Send,
+{
     let mut hashing = HashingWriter::new(sink);
     let (code, stderr, written) = match compress {
         Compress::None => db.dump_to(cmd, &mut hashing).await?,

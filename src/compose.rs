@@ -246,7 +246,7 @@ pub fn detect() -> Result<Vec<String>, ComposeError> {
     })
 }
 
-fn version_of(program: &[String]) -> Option<String> {
+pub fn version_of(program: &[String]) -> Option<String> {
     let out = process::command(&program[0])
         .args(&program[1..])
         .args(["version", "--short"])
@@ -277,7 +277,7 @@ impl Compose {
             detect()?,
             project.compose_name(),
             &project.root,
-            project.config.compose_files.clone(),
+            project.local_compose_files(),
         ))
     }
 
@@ -405,6 +405,22 @@ impl Compose {
             }
             .into())
         }
+    }
+
+    /// Run `docker compose <args>` attached to this terminal (stdin, stdout and stderr
+    /// are ours): `exec`, `watch`. Returns its exit code (a signal counts as 128 + n).
+    pub fn attached(&self, args: &[&str]) -> anyhow::Result<i64> {
+        use std::os::unix::process::ExitStatusExt;
+        let status = self
+            .process(args)
+            .stdin(Stdio::inherit())
+            .status()
+            .with_context(|| format!("starting `{}`", self.display(args)))?;
+        Ok(status
+            .code()
+            .map(i64::from)
+            .or_else(|| status.signal().map(|s| 128 + i64::from(s)))
+            .unwrap_or(1))
     }
 
     /// Run `docker compose <args>` and return its stdout.

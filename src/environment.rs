@@ -486,7 +486,10 @@ impl Local {
 
     /// The running db container's database, versions and user discovered, and what an
     /// interrupted restore left there put right first (settings, half-made databases).
-    async fn local_db(&mut self, printer: &Printer) -> anyhow::Result<crate::restore::Db> {
+    pub(crate) async fn local_db(
+        &mut self,
+        printer: &Printer,
+    ) -> anyhow::Result<crate::restore::Db> {
         let project = self.project.compose_name().to_string();
         let service = self.project.config.services.db.clone();
         let engine = self.engine().await?.clone();
@@ -593,6 +596,31 @@ impl Local {
             .and_then(|s| s.ports.first())
             .map(|p| format!("http://localhost:{p}/"))
             .unwrap_or_else(|| self.project.url())
+    }
+
+    /// `docker compose watch --no-up`: rebuild and replace a service when a file its
+    /// `develop.watch` names changes, until Ctrl-C. Needs a development compose file.
+    pub async fn watch(&mut self, printer: &Printer) -> anyhow::Result<()> {
+        let files = self.project.local_compose_files();
+        if files.len() == self.project.config.compose_files.len() {
+            return Err(Hinted::new(
+                format!(
+                    "nothing to watch: none of the development compose files ({}) exists",
+                    self.project.config.dev_compose_files.join(", ")
+                ),
+                "`countable init` adds compose.override.yaml (live code, and the rebuild rules `--watch` follows)",
+            )
+            .into());
+        }
+        printer.status("watching for changes that need a new image (develop.watch); Ctrl-C stops watching, the environment keeps running");
+        let compose = self.compose()?.clone();
+        let code =
+            tokio::task::spawn_blocking(move || compose.attached(&["watch", "--no-up"])).await??;
+        // Ctrl-C (130) is how watching ends.
+        match code {
+            130 => Ok(()),
+            c => crate::error::pass_through(c),
+        }
     }
 
     /// Stream the services' logs to stdout.

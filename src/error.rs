@@ -94,6 +94,20 @@ crate::register_hint!(Hinted);
 #[error("internal error: {0}")]
 pub struct Bug(pub String);
 
+/// A program countable ran for the user (`exec`, `manage`, `psql`) ended with this
+/// code: countable exits with it too, and prints nothing (the program has spoken).
+#[derive(Debug, thiserror::Error)]
+#[error("the command exited with code {0}")]
+pub struct PassThrough(pub u8);
+
+/// `Err(PassThrough)` for a non-zero exit code (clamped to 1..=255), else `Ok`.
+pub fn pass_through(code: i64) -> anyhow::Result<()> {
+    match code {
+        0 => Ok(()),
+        c => Err(PassThrough(u8::try_from(c).ok().filter(|c| *c != 0).unwrap_or(1)).into()),
+    }
+}
+
 /// The first hint anywhere in the chain: the outermost error that has one wins.
 pub fn hint_of(err: &anyhow::Error) -> Option<String> {
     err.chain().find_map(|e| {

@@ -9,6 +9,7 @@ pub mod archive;
 pub mod backup;
 pub mod cli;
 pub mod compose;
+pub mod daily;
 pub mod data;
 pub mod deploy;
 pub mod digest;

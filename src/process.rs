@@ -22,6 +22,19 @@ pub fn async_command(program: &str) -> tokio::process::Command {
     tokio::process::Command::new(program)
 }
 
+/// Start `program args…` and leave it running on its own (a browser): no stdin, its
+/// output discarded, not waited for.
+pub fn launch(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    std::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {program}"))?;
+    Ok(())
+}
+
 /// Is `program` on PATH (and executable)?
 pub fn exists(program: &str) -> bool {
     which::which(program).is_ok()

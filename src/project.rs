@@ -63,6 +63,9 @@ fn default_web() -> String {
 fn default_nginx() -> String {
     "nginx".into()
 }
+/// The development-only compose file a plain `docker compose` merges by itself.
+pub const DEV_FILE: &str = "compose.override.yaml";
+
 fn default_files() -> Vec<String> {
     vec!["compose.yaml".into()]
 }
@@ -259,6 +262,11 @@ pub struct RawConfig {
     pub project: String,
     #[serde(default = "default_files")]
     pub compose_files: Vec<String>,
+    /// Compose files merged only locally, where they exist (default
+    /// `[compose.override.yaml]`, the file a plain `docker compose` merges by itself);
+    /// `deploy` never reads them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_compose_files: Option<Vec<String>>,
     #[serde(default)]
     pub services: Services,
     #[serde(default = "default_port")]
@@ -281,6 +289,8 @@ pub struct RawConfig {
 pub struct Config {
     pub project: ProjectName,
     pub compose_files: Vec<String>,
+    /// Development-only compose files (live code), merged locally when they exist.
+    pub dev_compose_files: Vec<String>,
     pub services: Services,
     pub port: u16,
     pub data_from: Option<EnvName>,
@@ -335,6 +345,9 @@ impl Config {
             project,
             sync,
             compose_files: raw.compose_files,
+            dev_compose_files: raw
+                .dev_compose_files
+                .unwrap_or_else(|| vec![DEV_FILE.to_string()]),
             services: raw.services,
             port: raw.port,
             data_from,
@@ -380,6 +393,22 @@ impl Project {
     /// The compose project name of the local environment.
     pub fn compose_name(&self) -> &str {
         self.config.project.as_str()
+    }
+
+    /// The compose files of the local environment: `compose_files`, then the
+    /// development-only files that exist.
+    pub fn local_compose_files(&self) -> Vec<String> {
+        let dev = self
+            .config
+            .dev_compose_files
+            .iter()
+            .filter(|f| !self.config.compose_files.contains(f) && self.root.join(f).is_file());
+        self.config
+            .compose_files
+            .iter()
+            .chain(dev)
+            .cloned()
+            .collect()
     }
 
     /// The URL nginx publishes locally.

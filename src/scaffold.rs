@@ -165,6 +165,12 @@ pub struct PlannedFile {
 /// (template, output path, executable, django code)
 const TEMPLATE_FILES: &[(&str, &str, bool, bool)] = &[
     ("compose/compose.yaml.j2", "compose.yaml", false, false),
+    (
+        "compose/compose.override.yaml.j2",
+        "compose.override.yaml",
+        false,
+        false,
+    ),
     ("compose/Dockerfile.j2", "Dockerfile", false, false),
     ("compose/dockerignore.j2", ".dockerignore", false, false),
     ("nginx/default.conf.j2", "nginx/default.conf", false, false),

@@ -13,11 +13,17 @@ mod backups;
 mod choices;
 mod completions;
 mod deploy;
+mod doctor;
 mod down;
+mod exec;
+mod export_db;
 mod import_db;
 mod init;
 mod logs;
+mod manage;
 mod new;
+mod open;
+mod psql;
 mod pull_db;
 mod pull_media;
 mod releases;
@@ -58,6 +64,13 @@ pub enum Command {
     Down(down::Args),
     Status(status::Args),
     Logs(logs::Args),
+    Exec(exec::Args),
+    Manage(manage::Args),
+    Shell(manage::ShellArgs),
+    Psql(psql::Args),
+    ExportDb(export_db::Args),
+    Open(open::Args),
+    Doctor(doctor::Args),
     PullDb(pull_db::Args),
     PullMedia(pull_media::Args),
     ImportDb(import_db::Args),
@@ -82,6 +95,13 @@ async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
         Command::Down(a) => down::run(a, printer),
         Command::Status(a) => status::run(a, printer).await,
         Command::Logs(a) => logs::run(a).await,
+        Command::Exec(a) => exec::run(a).await,
+        Command::Manage(a) => manage::run(a).await,
+        Command::Shell(a) => manage::shell(a).await,
+        Command::Psql(a) => psql::run(a, printer).await,
+        Command::ExportDb(a) => export_db::run(a, printer).await,
+        Command::Open(a) => open::run(a, printer).await,
+        Command::Doctor(a) => doctor::run(a, printer).await,
         Command::PullDb(a) => pull_db::run(a, printer).await,
         Command::PullMedia(a) => pull_media::run(a, printer).await,
         Command::ImportDb(a) => import_db::run(a, printer).await,
@@ -128,6 +148,9 @@ pub fn main() -> ExitCode {
     match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(err)) => {
+            if let Some(error::PassThrough(code)) = err.downcast_ref() {
+                return ExitCode::from(*code);
+            }
             printer.error(&error::render(&err));
             ExitCode::from(error::exit_code(&err))
         }

@@ -8,7 +8,7 @@ use crate::ui::Printer;
 /// media volume from the same backup's media.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_long_help = "Examples:\n  countable up\n  countable up --no-data\n  countable up --no-media\n  countable up --dry-run"
+    after_long_help = "Examples:\n  countable up\n  countable up --no-data\n  countable up --no-media\n  countable up --dry-run\n  countable up --watch"
 )]
 pub struct Args {
     /// Do not fill an empty database (nor media) from `data_from`
@@ -20,6 +20,10 @@ pub struct Args {
     /// Print the commands instead of running them
     #[arg(long)]
     pub dry_run: bool,
+    /// Then stay and rebuild web when requirements.txt or the Dockerfile changes
+    /// (compose's `develop.watch`, from compose.override.yaml); Ctrl-C stops watching
+    #[arg(long)]
+    pub watch: bool,
 }
 
 pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
@@ -40,5 +44,8 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
         local.project.compose_name()
     ));
     printer.data(&url);
+    if args.watch {
+        return local.watch(printer).await;
+    }
     Ok(())
 }

@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::error::Hint;
 
+pub mod attach;
 mod layers;
 mod release;
 pub mod ssh;
@@ -343,6 +344,17 @@ impl Engine {
         }
         .map_err(unreachable)?;
         Self::ready(docker, host, HostFrom::Config).await
+    }
+
+    /// The engine's version, its API version, and its data root (for free disk).
+    pub async fn describe(&self) -> Result<(String, String, Option<String>), EngineError> {
+        let v = self.docker.version().await?;
+        let info = self.docker.info().await?;
+        Ok((
+            v.version.unwrap_or_else(|| "?".into()),
+            v.api_version.unwrap_or_else(|| "?".into()),
+            info.docker_root_dir,
+        ))
     }
 
     /// The image a container runs.

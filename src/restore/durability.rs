@@ -263,6 +263,34 @@ pub async fn recover(db: &Db) -> anyhow::Result<Recovered> {
     Ok(done)
 }
 
+/// What is not as a durable server has it (for `doctor`): the crash-safety settings
+/// that are off, and a restore's marker (a restore running now, or one that was killed
+/// and not yet put right). Empty when all is normal.
+pub async fn departures(db: &Db) -> anyhow::Result<Vec<String>> {
+    let off = db
+        .sql(
+            &db.name,
+            "SELECT name FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes') AND setting = 'off' ORDER BY name",
+        )
+        .await?;
+    let mut found: Vec<String> = off
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| format!("{} is off", l.trim()))
+        .collect();
+    if let Some(m) = read_marker(db).await? {
+        found.push(if m.owner.alive() {
+            format!(
+                "a restore is running (pid {} on {})",
+                m.owner.pid, m.owner.host
+            )
+        } else {
+            "a killed restore left its marker".to_string()
+        });
+    }
+    Ok(found)
+}
+
 impl Recovered {
     pub fn is_empty(&self) -> bool {
         !self.settings && self.dropped.is_empty()
