@@ -425,6 +425,32 @@ impl Project {
 mod tests {
     use super::*;
 
+    #[test]
+    fn development_files_are_merged_locally_only_where_they_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("countable.yml"), "project: shop\n").unwrap();
+        std::fs::write(root.join("compose.yaml"), "services: {}\n").unwrap();
+        let p = Project::load(root).unwrap();
+        assert_eq!(p.config.dev_compose_files, vec![DEV_FILE]);
+        assert_eq!(
+            p.local_compose_files(),
+            vec!["compose.yaml"],
+            "no override yet"
+        );
+        std::fs::write(root.join(DEV_FILE), "services: {}\n").unwrap();
+        assert_eq!(p.local_compose_files(), vec!["compose.yaml", DEV_FILE]);
+        // An explicit empty list turns them off; deploys read `compose_files` only.
+        std::fs::write(
+            root.join("countable.yml"),
+            "project: shop\ndev_compose_files: []\n",
+        )
+        .unwrap();
+        let p = Project::load(root).unwrap();
+        assert_eq!(p.local_compose_files(), vec!["compose.yaml"]);
+        assert_eq!(p.config.compose_files, vec!["compose.yaml"]);
+    }
+
     fn parse(text: &str) -> Result<Config, ProjectError> {
         Config::parse(text, Path::new("countable.yml"))
     }

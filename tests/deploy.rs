@@ -252,6 +252,32 @@ fn first_deploy_ships_the_image_migrates_and_answers(s: &mut Story) {
     assert_eq!(sentry.stdout.trim(), "prod");
 }
 
+fn psql_on_prod_reads_and_writes_only_with_write(s: &mut Story) {
+    // Over ssh, on the deployed db: a write is refused without --write.
+    let r = s.run(&["psql", "prod", "-c", "CREATE TABLE psql_probe (i int)"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("read-only transaction"), "{}", r.stderr);
+    let r = s.run(&[
+        "psql",
+        "prod",
+        "-c",
+        "SELECT count(*) FROM django_migrations",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(s.sql("SELECT to_regclass('psql_probe') IS NULL"), "t");
+    let r = s.run(&[
+        "psql",
+        "prod",
+        "--write",
+        "-c",
+        "CREATE TABLE psql_probe (i int)",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(s.sql("SELECT to_regclass('psql_probe') IS NULL"), "f");
+    s.run(&["psql", "prod", "--write", "-c", "DROP TABLE psql_probe"])
+        .ok();
+}
+
 fn second_deploy_with_a_migration_drops_no_request(s: &mut Story) {
     s.write("shop/views.py", &views("shop v2"));
     s.write("catalog/__init__.py", "");
@@ -803,6 +829,10 @@ fn main() {
         (
             "first_deploy_ships_the_image_migrates_and_answers",
             first_deploy_ships_the_image_migrates_and_answers,
+        ),
+        (
+            "psql_on_prod_reads_and_writes_only_with_write",
+            psql_on_prod_reads_and_writes_only_with_write,
         ),
         (
             "second_deploy_with_a_migration_drops_no_request",

@@ -41,6 +41,7 @@ fn init_adopts_a_startproject_project_and_it_comes_up() {
     // Added what was missing, kept what was there.
     for added in [
         "compose.yaml",
+        "compose.override.yaml",
         "Dockerfile",
         "entrypoint.sh",
         "nginx/default.conf",

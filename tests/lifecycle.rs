@@ -327,6 +327,8 @@ fn healthz_once_up(s: &Scratch) -> Http {
 #[test]
 fn production_contract_user_headers_lock_and_healthz() {
     let s = Scratch::new("prodc");
+    // The production shape: gunicorn from the image, without the development override.
+    std::fs::remove_file(s.root().join("compose.override.yaml")).unwrap();
     run(s.countable().arg("up")).ok();
 
     // gunicorn runs as the image's user, and the media volume is its own to write.
