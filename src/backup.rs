@@ -67,6 +67,22 @@ pub enum Compress {
 }
 
 impl Compress {
+    /// The compression a file name asks for by its last suffix (`.gz`, `.zst`, `.xz`,
+    /// `.bz2`, `.lrz`); none for anything else.
+    pub fn for_name(path: &std::path::Path) -> Self {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        [
+            Compress::Gzip,
+            Compress::Zstd,
+            Compress::Xz,
+            Compress::Bzip2,
+            Compress::Lrzip,
+        ]
+        .into_iter()
+        .find(|c| c.suffix().trim_start_matches('.') == ext)
+        .unwrap_or(Compress::None)
+    }
+
     pub fn suffix(self) -> &'static str {
         match self {
             Compress::None => "",

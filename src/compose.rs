@@ -407,13 +407,14 @@ impl Compose {
         }
     }
 
-    /// Run `docker compose <args>` attached to this terminal (stdin, stdout and stderr
-    /// are ours): `exec`, `watch`. Returns its exit code (a signal counts as 128 + n).
+    /// Run `docker compose <args>` in the foreground (`watch`): our stdin, its output
+    /// on our stderr (stdout is for data). Returns its exit code (a signal: 128 + n).
     pub fn attached(&self, args: &[&str]) -> anyhow::Result<i64> {
         use std::os::unix::process::ExitStatusExt;
         let status = self
             .process(args)
             .stdin(Stdio::inherit())
+            .stdout(stderr_stdio()?)
             .status()
             .with_context(|| format!("starting `{}`", self.display(args)))?;
         Ok(status

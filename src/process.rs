@@ -1,5 +1,6 @@
 //! The one place that starts local programs: `docker compose` (through `compose`),
-//! decoders that only exist as programs (`lrzip`) and `ssh` (the engine's tunnels).
+//! decoders that only exist as programs (`lrzip`), `ssh` (the engine's tunnels) and a
+//! browser (`countable open`).
 //! Everything else talks to libraries or to the Docker API (`engine`).
 //!
 //! It never decides what to run; callers pass the program and its arguments.
@@ -25,7 +26,7 @@ pub fn async_command(program: &str) -> tokio::process::Command {
 /// Start `program args…` and leave it running on its own (a browser): no stdin, its
 /// output discarded, not waited for.
 pub fn launch(program: &str, args: &[&str]) -> anyhow::Result<()> {
-    std::process::Command::new(program)
+    command(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -231,7 +231,7 @@ fn dry_run_prints_the_exact_commands() {
     let root = tmp.path().join("shop");
     let r = run(countable(&root).args(["up", "--dry-run"])).ok();
     let root_s = root.display().to_string();
-    assert!(r.stdout.contains(&format!("docker compose -p shop --project-directory {root_s} -f {root_s}/compose.yaml up --detach --wait")), "{}", r.stdout);
+    assert!(r.stdout.contains(&format!("docker compose -p shop --project-directory {root_s} -f {root_s}/compose.yaml -f {root_s}/compose.override.yaml up --detach --wait")), "{}", r.stdout);
     assert!(
         r.stdout.contains("up --build --detach --wait"),
         "{}",

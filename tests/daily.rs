@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -172,6 +171,13 @@ fn live_code_and_the_daily_commands() {
     let r = run(s.countable().args(["psql", "-c", "select no_such_column"]));
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("no_such_column"), "{}", r.stderr);
+    // A script on stdin stops at its first error and says so by its exit code.
+    let r = run_with_stdin(
+        s.countable().arg("psql"),
+        b"SELECT 1 / 0;\nSELECT 'went on after the error';\n",
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(!r.stdout.contains("went on"), "{}", r.stdout);
 
     // psql on another environment (prod: compose project <name>-prod on this engine,
     // found as any environment's db is): read-only unless --write.
@@ -185,7 +191,7 @@ fn live_code_and_the_daily_commands() {
     assert!(r.stderr.contains("--write"), "{}", r.stderr);
     let r = run_with_stdin(
         s.countable().args(["psql", "prod"]),
-        b"INSERT INTO no_table VALUES (1);\nSELECT 'reads work';\n",
+        b"SELECT 'reads ' || 'work';\n",
     );
     assert!(r.stdout.contains("reads work"), "{}", r.stdout);
     run(s
@@ -194,9 +200,9 @@ fn live_code_and_the_daily_commands() {
     .ok();
     let r = run(s
         .countable()
-        .args(["psql", "prod", "-c", "select count(*) from t"]))
+        .args(["psql", "prod", "-c", "select count(*) from t", "--", "-At"]))
     .ok();
-    assert!(r.stdout.contains('0'), "{}", r.stdout);
+    assert_eq!(r.stdout.trim(), "0", "{}", r.stdout);
     drop(prod);
 
     // 5. export-db → import-db, in three formats: identical rows every time.
@@ -230,12 +236,8 @@ fn live_code_and_the_daily_commands() {
         );
         // Change the local data, then bring the export back.
         s.sql("DELETE FROM notes WHERE id % 3 = 0");
-        let r = run(s.countable().args(["import-db", path_s, "--yes"])).ok();
-        assert!(
-            r.stderr.contains("1,000") || r.stderr.contains("rows"),
-            "{}",
-            r.stderr
-        );
+        assert_ne!(s.fingerprint(&s.sql("SELECT current_database()")), before);
+        run(s.countable().args(["import-db", path_s, "--yes"])).ok();
         let db = s.sql("SELECT current_database()");
         assert_eq!(
             s.fingerprint(&db),
@@ -357,7 +359,12 @@ fn live_code_and_the_daily_commands() {
     let _ = Command::new("kill")
         .args(["-INT", "--", &format!("-{}", watch.id())])
         .status();
-    let _ = watch.wait();
+    let ended = watch.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        ended.success() || ended.signal() == Some(2),
+        "Ctrl-C ends watching: {ended:?}"
+    );
     let said = reader.join().unwrap();
     assert!(said.contains("web"), "{said}");
     served_within(&s, "from a template, second", Duration::from_secs(120));
@@ -366,57 +373,42 @@ fn live_code_and_the_daily_commands() {
 #[test]
 fn doctor_reports_what_is_broken() {
     let s = Scratch::new("doctor");
+    // A real second engine, reached over ssh as a deployed environment's is.
+    let host = common::hosts::TestHost::start("doctor", 17, &[]);
     let moto = Moto::start(true);
     s.set_environments(&format!(
-        "environments:\n  prod:\n    docker_host: ssh://nobody@127.0.0.1\n  staging:\n    backups: s3://countable/backups/\n    endpoint_url: {}\n    region: us-east-1\n",
+        "environments:\n  prod:\n    docker_host: {}\n  qa:\n    docker_host: ssh://nobody@127.0.0.1\n  staging:\n    backups: s3://countable/backups/\n    endpoint_url: {}\n    region: us-east-1\n",
+        host.docker_host(),
         moto.url()
     ));
-    let creds = aws_env();
+    let doctor_cmd = || {
+        let mut c = s.countable();
+        c.env("PATH", host.path_env()).envs(aws_env());
+        c
+    };
 
-    // The engine stopped (a DOCKER_HOST where none answers): the engine check fails
-    // with its fix, the rest still runs.
-    let (code, checks) = doctor(
-        s.countable()
-            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-            .envs(creds.clone()),
-    );
+    // prod's engine answers over ssh; qa's host does not; staging's store refuses
+    // the credentials (moto checking keys, none of which it knows).
+    let (code, checks) = doctor(&mut doctor_cmd());
     assert_eq!(code, 1);
-    let engine = find(&checks, "docker engine");
-    assert_eq!(engine["status"], "fail");
+    let prod = find(&checks, "prod: docker_host");
+    assert_eq!(prod["status"], "ok", "{prod}");
     assert!(
-        engine["fix"].as_str().unwrap().contains("DOCKER_HOST"),
-        "{engine}"
+        prod["detail"].as_str().unwrap().contains("Docker"),
+        "{prod}"
     );
-    assert_eq!(find(&checks, "docker compose")["status"], "ok");
-
-    // The published port taken by another program.
-    let listener = std::net::TcpListener::bind(("0.0.0.0", s.port)).unwrap();
-    let (code, checks) = doctor(s.countable().envs(creds.clone()));
-    assert_eq!(code, 1);
-    let port = find(&checks, "port");
-    assert_eq!(port["status"], "fail", "{port}");
-    assert!(port["fix"].as_str().unwrap().contains("ss -ltnp"), "{port}");
-    drop(listener);
-
-    // An unreachable docker_host (ssh), and a store that refuses the credentials.
-    let (code, checks) = doctor(s.countable().envs(creds.clone()));
-    assert_eq!(code, 1);
-    assert_eq!(find(&checks, "port")["status"], "ok");
-    let host = find(&checks, "prod: docker_host");
-    assert_eq!(host["status"], "fail", "{host}");
+    let qa = find(&checks, "qa: docker_host");
+    assert_eq!(qa["status"], "fail", "{qa}");
     assert!(
-        host["detail"]
+        qa["detail"]
             .as_str()
             .unwrap()
             .contains("ssh://nobody@127.0.0.1"),
-        "{host}"
+        "{qa}"
     );
     assert!(
-        host["fix"]
-            .as_str()
-            .unwrap()
-            .contains("ssh nobody@127.0.0.1"),
-        "{host}"
+        qa["fix"].as_str().unwrap().contains("ssh nobody@127.0.0.1"),
+        "{qa}"
     );
     let store = find(&checks, "staging: backups");
     assert_eq!(store["status"], "fail", "{store}");
@@ -424,25 +416,73 @@ fn doctor_reports_what_is_broken() {
         store["detail"].as_str().unwrap().contains("credentials"),
         "{store}"
     );
+    assert_eq!(find(&checks, "docker engine")["status"], "ok");
+    assert_eq!(find(&checks, "port")["status"], "ok");
     assert_eq!(find(&checks, "local database")["status"], "skip");
 
-    // The table says the same, each fix under its row, and exits 1.
-    let r = run(s.countable().arg("doctor").envs(creds.clone()));
-    assert_eq!(r.code, 1);
-    assert!(r.stdout.contains("FAIL"), "{}", r.stdout);
-    assert!(r.stdout.contains("fix: "), "{}", r.stdout);
-    assert!(r.stderr.is_empty(), "nothing but the table: {}", r.stderr);
+    // The daemon stopped: that host's engine, as this machine's (DOCKER_HOST) and as
+    // prod's docker_host. Each fails with its fix; the other checks still run.
+    host.stop_engine();
+    let (code, checks) =
+        doctor(doctor_cmd().env("DOCKER_HOST", format!("unix://{}", host.sock().display())));
+    assert_eq!(code, 1);
+    let engine = find(&checks, "docker engine");
+    assert_eq!(engine["status"], "fail", "{engine}");
+    assert!(
+        engine["fix"].as_str().unwrap().contains("DOCKER_HOST"),
+        "{engine}"
+    );
+    assert_eq!(find(&checks, "prod: docker_host")["status"], "fail");
+    assert_eq!(find(&checks, "docker compose")["status"], "ok");
+    assert_eq!(find(&checks, "lrzip")["status"], "ok");
 
-    // Fixed: the host entry removed, the store given a bucket it may read.
+    // The published port taken by another program.
+    let listener = std::net::TcpListener::bind(("0.0.0.0", s.port)).unwrap();
+    let (code, checks) = doctor(&mut doctor_cmd());
+    assert_eq!(code, 1);
+    let port = find(&checks, "port");
+    assert_eq!(port["status"], "fail", "{port}");
+    assert!(port["fix"].as_str().unwrap().contains("ss -ltnp"), "{port}");
+    // The table says the same, each fix under its row, and exits 1.
+    let r = run(doctor_cmd().arg("doctor"));
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("port") && l.contains("FAIL")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("fix: stop what listens there"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stderr.is_empty(), "nothing but the table: {}", r.stderr);
+    drop(listener);
+
+    // All put right: only environments that answer, a store that may be read.
+    drop(host);
     let open_moto = Moto::start(false);
     open_moto.aws(&["s3", "mb", "s3://countable"]).ok();
     s.set_environments(&format!(
         "environments:\n  staging:\n    backups: s3://countable/backups/\n    endpoint_url: {}\n    region: us-east-1\n",
         open_moto.url()
     ));
-    let (code, checks) = doctor(s.countable().envs(creds));
-    let store = find(&checks, "staging: backups");
-    assert_eq!(store["status"], "ok", "{store}");
+    let (code, checks) = doctor(s.countable().envs(aws_env()));
+    assert_eq!(find(&checks, "staging: backups")["status"], "ok");
     assert_eq!(code, 0, "{checks:#?}");
-    assert!(Path::new(&s.root()).join("compose.override.yaml").is_file());
+
+    // A countable.yml that does not parse is a failure, not "no project".
+    let yml = s.root().join("countable.yml");
+    let text = std::fs::read_to_string(&yml).unwrap();
+    std::fs::write(&yml, text.replace("port:", "prot:")).unwrap();
+    let (code, checks) = doctor(&mut s.countable());
+    assert_eq!(code, 1);
+    let project = find(&checks, "project");
+    assert_eq!(project["status"], "fail", "{project}");
+    assert!(
+        project["detail"].as_str().unwrap().contains("prot"),
+        "{project}"
+    );
 }

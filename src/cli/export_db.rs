@@ -42,7 +42,11 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     });
     let target = Target::parse(&file);
     if target == Target::Stdout && args.json {
-        anyhow::bail!("--json needs a FILE: stdout carries the dump");
+        return Err(crate::error::Hinted::new(
+            "--json needs a FILE: stdout carries the dump",
+            "name a file: `countable export-db shop.dump --json`",
+        )
+        .into());
     }
     let done = export::export(
         &mut local,

@@ -35,6 +35,9 @@ pub async fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     };
     local.up(printer, &opts).await?;
     if args.dry_run {
+        if args.watch {
+            printer.data(&local.compose()?.display(&["watch", "--no-up"]));
+        }
         return Ok(());
     }
     let states = local.status().await?;

@@ -72,7 +72,7 @@ pub async fn run(start: &Path) -> Vec<Check> {
     let mut out = Vec::new();
     let engine = engine_checks(&mut out).await;
     out.push(compose_check());
-    let local = Local::open(start).ok();
+    let local = Local::open(start);
     out.push(disk_check(
         local
             .as_ref()
@@ -80,24 +80,45 @@ pub async fn run(start: &Path) -> Vec<Check> {
             .unwrap_or(start),
         "project",
     ));
-    if let Some((_, _, Some(root))) = &engine {
+    // The engine's data root is a path on the engine's machine: measured only when
+    // that is this one.
+    let local_engine =
+        std::env::var("DOCKER_HOST").map_or(true, |h| h.is_empty() || h.starts_with("unix://"));
+    if let (Some((_, _, Some(root))), true) = (&engine, local_engine) {
         if Path::new(root).is_dir() {
             out.push(disk_check(Path::new(root), "engine"));
         }
     }
     out.push(lrzip_check());
-    let Some(mut local) = local else {
-        out.push(check(
-            "project",
-            Status::Skip,
-            "no countable.yml here or above: project checks skipped",
-            None,
-        ));
-        return out;
+    let mut local = match local {
+        Ok(l) => l,
+        Err(e) => {
+            let not_found = matches!(
+                e.downcast_ref::<crate::project::ProjectError>(),
+                Some(crate::project::ProjectError::NotFound(_))
+            );
+            out.push(if not_found {
+                check(
+                    "project",
+                    Status::Skip,
+                    "no countable.yml here or above: project checks skipped",
+                    None,
+                )
+            } else {
+                failed("project", &e, "fix countable.yml")
+            });
+            return out;
+        }
     };
     out.push(files_check(&local));
     let running = match &engine {
-        Some(_) => local.status().await.unwrap_or_default(),
+        Some(_) => match local.status().await {
+            Ok(r) => r,
+            Err(e) => {
+                out.push(failed("project containers", &e, "`docker ps`"));
+                Vec::new()
+            }
+        },
         None => Vec::new(),
     };
     out.push(port_check(&local, &running));
@@ -160,15 +181,9 @@ fn compose_check() -> Check {
     }
 }
 
-/// Free space on the filesystem of `path`.
-pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
-    let s = rustix::fs::statvfs(path)?;
-    Ok(s.f_bavail.saturating_mul(s.f_frsize))
-}
-
 fn disk_check(path: &Path, what: &str) -> Check {
     let name = format!("free disk ({what})");
-    match free_bytes(path) {
+    match crate::store::dir::free_bytes_at(path) {
         Ok(free) => {
             let detail = format!(
                 "{} free on {}",
@@ -323,18 +338,44 @@ async fn durability_check(
         crate::restore::departures(&db).await
     }
     .await;
+    let off = |d: &crate::restore::Departures| {
+        d.off
+            .iter()
+            .map(|s| format!("{s} is off"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match found {
-        Ok(d) if d.is_empty() => check(
+        Ok(d) if d.restore == Some(true) => check(
+            name,
+            Status::Warn,
+            "a countable restore is running now (its settings are relaxed until it ends)",
+            Some("wait for it to end, then run `countable doctor` again".into()),
+        ),
+        Ok(d) if d.restore == Some(false) => check(
+            name,
+            Status::Fail,
+            format!("a killed restore left the server relaxed ({})", off(&d)),
+            Some("`countable up` (or any command that opens the local database) puts the settings back, flushes, and drops the half-made database".into()),
+        ),
+        Ok(d) if !d.off.is_empty() => check(
+            name,
+            Status::Fail,
+            format!("{}: a crash can corrupt the data", off(&d)),
+            Some(format!(
+                "if you did not set this on purpose: {} && countable psql -c 'SELECT pg_reload_conf()'",
+                d.off
+                    .iter()
+                    .map(|s| format!("countable psql -c 'ALTER SYSTEM RESET {s}'"))
+                    .collect::<Vec<_>>()
+                    .join(" && ")
+            )),
+        ),
+        Ok(_) => check(
             name,
             Status::Ok,
             "durable: fsync, synchronous_commit and full_page_writes on",
             None,
-        ),
-        Ok(d) => check(
-            name,
-            Status::Fail,
-            d.join("; "),
-            Some("if no countable restore is running, `countable up` puts the settings back and flushes the data (a killed restore left them)".into()),
         ),
         Err(e) => failed(name, &e, "`countable logs db`"),
     }
@@ -390,6 +431,15 @@ async fn env_store_check(local: &Local, env: &crate::names::EnvName) -> Check {
     }
     match tokio::time::timeout(REMOTE_TIMEOUT, async {
         let store = crate::data::store_of(local, env).await?;
+        if let crate::store::Store::Dir(d) = &store {
+            // The first backup makes the directory.
+            if !d.exists() {
+                return Ok((
+                    format!("{} (made by the first backup)", store.location()),
+                    Vec::new(),
+                ));
+            }
+        }
         let list = store.list().await?;
         Ok::<_, anyhow::Error>((store.location(), list))
     })

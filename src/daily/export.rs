@@ -6,7 +6,7 @@
 //!
 //! A file appears whole or not at all: the dump goes to a private `.part` file beside
 //! it (mode 0600: it is the project's data), which is flushed and renamed at the end
-//! and removed on any failure. An existing file is replaced only with `--force`.
+//! and removed on any failure, Ctrl-C included. An existing file is replaced only with `--force`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -18,6 +18,8 @@ use tokio::io::AsyncWriteExt;
 use crate::backup::{BackupError, Compress};
 use crate::environment::Local;
 use crate::error::Hinted;
+use crate::interrupt::Interrupt;
+use crate::store::dir::sibling;
 use crate::ui::{self, Printer};
 
 /// The dump's format.
@@ -45,18 +47,6 @@ impl Target {
         } else {
             Target::File(arg.to_path_buf())
         }
-    }
-}
-
-/// The compression a file name asks for (its last suffix); none for anything else.
-pub fn compression_for(path: &Path) -> Compress {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("gz") | Some("tgz") => Compress::Gzip,
-        Some("zst") => Compress::Zstd,
-        Some("xz") => Compress::Xz,
-        Some("bz2") => Compress::Bzip2,
-        Some("lrz") => Compress::Lrzip,
-        _ => Compress::None,
     }
 }
 
@@ -95,12 +85,6 @@ pub struct Exported {
     pub seconds: f64,
 }
 
-/// The `.part` file beside `path`, where the dump grows until it is whole.
-fn part_of(path: &Path) -> PathBuf {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    path.with_file_name(format!(".{name}.part-{}", std::process::id()))
-}
-
 /// Dump the local database into `target`. `compress` overrides what the file name asks for.
 pub async fn export(
     local: &mut Local,
@@ -111,7 +95,7 @@ pub async fn export(
     force: bool,
 ) -> anyhow::Result<Exported> {
     let compress = compress.unwrap_or(match target {
-        Target::File(p) => compression_for(p),
+        Target::File(p) => Compress::for_name(p),
         Target::Stdout => Compress::None,
     });
     if let Target::File(path) = target {
@@ -134,22 +118,30 @@ pub async fn export(
         Target::File(p) => p.display().to_string(),
         Target::Stdout => "-".into(),
     };
+    let interrupt = Interrupt::get()?;
     let bar = printer.bytes_bar(None, &format!("exporting {} to {label}", db.name));
     let (sha256, bytes) = match target {
         Target::Stdout => {
             let mut out = bar.wrap_async_write(tokio::io::stdout());
-            let r = crate::backup::stream_dump(&db, &cmd, compress, &mut out).await;
+            let r = tokio::select! {
+                r = crate::backup::stream_dump(&db, &cmd, compress, &mut out) => r,
+                _ = interrupt.wait() => Err(interrupted()),
+            };
             bar.finish_and_clear();
-            r?
+            r.map_err(explain)?
         }
         Target::File(path) => {
-            let part = part_of(path);
-            let r = into_file(&db, &cmd, compress, &part, path, &bar).await;
+            let part = sibling(path, "part");
+            // Ctrl-C is raced, so the .part file goes on every way out.
+            let r = tokio::select! {
+                r = into_file(&db, &cmd, compress, &part, path, &bar) => r,
+                _ = interrupt.wait() => Err(interrupted()),
+            };
             bar.finish_and_clear();
             if r.is_err() {
                 let _ = std::fs::remove_file(&part);
             }
-            r?
+            r.map_err(explain)?
         }
     };
     Ok(Exported {
@@ -161,6 +153,27 @@ pub async fn export(
         sha256,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+fn interrupted() -> anyhow::Error {
+    Hinted::new(
+        "the export was interrupted; no file was written",
+        "run it again when it may finish",
+    )
+    .into()
+}
+
+/// pg_dump's failure, said of the local database.
+fn explain(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast::<BackupError>() {
+        Ok(BackupError::DumpFailed(why)) => Hinted::new(
+            format!("pg_dump failed in the local db container: {why}"),
+            "see `countable logs db`; `countable doctor` checks the database",
+        )
+        .into(),
+        Ok(other) => other.into(),
+        Err(e) => e,
+    }
 }
 
 /// Stream the dump into `part`, flush it to disk and rename it to `path`.
@@ -184,17 +197,7 @@ async fn into_file(
         .await
         .with_context(|| format!("opening {}", part.display()))?;
     let mut out = bar.wrap_async_write(file);
-    let r = crate::backup::stream_dump(db, cmd, compress, &mut out)
-        .await
-        .map_err(|e| match e.downcast::<BackupError>() {
-            Ok(BackupError::DumpFailed(why)) => Hinted::new(
-                format!("pg_dump failed in the local db container: {why}"),
-                "see `countable logs db`; `countable doctor` checks the database",
-            )
-            .into(),
-            Ok(other) => other.into(),
-            Err(e) => e,
-        })?;
+    let r = crate::backup::stream_dump(db, cmd, compress, &mut out).await?;
     out.flush().await?;
     drop(out);
     on_disk
@@ -240,7 +243,7 @@ mod tests {
             ("shop.dump.bz2", Compress::Bzip2),
             ("shop.dump.lrz", Compress::Lrzip),
         ] {
-            assert_eq!(compression_for(Path::new(name)), c, "{name}");
+            assert_eq!(Compress::for_name(Path::new(name)), c, "{name}");
         }
     }
 
@@ -252,16 +255,5 @@ mod tests {
         assert!(zstd.contains(&"-Z0".to_string()), "{zstd:?}");
         let plain = dump_args("u", "d", Format::Plain, Compress::Gzip);
         assert_eq!(plain, ["pg_dump", "-Fp", "-U", "u", "-d", "d"]);
-    }
-
-    #[test]
-    fn part_files_are_hidden_beside_the_target() {
-        let p = part_of(Path::new("/tmp/x/shop.dump"));
-        assert_eq!(p.parent(), Some(Path::new("/tmp/x")));
-        assert!(p
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with(".shop.dump.part-"));
     }
 }

@@ -11,6 +11,7 @@ pub mod export;
 pub mod open;
 pub mod psql;
 
+use crate::engine::EngineError;
 use crate::environment::Local;
 use crate::error::Hinted;
 
@@ -37,36 +38,51 @@ pub fn manage_command(args: &[String]) -> Vec<String> {
     v
 }
 
-/// Run `cmd` in the local `service` (attached to this terminal); the program's exit
-/// code becomes ours. A service that is not running is an error that says how to start it.
-pub async fn exec(local: &mut Local, service: &str, cmd: &[String]) -> anyhow::Result<()> {
+/// Run `cmd` in the local `service` (attached to this terminal), as `user` (None: the
+/// container's own); the program's exit code becomes ours. A service that is not
+/// running is an error that says how to start it.
+pub async fn exec(
+    local: &mut Local,
+    service: &str,
+    cmd: &[String],
+    user: Option<&str>,
+) -> anyhow::Result<()> {
     let project = local.project.compose_name().to_string();
     let s = &local.project.config.services;
     let known = [s.db.clone(), s.web.clone(), s.nginx.clone()];
     let engine = local.engine().await?.clone();
-    if let Err(e) = engine.service_container(&project, service).await {
-        let hint = if known.iter().any(|s| s == service) {
-            "countable up".to_string()
-        } else {
-            format!(
-                "is `{service}` a service of the compose files? countable.yml's services are {}; `docker compose config --services` lists them all; then `countable up`",
-                known.join(", ")
+    let container = match engine.service_container(&project, service).await {
+        Ok(c) => c,
+        Err(e @ EngineError::NoContainer { .. }) => {
+            let hint = if known.iter().any(|s| s == service) {
+                "`countable up`".to_string()
+            } else {
+                format!(
+                    "is `{service}` a service of the compose files? countable.yml names {}; `docker compose config --services` lists them all; then `countable up`",
+                    known.join(", ")
+                )
+            };
+            return Err(Hinted::wrap(
+                e.into(),
+                format!("`{service}` of {project} is not running"),
+                hint,
             )
-        };
-        return Err(Hinted::wrap(
-            e.into(),
-            format!("`{service}` of {project} is not running"),
-            hint,
-        )
-        .into());
-    }
-    let container = engine.service_container(&project, service).await?;
+            .into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let cmd = command_or_shell(cmd);
     let refs: Vec<&str> = cmd.iter().map(String::as_str).collect();
     // Through the engine, not `docker compose exec`: compose 2.40 exits 0 whatever the
     // command's code (docker/compose#8982 came back), and scripts need that code.
     let code = engine
-        .exec_attached(&container, &refs, &[], crate::engine::attach::on_terminal())
+        .exec_attached(
+            &container,
+            &refs,
+            &[],
+            crate::engine::attach::on_terminal(),
+            user,
+        )
         .await?;
     crate::error::pass_through(code)
 }

@@ -14,11 +14,16 @@ use crate::ui::Printer;
 pub const READ_ONLY: &str = "PGOPTIONS=-c default_transaction_read_only=on";
 
 /// psql's command line in the container: `user` on `database`, then the user's `args`.
-pub fn command(user: &str, database: &str, args: &[String]) -> Vec<String> {
+/// A `script` (SQL on stdin, not a person) stops at its first error and exits 3, as
+/// scripts need (psql itself goes on and exits 0).
+pub fn command(user: &str, database: &str, args: &[String], script: bool) -> Vec<String> {
     let mut v: Vec<String> = ["psql", "-U", user, "-d", database]
         .iter()
         .map(|s| s.to_string())
         .collect();
+    if script {
+        v.extend(["-v".to_string(), "ON_ERROR_STOP=1".to_string()]);
+    }
     v.extend(args.iter().cloned());
     v
 }
@@ -77,7 +82,8 @@ pub async fn run(
             ""
         }
     ));
-    let cmd = command(&db.user, &db.name, args);
+    use std::io::IsTerminal;
+    let cmd = command(&db.user, &db.name, args, !std::io::stdin().is_terminal());
     let refs: Vec<&str> = cmd.iter().map(String::as_str).collect();
     let code = db
         .engine()
@@ -86,6 +92,7 @@ pub async fn run(
             &refs,
             &env_vars,
             crate::engine::attach::on_terminal(),
+            None,
         )
         .await?;
     crate::error::pass_through(code)
@@ -105,8 +112,10 @@ mod tests {
             "the local database is the developer's own"
         );
         assert_eq!(
-            command("shop", "shop", &["-c".into(), "select 1".into()]),
+            command("shop", "shop", &["-c".into(), "select 1".into()], false),
             ["psql", "-U", "shop", "-d", "shop", "-c", "select 1"]
         );
+        let script = command("shop", "shop", &[], true);
+        assert!(script.ends_with(&["-v".to_string(), "ON_ERROR_STOP=1".to_string()]));
     }
 }

@@ -6,7 +6,6 @@
 //!
 //! It never reads what passes through; the exit code is the program's.
 
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
@@ -44,61 +43,30 @@ pub fn on_terminal() -> bool {
     std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
 }
 
+/// The exit code shells report for a program killed by SIGPIPE: our reader went away.
+const BROKEN_PIPE: i64 = 128 + 13;
+
 impl Engine {
-    /// Run `cmd` in `container` attached to this terminal (a TTY when `tty`); its exit
-    /// code.
+    /// Run `cmd` in `container` attached to this terminal (a TTY when `tty`), as
+    /// `user` (None: the container's); its exit code.
     pub async fn exec_attached(
         &self,
         container: &str,
         cmd: &[&str],
         env: &[String],
         tty: bool,
+        user: Option<&str>,
     ) -> Result<i64, EngineError> {
-        let exec = self
-            .docker
-            .create_exec(
-                container,
-                CreateExecOptions {
-                    cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
-                    env: Some(env.to_vec()),
-                    attach_stdin: Some(true),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    tty: Some(tty),
-                    ..Default::default()
-                },
-            )
+        let (exec_id, mut output, mut input) = self
+            .start_attached_as(container, cmd, env, true, tty, user)
             .await?;
-        let started = self
-            .docker
-            .start_exec(
-                &exec.id,
-                Some(StartExecOptions {
-                    detach: false,
-                    tty,
-                    output_capacity: Some(64 * 1024),
-                }),
-            )
-            .await?;
-        let StartExecResults::Attached {
-            mut output,
-            mut input,
-        } = started
-        else {
-            return Err(EngineError::Api(
-                bollard::errors::Error::DockerResponseServerError {
-                    status_code: 500,
-                    message: "exec started detached".into(),
-                },
-            ));
-        };
         let raw = if tty { RawMode::enter().ok() } else { None };
         if tty {
             if let Ok(size) = rustix::termios::tcgetwinsize(std::io::stdout()) {
                 let _ = self
                     .docker
                     .resize_exec(
-                        &exec.id,
+                        &exec_id,
                         bollard::exec::ResizeExecOptions {
                             height: size.ws_row,
                             width: size.ws_col,
@@ -115,6 +83,7 @@ impl Engine {
         let mut stdout = tokio::io::stdout();
         let mut stderr = tokio::io::stderr();
         let mut failed = None;
+        let mut reader_gone = false;
         while let Some(chunk) = output.next().await {
             let written = match chunk {
                 Ok(bollard::container::LogOutput::StdErr { message }) => {
@@ -130,8 +99,9 @@ impl Engine {
                     break;
                 }
             };
-            // Our stdout closed (`| head`): stop reading, as a pipe would.
+            // Our stdout closed (`| head`): stop, as a program in a pipe would.
             if written.is_err() {
+                reader_gone = true;
                 break;
             }
         }
@@ -140,7 +110,29 @@ impl Engine {
         if let Some(e) = failed {
             return Err(e.into());
         }
-        let inspect = self.docker.inspect_exec(&exec.id).await?;
-        Ok(inspect.exit_code.unwrap_or(-1))
+        if reader_gone {
+            return Ok(BROKEN_PIPE);
+        }
+        self.exit_code(&exec_id).await
+    }
+
+    /// The exit code of a finished exec: its output has ended, but the engine may
+    /// take a moment to record the code.
+    async fn exit_code(&self, exec_id: &str) -> Result<i64, EngineError> {
+        for _ in 0..50 {
+            let inspect = self.docker.inspect_exec(exec_id).await?;
+            if inspect.running != Some(true) {
+                if let Some(code) = inspect.exit_code {
+                    return Ok(code);
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Err(EngineError::Api(
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 500,
+                message: format!("the engine recorded no exit code for exec {exec_id}"),
+            },
+        ))
     }
 }

@@ -520,7 +520,9 @@ impl Engine {
         W: tokio::io::AsyncWrite + Unpin + Send + ?Sized,
     {
         use tokio::io::AsyncWriteExt;
-        let (exec_id, mut output, _) = self.start_attached(container, cmd, &[], false).await?;
+        let (exec_id, mut output, _) = self
+            .start_attached(container, cmd, &[], false, false)
+            .await?;
         let mut err = Vec::new();
         let mut written = Ok(0u64);
         {
@@ -654,13 +656,29 @@ impl Engine {
             })
     }
 
-    /// Create and start an exec of `cmd` (no TTY), attached: its id, its output, its stdin.
-    async fn start_attached(
+    /// Create and start an exec of `cmd` (a TTY when `tty`), attached: its id, its
+    /// output, its stdin.
+    pub(super) async fn start_attached(
         &self,
         container: &str,
         cmd: &[&str],
         env: &[String],
         stdin: bool,
+        tty: bool,
+    ) -> Result<(String, ExecOutputStream, ExecInput), EngineError> {
+        self.start_attached_as(container, cmd, env, stdin, tty, None)
+            .await
+    }
+
+    /// `start_attached` as `user` (`uid[:gid]` or a name; None: the container's user).
+    pub(super) async fn start_attached_as(
+        &self,
+        container: &str,
+        cmd: &[&str],
+        env: &[String],
+        stdin: bool,
+        tty: bool,
+        user: Option<&str>,
     ) -> Result<(String, ExecOutputStream, ExecInput), EngineError> {
         let exec = self
             .docker
@@ -672,7 +690,8 @@ impl Engine {
                     attach_stdin: Some(stdin),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
-                    tty: Some(false),
+                    tty: Some(tty),
+                    user: user.map(str::to_string),
                     ..Default::default()
                 },
             )
@@ -683,7 +702,7 @@ impl Engine {
                 &exec.id,
                 Some(StartExecOptions {
                     detach: false,
-                    tty: false,
+                    tty,
                     output_capacity: Some(1024 * 1024),
                 }),
             )
@@ -706,7 +725,9 @@ impl Engine {
         cmd: &[&str],
         env: &[String],
     ) -> Result<ExecSession, EngineError> {
-        let (exec_id, output, input) = self.start_attached(container, cmd, env, true).await?;
+        let (exec_id, output, input) = self
+            .start_attached(container, cmd, env, true, false)
+            .await?;
         Ok(ExecSession {
             docker: self.docker.clone(),
             exec_id,
@@ -733,7 +754,7 @@ impl Engine {
     {
         use tokio::io::AsyncWriteExt;
         let (exec_id, mut output, mut input) = self
-            .start_attached(container, cmd, env, stdin.is_some())
+            .start_attached(container, cmd, env, stdin.is_some(), false)
             .await?;
         let feed = async move {
             let result = match stdin {

@@ -263,32 +263,33 @@ pub async fn recover(db: &Db) -> anyhow::Result<Recovered> {
     Ok(done)
 }
 
-/// What is not as a durable server has it (for `doctor`): the crash-safety settings
-/// that are off, and a restore's marker (a restore running now, or one that was killed
-/// and not yet put right). Empty when all is normal.
-pub async fn departures(db: &Db) -> anyhow::Result<Vec<String>> {
+/// How far a local server is from durable (for `doctor`).
+#[derive(Debug, Default, PartialEq)]
+pub struct Departures {
+    /// Crash-safety settings that are off.
+    pub off: Vec<String>,
+    /// A restore's marker: `Some(true)` while its owner runs, `Some(false)` when a
+    /// killed restore left it (the next command that opens the db puts things back).
+    pub restore: Option<bool>,
+}
+
+/// The crash-safety settings that are off, and a restore's marker.
+pub async fn departures(db: &Db) -> anyhow::Result<Departures> {
     let off = db
         .sql(
             &db.name,
             "SELECT name FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes') AND setting = 'off' ORDER BY name",
         )
         .await?;
-    let mut found: Vec<String> = off
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| format!("{} is off", l.trim()))
-        .collect();
-    if let Some(m) = read_marker(db).await? {
-        found.push(if m.owner.alive() {
-            format!(
-                "a restore is running (pid {} on {})",
-                m.owner.pid, m.owner.host
-            )
-        } else {
-            "a killed restore left its marker".to_string()
-        });
-    }
-    Ok(found)
+    Ok(Departures {
+        off: off
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect(),
+        restore: read_marker(db).await?.map(|m| m.owner.alive()),
+    })
 }
 
 impl Recovered {

@@ -26,7 +26,7 @@ use crate::compose::Compose;
 use crate::error::Hint;
 
 pub use db::{Census, Db, Position};
-pub use durability::{departures, recover, Recovered, RELAXED};
+pub use durability::{departures, recover, Departures, Recovered, RELAXED};
 pub use playbook::{restore, restore_fresh, restore_then};
 pub use swap::undo;
 

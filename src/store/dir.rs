@@ -15,12 +15,18 @@ fn is_temporary(name: &str) -> bool {
 
 /// `dest`'s temporary sibling: `.<file name>.<kind>-<pid>` in the same directory, so
 /// that it is linked or renamed into place on the same filesystem.
-fn sibling(dest: &Path, kind: &str) -> PathBuf {
+pub(crate) fn sibling(dest: &Path, kind: &str) -> PathBuf {
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     dest.with_file_name(format!(".{name}.{kind}-{}", std::process::id()))
+}
+
+/// Free bytes (for an unprivileged user) on the filesystem that holds `path`.
+pub fn free_bytes_at(path: &Path) -> std::io::Result<u64> {
+    let st = rustix::fs::statvfs(path)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 #[derive(Clone)]
@@ -44,10 +50,14 @@ impl DirStore {
 
     /// Free bytes for an unprivileged writer on the directory's filesystem (its nearest
     /// existing ancestor when it does not exist yet).
+    /// Does the directory exist yet (the first backup makes it)?
+    pub fn exists(&self) -> bool {
+        self.path.is_dir()
+    }
+
     pub fn free_space(&self) -> Option<u64> {
         let dir = self.path.ancestors().find(|p| p.exists())?;
-        let st = rustix::fs::statvfs(dir).ok()?;
-        Some(st.f_bavail.saturating_mul(st.f_frsize))
+        free_bytes_at(dir).ok()
     }
 
     fn io(&self, source: std::io::Error) -> StoreError {

@@ -4,7 +4,7 @@
 //! A store only moves bytes; it never decodes or restores them.
 
 pub mod bucket;
-mod dir;
+pub mod dir;
 pub mod parts;
 mod s3;
 
