@@ -242,26 +242,29 @@ impl Local {
         self.require_healthy(printer, started, Some(&db)).await
     }
 
-    /// The local database, ready to be restored into: db up, versions known, and the
-    /// running app services (stopped during the swap).
+    /// The local database, ready to be restored into: db up, versions known. The app
+    /// keeps running through the swap (it reconnects by itself); a running web then
+    /// gets `migrate`, as its entrypoint would on a restart.
     pub async fn restore_target(
         &mut self,
         printer: &Printer,
     ) -> anyhow::Result<crate::restore::Target> {
         self.ensure_db(printer).await?;
         let project = self.project.compose_name().to_string();
-        let db_service = self.project.config.services.db.clone();
+        let web = self.project.config.services.web.clone();
         let db = self.local_db(printer).await?;
-        let states = self.engine().await?.project_services(&project).await?;
+        let engine = self.engine().await?.clone();
+        let migrate_in = engine
+            .service_container(&project, &web)
+            .await
+            .ok()
+            .map(|c| (engine.clone(), c));
         Ok(crate::restore::Target {
             db,
             apps: crate::restore::Apps::Compose(self.compose()?.clone()),
-            app_services: states
-                .into_iter()
-                .filter(|s| s.service != db_service && s.state == "running")
-                .map(|s| s.service)
-                .collect(),
+            app_services: Vec::new(),
             keep_stopped: Vec::new(),
+            migrate_in,
         })
     }
 
@@ -614,13 +617,16 @@ impl Local {
         }
         printer.status("watching for changes that need a new image (develop.watch); Ctrl-C stops watching, the environment keeps running");
         let compose = self.compose()?.clone();
+        // Ctrl-C is how watching ends: it reaches compose (same process group), and
+        // countable, listening, only notes it.
+        let interrupt = crate::interrupt::Interrupt::get()?;
         let code =
             tokio::task::spawn_blocking(move || compose.attached(&["watch", "--no-up"])).await??;
-        // Ctrl-C (130) is how watching ends.
-        match code {
-            130 => Ok(()),
-            c => crate::error::pass_through(c),
+        if interrupt.hit() {
+            printer.note("stopped watching; the environment keeps running");
+            return Ok(());
         }
+        crate::error::pass_through(code)
     }
 
     /// Stream the services' logs to stdout.

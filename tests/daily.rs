@@ -360,10 +360,9 @@ fn live_code_and_the_daily_commands() {
         .args(["-INT", "--", &format!("-{}", watch.id())])
         .status();
     let ended = watch.wait().unwrap();
-    use std::os::unix::process::ExitStatusExt;
     assert!(
-        ended.success() || ended.signal() == Some(2),
-        "Ctrl-C ends watching: {ended:?}"
+        ended.success(),
+        "Ctrl-C ends watching, and up with it: {ended:?}"
     );
     let said = reader.join().unwrap();
     assert!(said.contains("web"), "{said}");

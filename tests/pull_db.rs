@@ -8,6 +8,7 @@
 mod common;
 
 use std::path::Path;
+use std::process::Command;
 
 use common::*;
 
@@ -347,4 +348,92 @@ fn up_fills_an_empty_database_from_data_from() {
     let again = run(s.countable().arg("up")).ok();
     assert!(!again.stderr.contains("filling"), "{}", again.stderr);
     drop(src);
+}
+
+/// The web container's start time: unchanged when it was never restarted.
+fn started_at(s: &Scratch) -> String {
+    run(Command::new("docker").args([
+        "inspect",
+        "--format",
+        "{{.State.StartedAt}}",
+        &format!("{}-web-1", s.name),
+    ]))
+    .ok()
+    .stdout
+    .trim()
+    .to_string()
+}
+
+/// A request loop on `/healthz` (through nginx, gunicorn or runserver, to the db) while
+/// `work` runs: (requests, failed, longest time between two good answers).
+fn under_load(s: &Scratch, work: impl FnOnce()) -> (usize, usize, f64) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = s.port;
+    let flag = stop.clone();
+    let looper = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let r = http_get(port, "/healthz", &[]);
+            seen.push((std::time::Instant::now(), r.status == 200));
+        }
+        seen
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    work();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = looper.join().unwrap();
+    let failed = seen.iter().filter(|(_, ok)| !ok).count();
+    let goods: Vec<_> = seen.iter().filter(|(_, ok)| *ok).map(|(t, _)| *t).collect();
+    let gap = goods
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .fold(0.0, f64::max);
+    (seen.len(), failed, gap)
+}
+
+#[test]
+fn a_running_app_keeps_answering_through_the_swap() {
+    let s = Scratch::new("online");
+    run(s.countable().arg("up")).ok();
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("before.dump");
+    run(s.countable().args(["export-db", dump.to_str().unwrap()])).ok();
+    s.sql("CREATE TABLE after_the_dump (i int)");
+    let started = started_at(&s);
+
+    // The request loop runs through the whole import: only a request in flight at
+    // the instant of the swap may fail (it is one client, so at most one, and one
+    // more if it reconnected in the milliseconds before the commit).
+    let mut import = None;
+    let (requests, failed, gap) = under_load(&s, || {
+        import = Some(run(s.countable().args([
+            "import-db",
+            dump.to_str().unwrap(),
+            "--yes",
+        ])));
+    });
+    let import = import.unwrap();
+    assert_eq!(import.code, 0, "{}", import.stderr);
+    eprintln!("import-db under a request loop: {requests} requests, {failed} failed, longest gap {gap:.2} s");
+    assert!(requests > 20, "the loop ran: {requests}");
+    assert!(failed <= 2, "{failed} of {requests} requests failed");
+    assert!(!import.stderr.contains("stopping"), "{}", import.stderr);
+    assert_eq!(started_at(&s), started, "web was never restarted");
+    // The restored database is the current one, and the app uses it.
+    assert_eq!(s.sql("SELECT to_regclass('after_the_dump') IS NULL"), "t");
+    assert_eq!(s.get("/", &[]).status, 200);
+    assert_eq!(
+        s.sql("SELECT count(*) FROM pg_database WHERE NOT datallowconn AND datname NOT LIKE 'template%'"),
+        "0",
+        "every database is open again"
+    );
+
+    // undo-db swaps back the same way.
+    let (requests, failed, _) = under_load(&s, || {
+        run(s.countable().args(["undo-db", "--yes"])).ok();
+    });
+    assert!(failed <= 2, "{failed} of {requests} requests failed");
+    assert_eq!(s.sql("SELECT to_regclass('after_the_dump') IS NULL"), "f");
+    assert_eq!(started_at(&s), started);
 }

@@ -452,6 +452,7 @@ pub async fn rollback(
                     db: db.clone(),
                     apps: crate::restore::Apps::Compose(compose),
                     app_services: Vec::new(),
+                    migrate_in: None,
                     keep_stopped: vec![s.web.clone()],
                 };
                 super::restore_db::restore(

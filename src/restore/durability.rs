@@ -101,6 +101,8 @@ pub struct Claim {
 pub struct Recovered {
     pub settings: bool,
     pub dropped: Vec<String>,
+    /// Databases a killed swap left closed to connections, opened again.
+    pub reopened: Vec<String>,
 }
 
 async fn read_marker(db: &Db) -> anyhow::Result<Option<Marker>> {
@@ -252,6 +254,28 @@ pub async fn recover(db: &Db) -> anyhow::Result<Recovered> {
         put_back(db, &m.prior).await?;
         done.settings = true;
     }
+    // A swap killed between closing the databases and its commit left them closed.
+    let closed = db
+        .sql(
+            "postgres",
+            &format!(
+                "SELECT datname FROM pg_database WHERE NOT datallowconn AND datname IN ({}, {})",
+                literal(&db.name),
+                literal(&super::previous_name(&db.name))
+            ),
+        )
+        .await?;
+    for name in closed.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        db.sql(
+            "postgres",
+            &format!(
+                "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+                super::db::ident(name)
+            ),
+        )
+        .await?;
+        done.reopened.push(name.to_string());
+    }
     for name in [m.database.clone(), old_name(&db.name)] {
         if name != db.name && db.exists(&name).await? {
             db.drop_database(&name).await?;
@@ -294,7 +318,7 @@ pub async fn departures(db: &Db) -> anyhow::Result<Departures> {
 
 impl Recovered {
     pub fn is_empty(&self) -> bool {
-        !self.settings && self.dropped.is_empty()
+        !self.settings && self.dropped.is_empty() && self.reopened.is_empty()
     }
 
     /// One line for the user.
@@ -312,6 +336,12 @@ impl Recovered {
         }
         if !self.dropped.is_empty() {
             parts.push(format!("dropped the half-made {}", self.dropped.join(", ")));
+        }
+        if !self.reopened.is_empty() {
+            parts.push(format!(
+                "reopened {} to connections",
+                self.reopened.join(", ")
+            ));
         }
         format!(
             "an earlier countable restore was interrupted; {}",

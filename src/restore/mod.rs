@@ -125,6 +125,10 @@ pub struct Target {
     /// Services stopped for the swap and left stopped after it (a rollback starts
     /// another release in their place); started again only when the swap failed.
     pub keep_stopped: Vec<String>,
+    /// The running app container (engine, container) that was left running through
+    /// the swap: `manage.py migrate` runs there right after it, so the schema fits the
+    /// code as a restart's entrypoint would have made it.
+    pub migrate_in: Option<(crate::engine::Engine, String)>,
 }
 
 /// What a restore did.

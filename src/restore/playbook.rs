@@ -83,28 +83,18 @@ where
         let extra = before_swap(db, &new).await?;
         // Written while fsync was off: durable and flushed before it becomes current.
         claim.durable(db).await?;
-        let t = Instant::now();
-        db.sql(&new, "ANALYZE").await?;
-        let analyze_seconds = t.elapsed().as_secs_f64();
         let counts = (got, db.row_count(&new).await?, db.size_bytes(&new).await?);
-        Ok::<_, anyhow::Error>((
-            restore_seconds,
-            verify_seconds,
-            analyze_seconds,
-            counts,
-            extra,
-        ))
+        Ok::<_, anyhow::Error>((restore_seconds, verify_seconds, counts, extra))
     };
     let outcome = tokio::select! {
         r = work => r,
         _ = interrupt.wait() => Err(RestoreError::Interrupted.into()),
     };
     bar.finish_and_clear();
-    let (restore_seconds, verify_seconds, analyze_seconds, (tables, rows, database_bytes), extra) =
-        match outcome {
-            Ok(v) => v,
-            Err(e) => return Err(undo_partial(db, &new, &claim, e).await),
-        };
+    let (restore_seconds, verify_seconds, (tables, rows, database_bytes), extra) = match outcome {
+        Ok(v) => v,
+        Err(e) => return Err(undo_partial(db, &new, &claim, e).await),
+    };
     let t = Instant::now();
     if let Err(e) = swap(target, &new, printer).await {
         // The renames are one transaction: current and previous are as they were.
@@ -115,6 +105,14 @@ where
     }
     claim.release(db).await?;
     let swap_seconds = t.elapsed().as_secs_f64();
+    // The database is the app's from here on; the app's code gets its schema, and the
+    // statistics are gathered while it already answers.
+    if let Some((engine, container)) = &target.migrate_in {
+        migrate(engine, container, printer).await;
+    }
+    let t = Instant::now();
+    db.sql(&db.name, "ANALYZE").await?;
+    let analyze_seconds = t.elapsed().as_secs_f64();
     let summary = Summary {
         source: source.label,
         format,
@@ -130,6 +128,29 @@ where
         previous_kept: opts.keep_previous,
     };
     Ok((summary, extra))
+}
+
+/// `manage.py migrate` in the app's running container after the swap; a failure is
+/// reported (the restored data is in place, and undo-db can bring the old one back).
+async fn migrate(engine: &crate::engine::Engine, container: &str, printer: &Printer) {
+    let cmd = ["python", "manage.py", "migrate", "--noinput"];
+    match engine.exec_capture(container, &cmd, &[]).await {
+        Ok(out) if out.code == 0 => {
+            let applied = out.stdout.matches("... OK").count();
+            if applied > 0 {
+                printer.note(&format!(
+                    "   applied {applied} migration(s) of this code to the restored database"
+                ));
+            }
+        }
+        Ok(out) => printer.warn(&format!(
+            "`manage.py migrate` failed on the restored database: {}; see `countable manage migrate`, or `countable undo-db`",
+            crate::environment::summarize_log(&out.stderr, 3).join(" / ")
+        )),
+        Err(e) => printer.warn(&format!(
+            "`manage.py migrate` could not run after the swap: {e}; run `countable manage migrate`"
+        )),
+    }
 }
 
 /// After a failure: drop the half-made database, remove our files in the container, put

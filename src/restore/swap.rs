@@ -3,6 +3,14 @@
 //! previous database is renamed aside in that same transaction and dropped only after
 //! the commit, so a swap that fails at any point leaves current and previous as they
 //! were: there is always an undo point.
+//!
+//! The app may keep running: the databases are closed to new sessions
+//! (`ALLOW_CONNECTIONS false`), their sessions ended, and the renames and the
+//! reopening committed in one transaction sent in the same round trip. A request in
+//! flight at that instant fails; the app's next one reconnects by name, to the new
+//! database (Django checks a reused connection first: `CONN_HEALTH_CHECKS`). A swap
+//! that fails reopens the databases as they were; a countable killed in between is
+//! put right by `durability::recover`.
 
 use std::time::Duration;
 
@@ -25,8 +33,29 @@ fn swap_sql(db: &str, new: &str, current_exists: bool, previous_exists: bool) ->
         }
         sql.push_str(&format!("ALTER DATABASE {cur} RENAME TO {prev};\n"));
     }
-    sql.push_str(&format!("ALTER DATABASE {new} RENAME TO {cur};\nCOMMIT;\n"));
+    sql.push_str(&format!("ALTER DATABASE {new} RENAME TO {cur};\n"));
+    sql.push_str(&reopen_sql(&[db]));
+    if current_exists {
+        sql.push_str(&reopen_sql(&[&previous_name(db)]));
+    }
+    sql.push_str("COMMIT;\n");
     sql
+}
+
+/// `ALTER DATABASE … ALLOW_CONNECTIONS true` for each of `names`.
+fn reopen_sql(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("ALTER DATABASE {} ALLOW_CONNECTIONS true;\n", ident(n)))
+        .collect()
+}
+
+/// `ALTER DATABASE … ALLOW_CONNECTIONS false` for each of `names`.
+fn close_sql(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("ALTER DATABASE {} ALLOW_CONNECTIONS false;\n", ident(n)))
+        .collect()
 }
 
 /// Stop the app services, swap `new` in, start the services again (also when the swap
@@ -40,8 +69,15 @@ pub async fn swap(target: &Target, new: &str, printer: &Printer) -> anyhow::Resu
     let current_exists = db.exists(&db.name).await?;
     let previous_exists = db.exists(&prev).await?;
     let renames = swap_sql(&db.name, new, current_exists, previous_exists);
+    let mut open: Vec<&str> = vec![new];
+    if current_exists {
+        open.push(&db.name);
+    }
+    if previous_exists {
+        open.push(&prev);
+    }
     with_apps_stopped(target, printer, async {
-        rename_with_retry(db, &[&db.name, &prev, new], &renames).await
+        rename_with_retry(db, &open, &renames).await
     })
     .await?;
     db.drop_database(&old).await
@@ -56,14 +92,15 @@ pub async fn undo(target: &Target, printer: &Printer) -> anyhow::Result<()> {
     }
     let tmp = format!("{}__countable_swap", db.name);
     let renames = format!(
-        "BEGIN;\nALTER DATABASE {cur} RENAME TO {tmp};\nALTER DATABASE {prev} RENAME TO {cur};\nALTER DATABASE {tmp} RENAME TO {prev};\nCOMMIT;\n",
+        "BEGIN;\nALTER DATABASE {cur} RENAME TO {tmp};\nALTER DATABASE {prev} RENAME TO {cur};\nALTER DATABASE {tmp} RENAME TO {prev};\n{}COMMIT;\n",
+        reopen_sql(&[&db.name, &prev]),
         cur = ident(&db.name),
         tmp = ident(&tmp),
         prev = ident(&prev)
     );
     with_apps_stopped(target, printer, async {
         db.drop_database(&tmp).await?;
-        rename_with_retry(db, &[&db.name, &prev, &tmp], &renames).await
+        rename_with_retry(db, &[&db.name, &prev], &renames).await
     })
     .await
 }
@@ -133,28 +170,38 @@ where
     result
 }
 
-/// Disconnect everyone from the databases being renamed and rename, retrying while a
-/// client reconnects in between.
+/// In one round trip: close `names` (the databases that exist and are renamed) to new
+/// sessions, end their sessions and commit the renames (`renames`, which reopen the
+/// databases). Retried while a session that was on its way in holds one (55006).
+/// On failure the databases are reopened as they were.
 async fn rename_with_retry(db: &Db, names: &[&str], renames: &str) -> anyhow::Result<()> {
     let listed: Vec<String> = names.iter().map(|n| literal(n)).collect();
     let terminate = format!(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN ({}) AND pid <> pg_backend_pid();\n",
         listed.join(", ")
     );
-    // Verbose errors carry the SQLSTATE: 55006 is "object in use", in any language.
-    let renames = format!("\\set VERBOSITY verbose\n{renames}");
+    // One round trip, so the databases are closed only for as long as the sessions
+    // take to end and the renames to commit. Verbose errors carry the SQLSTATE: 55006
+    // is "object in use", in any language.
+    let script = format!(
+        "\\set VERBOSITY verbose\n{}{terminate}{renames}",
+        close_sql(names)
+    );
     let mut last = None;
     for _ in 0..20 {
-        db.sql("postgres", &terminate).await?;
-        match db.sql("postgres", &renames).await {
+        match db.sql("postgres", &script).await {
             Ok(_) => return Ok(()),
             Err(e) if e.to_string().contains("55006") => {
                 last = Some(e);
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                last = Some(e);
+                break;
+            }
         }
     }
+    let _ = db.sql("postgres", &reopen_sql(names)).await;
     Err(last.unwrap_or_else(|| anyhow::anyhow!("renaming the databases failed")))
 }
 
@@ -167,7 +214,7 @@ mod tests {
         let sql = swap_sql("shop", "shop__countable_new", true, true);
         assert_eq!(
             sql,
-            "BEGIN;\nALTER DATABASE \"shop__countable_prev\" RENAME TO \"shop__countable_old\";\nALTER DATABASE \"shop\" RENAME TO \"shop__countable_prev\";\nALTER DATABASE \"shop__countable_new\" RENAME TO \"shop\";\nCOMMIT;\n"
+            "BEGIN;\nALTER DATABASE \"shop__countable_prev\" RENAME TO \"shop__countable_old\";\nALTER DATABASE \"shop\" RENAME TO \"shop__countable_prev\";\nALTER DATABASE \"shop__countable_new\" RENAME TO \"shop\";\nALTER DATABASE \"shop\" ALLOW_CONNECTIONS true;\nALTER DATABASE \"shop__countable_prev\" ALLOW_CONNECTIONS true;\nCOMMIT;\n"
         );
         assert!(!sql.contains("DROP"));
         let first = swap_sql("shop", "shop__countable_new", false, true);

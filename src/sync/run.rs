@@ -108,6 +108,7 @@ pub async fn restore_target(
         },
         app_services,
         keep_stopped: Vec::new(),
+        migrate_in: None,
     })
 }
 
