@@ -140,6 +140,7 @@ async fn restore_plain(
     }
     Ok(Restored {
         expected_tables: stats.tables,
+        rows: (!stats.inserts).then_some(stats.rows),
     })
 }
 
@@ -201,6 +202,7 @@ fn restored_by_pg_restore(run: &StreamedExec, toc: &custom::Toc) -> anyhow::Resu
     }
     Ok(Restored {
         expected_tables: toc.tables,
+        rows: None,
     })
 }
 

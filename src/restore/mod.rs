@@ -164,4 +164,7 @@ pub(crate) fn old_name(db: &str) -> String {
 /// What the restore step learnt.
 pub(crate) struct Restored {
     pub(crate) expected_tables: u64,
+    /// Every row the dump loaded, when the stream could count them (plain COPY data):
+    /// the summary then needs no `count(*)` of every table afterwards.
+    pub(crate) rows: Option<u64>,
 }

@@ -83,7 +83,12 @@ where
         let extra = before_swap(db, &new).await?;
         // Written while fsync was off: durable and flushed before it becomes current.
         claim.durable(db).await?;
-        let counts = (got, db.row_count(&new).await?, db.size_bytes(&new).await?);
+        // Rows as the stream counted them (plain COPY data), else counted now.
+        let rows = match restored.rows {
+            Some(r) => r,
+            None => db.row_count(&new).await?,
+        };
+        let counts = (got, rows, db.size_bytes(&new).await?);
         Ok::<_, anyhow::Error>((restore_seconds, verify_seconds, counts, extra))
     };
     let outcome = tokio::select! {

@@ -33,7 +33,10 @@ pub struct FilterOptions {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Stats {
     pub tables: u64,
+    /// Rows of COPY data: every row, when `inserts` is false.
     pub rows: u64,
+    /// The dump also has `INSERT` statements (pg_dump --inserts): `rows` is not all.
+    pub inserts: bool,
     pub trailer: bool,
     pub dropped_lines: u64,
     /// A psql meta-command countable refuses to run (`\connect`, `\!`, …); the
@@ -355,6 +358,8 @@ impl Filter {
     fn count_table(&mut self, line: &[u8]) {
         if starts(line, "CREATE TABLE ") || starts(line, "CREATE UNLOGGED TABLE ") {
             self.stats.tables += 1;
+        } else if starts(line, "INSERT INTO ") {
+            self.stats.inserts = true;
         }
     }
 
@@ -420,6 +425,14 @@ mod tests {
         );
         let (want, want_stats) = filter_bytes(dump.as_bytes(), OPTS);
         assert_eq!(want_stats.rows, 3);
+        assert!(
+            want_stats.inserts,
+            "an INSERT statement: COPY rows are not all"
+        );
+        let copy_only =
+            format!("CREATE TABLE t (x text);\nCOPY t (x) FROM stdin;\na\nb\n\\.\n{TRAILER}\n");
+        let (_, stats) = filter_bytes(copy_only.as_bytes(), OPTS);
+        assert_eq!((stats.rows, stats.inserts), (2, false));
         assert_eq!(want_stats.dropped_lines, 3);
         assert!(want_stats.trailer);
         for size in [1, 2, 3, 7, 4096, HOLD - 1, HOLD, HOLD + 1, 1 << 20] {
