@@ -78,6 +78,34 @@ impl Docker {
         prune: bool,
         on_line: impl Fn(&str),
     ) -> anyhow::Result<()> {
+        // "update out of sequence": a service's spec changed between the CLI reading
+        // it and writing it (Swarm's own rollback or reconciliation, an update still
+        // settling). The deploy reads every spec again, so running it again is safe.
+        let mut attempt = 1;
+        loop {
+            match self
+                .stack_deploy_once(stack, doc, dir, resolve_image, prune, &on_line)
+                .await
+            {
+                Err(e) if attempt < 3 && e.to_string().contains("update out of sequence") => {
+                    on_line("a service changed under the deploy (update out of sequence); deploying again");
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn stack_deploy_once(
+        &self,
+        stack: &str,
+        doc: &[u8],
+        dir: &Path,
+        resolve_image: &str,
+        prune: bool,
+        on_line: &impl Fn(&str),
+    ) -> anyhow::Result<()> {
         let argv = Self::stack_deploy_args(stack, resolve_image, prune);
         let args: Vec<&str> = argv.iter().map(String::as_str).collect();
         let mut child = self
