@@ -124,6 +124,8 @@ pub fn reference_filter(input: &[u8], opts: FilterOptions, hold: usize) -> (Vec<
             }
             if starts(line, "CREATE TABLE ") || starts(line, "CREATE UNLOGGED TABLE ") {
                 stats.tables += 1;
+            } else if starts(line, "INSERT INTO ") {
+                stats.inserts = true;
             }
         }
         let was_inside = quotes.inside();
