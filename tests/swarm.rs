@@ -469,7 +469,19 @@ fn a_rolling_update_drops_no_request(s: &mut Story) {
     let t = Instant::now();
     let r = s.run(&["deploy", "prod"]);
     let (ok, bad, gap, failures) = looper.finish();
-    assert_eq!(r.code, 0, "deploy failed:\n{}", r.stderr);
+    if r.code != 0 {
+        // What the failed tasks said, before the hosts go.
+        let ps = s
+            .manager()
+            .docker(&["service", "ps", "--no-trunc", "shop-prod_web"]);
+        let logs = s
+            .manager()
+            .docker(&["service", "logs", "--tail", "40", "shop-prod_web"]);
+        panic!(
+            "deploy failed:\n{}\nservice ps:\n{}\nservice logs:\n{}{}",
+            r.stderr, ps.stdout, logs.stdout, logs.stderr
+        );
+    }
     eprintln!("    rolling update: {:.1} s; requests through every node: {ok} answered, {bad} failed, longest gap {:.2} s", t.elapsed().as_secs_f64(), gap.as_secs_f64());
     assert!(ok > 50, "the loop ran ({ok})");
     assert_eq!(
