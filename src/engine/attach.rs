@@ -58,7 +58,7 @@ impl Engine {
         user: Option<&str>,
     ) -> Result<i64, EngineError> {
         let (exec_id, mut output, mut input) = self
-            .start_attached_as(container, cmd, env, true, tty, user)
+            .start_attached(container, cmd, env, true, tty, user)
             .await?;
         let raw = if tty { RawMode::enter().ok() } else { None };
         if tty {

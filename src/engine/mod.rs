@@ -521,7 +521,7 @@ impl Engine {
     {
         use tokio::io::AsyncWriteExt;
         let (exec_id, mut output, _) = self
-            .start_attached(container, cmd, &[], false, false)
+            .start_attached(container, cmd, &[], false, false, None)
             .await?;
         let mut err = Vec::new();
         let mut written = Ok(0u64);
@@ -656,22 +656,10 @@ impl Engine {
             })
     }
 
-    /// Create and start an exec of `cmd` (a TTY when `tty`), attached: its id, its
-    /// output, its stdin.
+    /// Create and start an exec of `cmd` (a TTY when `tty`) as `user` (`uid[:gid]` or a
+    /// name; None: the container's user), attached: its id, its output, its stdin.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn start_attached(
-        &self,
-        container: &str,
-        cmd: &[&str],
-        env: &[String],
-        stdin: bool,
-        tty: bool,
-    ) -> Result<(String, ExecOutputStream, ExecInput), EngineError> {
-        self.start_attached_as(container, cmd, env, stdin, tty, None)
-            .await
-    }
-
-    /// `start_attached` as `user` (`uid[:gid]` or a name; None: the container's user).
-    pub(super) async fn start_attached_as(
         &self,
         container: &str,
         cmd: &[&str],
@@ -726,7 +714,7 @@ impl Engine {
         env: &[String],
     ) -> Result<ExecSession, EngineError> {
         let (exec_id, output, input) = self
-            .start_attached(container, cmd, env, true, false)
+            .start_attached(container, cmd, env, true, false, None)
             .await?;
         Ok(ExecSession {
             docker: self.docker.clone(),
@@ -754,7 +742,7 @@ impl Engine {
     {
         use tokio::io::AsyncWriteExt;
         let (exec_id, mut output, mut input) = self
-            .start_attached(container, cmd, env, stdin.is_some(), false)
+            .start_attached(container, cmd, env, stdin.is_some(), false, None)
             .await?;
         let feed = async move {
             let result = match stdin {
