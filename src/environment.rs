@@ -232,12 +232,22 @@ impl Local {
         }
     }
 
-    /// Start the db service (only) and wait until it is healthy.
+    /// Start the db service (only) and wait until it is healthy. A db container that
+    /// already runs healthy is taken as it is (about a second of `compose up --wait`
+    /// saved on every restore; a changed db definition applies on the next `up`).
     pub async fn ensure_db(&mut self, printer: &Printer) -> anyhow::Result<()> {
         let db = self.project.config.services.db.clone();
+        let project = self.project.compose_name().to_string();
+        let engine = self.engine().await?.clone();
+        let running = engine.project_services(&project).await?;
+        if running
+            .iter()
+            .any(|s| s.service == db && s.state == "running" && s.health.as_deref() == Some("healthy"))
+        {
+            return Ok(());
+        }
         let args = self.up_args(&[&db]);
         let compose = self.compose()?.clone();
-        self.engine().await?;
         let started = run_teed(&compose, &args, false).await;
         self.require_healthy(printer, started, Some(&db)).await
     }

@@ -94,7 +94,7 @@ impl RestoreArgs {
         if self.jobs > 1 {
             v.push(format!("custom format: spool into $PGDATA, pg_restore -j {} --no-owner --no-acl --exit-on-error -L <filtered list>", self.jobs));
         } else {
-            v.push("custom format: pg_restore --no-owner --no-acl --exit-on-error -L <filtered list> (streamed on stdin)".into());
+            v.push("custom format: pg_restore --single-transaction --no-owner --no-acl --exit-on-error -L <filtered list> (streamed on stdin)".into());
         }
         v.push("plain SQL: psql -X -q -v ON_ERROR_STOP=1 --single-transaction (streamed, owner/grant lines filtered, trailer checked)".into());
         v.push("verify: table count of the new database = table count of the dump".into());

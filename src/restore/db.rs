@@ -375,6 +375,41 @@ impl Db {
         Ok(out.trim().parse()?)
     }
 
+    /// The rows inserted into every user table of `database`, as the server's own
+    /// statistics counted them: exact for a database just restored, read once every
+    /// session that wrote it has ended. Since PostgreSQL 15 a backend adds its counts
+    /// to the shared statistics before it leaves `pg_stat_activity`; older servers send
+    /// them over a lossy socket, and `track_counts` may be off: then None (count rows).
+    pub async fn rows_inserted(&self, database: &str) -> anyhow::Result<Option<u64>> {
+        if self.server_major() < 15 {
+            return Ok(None);
+        }
+        let query = format!(
+            "SELECT CASE WHEN current_setting('track_counts')::bool AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()) THEN (SELECT coalesce(sum(pg_catalog.pg_stat_get_tuples_inserted(format('%I.%I', schemaname, tablename)::regclass)), 0) FROM pg_catalog.pg_tables t WHERE {USER_TABLES}) END"
+        );
+        for _ in 0..5 {
+            let out = self.sql(database, &query).await?;
+            if let Ok(n) = out.trim().parse() {
+                return Ok(Some(n));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Ok(None)
+    }
+
+    /// The Django migrations recorded as applied in `database` (`django_migrations`),
+    /// as one digest; None when it has no such table or cannot be read.
+    pub async fn applied_migrations(&self, database: &str) -> Option<String> {
+        let out = self
+            .sql(
+                database,
+                "SELECT count(*) || ':' || coalesce(md5(string_agg(app || '.' || name, ',' ORDER BY app, name)), '') FROM django_migrations",
+            )
+            .await
+            .ok()?;
+        Some(out.trim().to_string())
+    }
+
     /// A psql session in `database` that stays open: statements go in, answers come
     /// back line by line (unaligned, tuples only). `application_name` names it in
     /// `pg_stat_activity`.

@@ -264,8 +264,12 @@ async fn restore_custom(
             finish(finisher).await?;
             container::pg_restore_spooled(db, &scratch.spool, opts.jobs, &base).await?
         } else {
+            // One transaction, as the plain path: on a server with `wal_level=minimal`
+            // (the dev override's db), the data of tables it created, and their
+            // indexes, skip the WAL.
+            let args = [&["--single-transaction"][..], &base].concat();
             let mut run =
-                container::pg_restore_streamed(db, &scratch.head, &base, &mut reader).await?;
+                container::pg_restore_streamed(db, &scratch.head, &args, &mut reader).await?;
             std::mem::replace(&mut run.fed, Ok(0)).map_err(archive::damaged)?;
             finish(finisher).await?;
             run

@@ -141,9 +141,16 @@ pub struct Summary {
     pub rows: u64,
     pub database_bytes: u64,
     pub transferred_bytes: u64,
+    /// Download, decode and restore, from the first byte read.
     pub restore_seconds: f64,
+    /// Tables checked against the dump's, rows counted.
     pub verify_seconds: f64,
+    /// Durable settings back, CHECKPOINT, flushed to disk.
+    pub durable_seconds: f64,
     pub swap_seconds: f64,
+    /// `manage.py migrate` in the running web (0 when skipped or not running).
+    pub migrate_seconds: f64,
+    /// ANALYZE, after the switch.
     pub analyze_seconds: f64,
     pub previous_kept: bool,
 }
