@@ -45,7 +45,7 @@ make_source() { # $1 = scale, $2 = db name, $3 = a database to copy first (the a
   # A copy by dump: CREATE DATABASE … TEMPLATE needs the app disconnected.
   if [ -n "${3:-}" ]; then dbx pg_dump -U "$user" "$3" | psqlx -d "$2" >/dev/null; fi
   dbx pgbench -q -i -s "$1" -U "$user" "$2" >/dev/null 2>&1
-  psqlx -d "$2" -c "CREATE TABLE docs AS SELECT g AS id, md5(g::text) || repeat(' lorem ipsum', 12) AS body, jsonb_build_object('n', g, 'tags', jsonb_build_array('a', 'b', g % 7)) AS meta FROM generate_series(1, $1 * 4000) g" >/dev/null
+  psqlx -d "$2" -c "DROP TABLE IF EXISTS docs" -c "CREATE TABLE docs AS SELECT g AS id, md5(g::text) || repeat(' lorem ipsum', 12) AS body, jsonb_build_object('n', g, 'tags', jsonb_build_array('a', 'b', g % 7)) AS meta FROM generate_series(1, $1 * 4000) g" >/dev/null
   psqlx -d "$2" -Atc "SELECT pg_size_pretty(pg_database_size('$2'))"
 }
 

@@ -130,13 +130,14 @@ pub fn report(printer: &Printer, s: &Summary, json: bool) -> anyhow::Result<()> 
         ui::human_bytes((s.transferred_bytes as f64 / s.restore_seconds.max(0.001)) as u64),
     ));
     printer.note(&format!(
-        "   stages: download+decode+restore {:.1} s, verify {:.1} s, flush {:.1} s, swap {:.1} s, migrate {:.1} s, analyze {:.1} s",
+        "   stages: download+decode+restore {:.1} s, verify {:.1} s, flush {:.1} s, swap {:.1} s; then, with the app on the new data, {:.1} s (ANALYZE {:.1} s beside migrate {:.1} s)",
         s.restore_seconds,
         s.verify_seconds,
         s.durable_seconds,
         s.swap_seconds,
-        s.migrate_seconds,
-        s.analyze_seconds
+        s.finish_seconds,
+        s.analyze_seconds,
+        s.migrate_seconds
     ));
     if s.previous_kept {
         printer.note("   the replaced database is kept: `countable undo-db` swaps it back");

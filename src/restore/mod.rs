@@ -147,7 +147,11 @@ pub struct Summary {
     pub verify_seconds: f64,
     /// Durable settings back, CHECKPOINT, flushed to disk.
     pub durable_seconds: f64,
+    /// The renames (the app's one moment without its database).
     pub swap_seconds: f64,
+    /// After the switch, side by side: ANALYZE; and dropping the replaced database
+    /// (`--no-keep`), ending the claim, `migrate`.
+    pub finish_seconds: f64,
     /// `manage.py migrate` in the running web (0 when skipped or not running).
     pub migrate_seconds: f64,
     /// ANALYZE, after the switch.

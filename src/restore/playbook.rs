@@ -129,21 +129,30 @@ where
         // The renames are one transaction: current and previous are as they were.
         return Err(undo_partial(db, &new, &claim, e).await);
     }
-    if !opts.keep_previous {
-        db.drop_database(&previous_name(&db.name)).await?;
-    }
-    claim.release(db).await?;
     let swap_seconds = t.elapsed().as_secs_f64();
-    // The database is the app's from here on; the app's code gets its schema, and the
-    // statistics are gathered while it already answers.
+    // The database is the app's from here on. Its statistics are gathered while it
+    // already answers, and meanwhile the replaced one goes (unless kept), the claim
+    // ends and the app's code gets its schema (ANALYZE locks no writer out).
     let t = Instant::now();
-    if let (Some((engine, container)), false) = (&target.migrate_in, migrated) {
-        migrate(engine, container, printer).await;
-    }
-    let migrate_seconds = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    db.sql(&db.name, "ANALYZE").await?;
-    let analyze_seconds = t.elapsed().as_secs_f64();
+    let analyze = async {
+        let t = Instant::now();
+        db.sql(&db.name, "ANALYZE").await?;
+        Ok::<_, anyhow::Error>(t.elapsed().as_secs_f64())
+    };
+    let tail = async {
+        if !opts.keep_previous {
+            db.drop_database(&previous_name(&db.name)).await?;
+        }
+        claim.release(db).await?;
+        let t = Instant::now();
+        if let (Some((engine, container)), false) = (&target.migrate_in, migrated) {
+            migrate(engine, container, printer).await;
+        }
+        Ok::<_, anyhow::Error>(t.elapsed().as_secs_f64())
+    };
+    let (analyzed, migrated) = tokio::join!(analyze, tail);
+    let (analyze_seconds, migrate_seconds) = (analyzed?, migrated?);
+    let finish_seconds = t.elapsed().as_secs_f64();
     let summary = Summary {
         source: source.label,
         format,
@@ -156,6 +165,7 @@ where
         verify_seconds,
         durable_seconds,
         swap_seconds,
+        finish_seconds,
         migrate_seconds,
         analyze_seconds,
         previous_kept: opts.keep_previous,

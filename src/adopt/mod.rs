@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use crate::scaffold::{DjangoLayout, ScaffoldError};
 
+pub mod requirements;
+
 /// The first string literal after `key` in `text` (`"DJANGO_SETTINGS_MODULE", "x.settings"`).
 fn string_after(text: &str, key: &str) -> Option<String> {
     let rest = &text[text.find(key)? + key.len()..];
