@@ -240,10 +240,9 @@ impl Local {
         let project = self.project.compose_name().to_string();
         let engine = self.engine().await?.clone();
         let running = engine.project_services(&project).await?;
-        if running
-            .iter()
-            .any(|s| s.service == db && s.state == "running" && s.health.as_deref() == Some("healthy"))
-        {
+        if running.iter().any(|s| {
+            s.service == db && s.state == "running" && s.health.as_deref() == Some("healthy")
+        }) {
             return Ok(());
         }
         let args = self.up_args(&[&db]);

@@ -115,12 +115,18 @@ impl Choices {
     }
 }
 
-/// Where the Django code is: its package, settings module and WSGI callable.
+/// Where the Django code is: its package, settings modules and WSGI callable.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DjangoLayout {
     pub package: String,
+    /// The settings deploys use (compose.yaml's `DJANGO_SETTINGS_MODULE`).
     pub settings_module: String,
+    /// The settings local development uses (compose.override.yaml sets it when it
+    /// differs): `x.settings.dev` of a settings package.
+    pub local_settings_module: String,
     pub wsgi_app: String,
+    /// The settings read the database from `DATABASE_URL` (then `.env` gets one).
+    pub database_url: bool,
 }
 
 impl DjangoLayout {
@@ -129,7 +135,9 @@ impl DjangoLayout {
         Self {
             package: project.to_string(),
             settings_module: format!("{project}.settings"),
+            local_settings_module: format!("{project}.settings"),
             wsgi_app: format!("{project}.wsgi:application"),
+            database_url: false,
         }
     }
 }
@@ -314,6 +322,7 @@ pub fn plan(
         project => choices.project.as_str(),
         package => layout.package,
         settings_module => layout.settings_module,
+        local_settings_module => layout.local_settings_module,
         wsgi_app => layout.wsgi_app,
         db_image => choices.db_image(),
         python_image => choices.python_image(),
@@ -355,9 +364,19 @@ pub fn plan(
         secret: false,
         django: false,
     });
+    let mut local_env = env_entries(choices, Some(secrets));
+    if layout.database_url {
+        // The same database as POSTGRES_*, in the form the project's settings read.
+        let name = choices.project.as_str();
+        for (key, value) in local_env.iter_mut() {
+            if *key == "DATABASE_URL" {
+                *value = format!("postgres://{name}:{}@db:5432/{name}", secrets.db_password);
+            }
+        }
+    }
     files.push(PlannedFile {
         path: ".env".into(),
-        contents: envfile::render(&env_entries(choices, Some(secrets))),
+        contents: envfile::render(&local_env),
         executable: false,
         secret: true,
         django: false,

@@ -34,6 +34,48 @@ fn init_adopts_a_startproject_project_and_it_comes_up() {
 
     let name = unique_name("adopt");
     let port = free_port();
+    // --dry-run: every file it would add or keep, the settings chosen; nothing written.
+    let listing = |root: &std::path::Path| {
+        let mut l: Vec<_> = walk(root);
+        l.sort();
+        l
+    };
+    let before = listing(&root);
+    let dry = run(countable(&root)
+        .args(["init", "--yes", "--dry-run", "--name", &name])
+        .args(image_flags(port)))
+    .ok();
+    assert_eq!(listing(&root), before, "--dry-run wrote something");
+    for line in [
+        "add compose.yaml",
+        "add compose.override.yaml",
+        "add .env",
+        "keep requirements.txt (it exists)",
+        "keep .gitignore (it exists)",
+    ] {
+        assert!(
+            dry.stdout.lines().any(|l| l == line),
+            "{line}: {}",
+            dry.stdout
+        );
+    }
+    assert!(
+        dry.stderr.contains(
+            "settings: mysite.settings for deploys (compose.yaml), mysite.settings locally"
+        ),
+        "{}",
+        dry.stderr
+    );
+    assert!(
+        dry.stderr.contains("requirements read: requirements.txt"),
+        "{}",
+        dry.stderr
+    );
+    assert!(
+        dry.stderr.contains("nothing written (--dry-run)"),
+        "{}",
+        dry.stderr
+    );
     let r = run(countable(&root)
         .args(["init", "--yes", "--name", &name])
         .args(image_flags(port)))
@@ -176,4 +218,22 @@ fn init_with_a_bad_name_suggests_init_not_new() {
         1,
         "wrote nothing"
     );
+}
+
+/// Every file under `root`, relative, with its size (what a dry run must leave alone).
+fn walk(root: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let len = e.metadata().unwrap().len();
+                out.push((p.strip_prefix(root).unwrap().to_path_buf(), len));
+            }
+        }
+    }
+    out
 }

@@ -435,4 +435,39 @@ fn a_running_app_keeps_answering_through_the_swap() {
     assert!(failed <= 2, "{failed} of {requests} requests failed");
     assert_eq!(s.sql("SELECT to_regclass('after_the_dump') IS NULL"), "f");
     assert_eq!(started_at(&s), started);
+
+    // migrate runs in the running web only when the restored data's migrations differ
+    // from the current database's (which the running code migrated at its start).
+    let same = run(s
+        .countable()
+        .args(["import-db", dump.to_str().unwrap(), "--yes", "--json"]))
+    .ok();
+    let same: serde_json::Value = serde_json::from_str(&same.stdout).unwrap();
+    assert_eq!(
+        same["migrate_seconds"], 0.0,
+        "the same migrations: skipped ({same})"
+    );
+    // A dump from before the sessions app: restored under the current code, it gets it.
+    s.sql("DROP TABLE django_session; DELETE FROM django_migrations WHERE app = 'sessions'");
+    let older = dir.path().join("older.dump");
+    run(s.countable().args(["export-db", older.to_str().unwrap()])).ok();
+    run(s
+        .countable()
+        .args(["import-db", dump.to_str().unwrap(), "--yes"]))
+    .ok();
+    assert_eq!(s.sql("SELECT to_regclass('django_session') IS NULL"), "f");
+    let behind = run(s
+        .countable()
+        .args(["import-db", older.to_str().unwrap(), "--yes"]))
+    .ok();
+    assert!(
+        behind
+            .stderr
+            .contains("applied 1 migration(s) of this code to the restored database"),
+        "{}",
+        behind.stderr
+    );
+    assert_eq!(s.sql("SELECT to_regclass('django_session') IS NULL"), "f");
+    assert_eq!(s.get("/", &[]).status, 200);
+    assert_eq!(started_at(&s), started, "web was never restarted");
 }

@@ -30,25 +30,105 @@ pub fn module_file(root: &Path, module: &str) -> Option<PathBuf> {
     .find(|p| p.is_file())
 }
 
-/// Detect the layout of the Django project at `root`; `settings` overrides detection.
+/// Settings module names that are meant for deploys, best first.
+const DEPLOY_NAMES: &[&str] = &["production", "prod", "live"];
+/// Settings module names that are meant for local development, best first.
+const LOCAL_NAMES: &[&str] = &["dev", "development", "local"];
+
+/// The modules of the settings package `named` belongs to (`x.settings.dev` →
+/// `x.settings.base`, `x.settings.dev`, `x.settings.production`, …), or of `named`
+/// itself when it is a package; empty for a single settings module.
+pub fn settings_package(root: &Path, named: &str) -> Vec<String> {
+    let package = match module_file(root, named) {
+        Some(f) if f.ends_with("__init__.py") => named.to_string(),
+        _ => match named.rsplit_once('.') {
+            Some((parent, _)) if parent.rsplit('.').next() == Some("settings") => {
+                parent.to_string()
+            }
+            _ => return Vec::new(),
+        },
+    };
+    let dir = root.join(package.replace('.', "/"));
+    if !dir.join("__init__.py").is_file() {
+        return Vec::new();
+    }
+    let mut modules: Vec<String> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let stem = name.strip_suffix(".py")?;
+            (stem != "__init__").then(|| format!("{package}.{stem}"))
+        })
+        .collect();
+    modules.sort();
+    modules.insert(0, package);
+    modules
+}
+
+/// The first of `modules` whose last part is one of `names` (in the order of `names`).
+fn pick(modules: &[String], names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| {
+        modules
+            .iter()
+            .find(|m| m.rsplit('.').next() == Some(n))
+            .cloned()
+    })
+}
+
+/// Every settings file's text: the package's modules, or the one module.
+pub fn settings_text(root: &Path, named: &str) -> String {
+    let mut modules = settings_package(root, named);
+    if modules.is_empty() {
+        modules.push(named.to_string());
+    }
+    modules
+        .iter()
+        .filter_map(|m| module_file(root, m))
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Does this settings text take the database from `DATABASE_URL`
+/// (dj-database-url, django-environ's `env.db()`, or by hand)?
+pub fn reads_database_url(text: &str) -> bool {
+    ["DATABASE_URL", "dj_database_url", "env.db(", "env.db_url("]
+        .iter()
+        .any(|k| text.contains(k))
+}
+
+/// Detect the layout of the Django project at `root`; `settings` names the deploy
+/// settings module instead of detection. A settings package (`base`, `dev`,
+/// `production`) gives development its dev module and deploys their production one;
+/// else the module wsgi.py sets is the deploy one when it differs from manage.py's.
 pub fn detect(root: &Path, settings: Option<&str>) -> Result<DjangoLayout, ScaffoldError> {
     let manage = root.join("manage.py");
     let manage_text = std::fs::read_to_string(&manage)
         .map_err(|_| ScaffoldError::NotDjango(root.to_path_buf()))?;
+    let from_manage = string_after(&manage_text, "DJANGO_SETTINGS_MODULE");
+    let named = settings
+        .map(str::to_string)
+        .or_else(|| from_manage.clone())
+        .ok_or_else(|| ScaffoldError::NoSettings(root.to_path_buf()))?;
+    let package = named.split('.').next().unwrap_or(&named).to_string();
+    let modules = settings_package(root, &named);
+    let from_wsgi = ["wsgi.py", "asgi.py"].iter().find_map(|f| {
+        let text = std::fs::read_to_string(root.join(package.replace('.', "/")).join(f)).ok()?;
+        string_after(&text, "DJANGO_SETTINGS_MODULE")
+    });
     let settings_module = match settings {
         Some(s) => s.to_string(),
-        None => string_after(&manage_text, "DJANGO_SETTINGS_MODULE")
-            .ok_or_else(|| ScaffoldError::NoSettings(root.to_path_buf()))?,
+        None => pick(&modules, DEPLOY_NAMES)
+            .or(from_wsgi.filter(|w| module_file(root, w).is_some()))
+            .unwrap_or_else(|| named.clone()),
     };
-    let package = settings_module
-        .split('.')
-        .next()
-        .unwrap_or(&settings_module)
-        .to_string();
-    let settings_text = module_file(root, &settings_module)
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .unwrap_or_default();
-    let wsgi_app = string_after(&settings_text, "WSGI_APPLICATION")
+    let local_settings_module = pick(&modules, LOCAL_NAMES)
+        .or(from_manage.filter(|m| module_file(root, m).is_some()))
+        .unwrap_or_else(|| settings_module.clone());
+    let text = settings_text(root, &settings_module);
+    let wsgi_app = string_after(&text, "WSGI_APPLICATION")
         .map(|dotted| match dotted.rsplit_once('.') {
             Some((module, attr)) => format!("{module}:{attr}"),
             None => dotted,
@@ -57,16 +137,16 @@ pub fn detect(root: &Path, settings: Option<&str>) -> Result<DjangoLayout, Scaff
     Ok(DjangoLayout {
         package,
         settings_module,
+        local_settings_module,
         wsgi_app,
+        database_url: reads_database_url(&text),
     })
 }
 
 /// Lines the user must add to their settings for the conventional setup to work,
 /// judged from what the settings file already mentions.
 pub fn settings_advice(root: &Path, layout: &DjangoLayout) -> Vec<String> {
-    let text = module_file(root, &layout.settings_module)
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .unwrap_or_default();
+    let text = settings_text(root, &layout.settings_module);
     let mut lines = Vec::new();
     if !text.contains("import os") {
         lines.push("import os".to_string());
@@ -83,7 +163,7 @@ pub fn settings_advice(root: &Path, layout: &DjangoLayout) -> Vec<String> {
                 .into(),
         );
     }
-    if !text.contains("POSTGRES_") && !text.contains("DATABASE_URL") {
+    if !text.contains("POSTGRES_") && !reads_database_url(&text) {
         lines.push(
             "DATABASES = {\"default\": {\"ENGINE\": \"django.db.backends.postgresql\", \"NAME\": os.environ[\"POSTGRES_DB\"], \"USER\": os.environ[\"POSTGRES_USER\"], \"PASSWORD\": os.environ[\"POSTGRES_PASSWORD\"], \"HOST\": os.environ.get(\"POSTGRES_HOST\", \"db\"), \"PORT\": os.environ.get(\"POSTGRES_PORT\", \"5432\"), \"CONN_MAX_AGE\": int(os.environ.get(\"DJANGO_CONN_MAX_AGE\") or 60), \"CONN_HEALTH_CHECKS\": True}}".into(),
         );
@@ -183,6 +263,9 @@ mod tests {
         assert_eq!(l.package, "mysite");
         assert_eq!(l.settings_module, "mysite.settings");
         assert_eq!(l.wsgi_app, "mysite.wsgi:application");
+        assert_eq!(l.local_settings_module, "mysite.settings");
+        assert!(!l.database_url);
+        assert!(settings_package(dir.path(), "mysite.settings").is_empty());
         let advice = settings_advice(dir.path(), &l);
         assert!(advice
             .iter()
@@ -219,6 +302,81 @@ mod tests {
         std::fs::remove_file(dir.path().join("Dockerfile")).unwrap();
         crate::scaffold::write_missing(dir.path(), &files).unwrap();
         assert_eq!(contract_gaps(dir.path(), &layout), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_settings_package_gives_dev_locally_and_production_to_deploys() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(
+            root.join("manage.py"),
+            "os.environ.setdefault(\"DJANGO_SETTINGS_MODULE\", \"demo.settings.dev\")\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.join("demo/settings")).unwrap();
+        for (f, text) in [
+            ("demo/__init__.py", ""),
+            ("demo/settings/__init__.py", ""),
+            ("demo/settings/base.py", "import dj_database_url\nDATABASES = {'default': dj_database_url.config(conn_max_age=600)}\nWSGI_APPLICATION = 'demo.wsgi.application'\nSTATIC_ROOT = '/code/static'\n"),
+            ("demo/settings/dev.py", "from .base import *\nDEBUG = True\n"),
+            ("demo/settings/production.py", "from .base import *\nDEBUG = False\n"),
+            ("demo/wsgi.py", "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'demo.settings.dev')\n"),
+        ] {
+            std::fs::write(root.join(f), text).unwrap();
+        }
+        let l = detect(root, None).unwrap();
+        assert_eq!(l.settings_module, "demo.settings.production");
+        assert_eq!(l.local_settings_module, "demo.settings.dev");
+        assert_eq!(l.wsgi_app, "demo.wsgi:application");
+        assert!(l.database_url);
+        assert_eq!(
+            settings_package(root, "demo.settings.dev"),
+            [
+                "demo.settings",
+                "demo.settings.base",
+                "demo.settings.dev",
+                "demo.settings.production"
+            ]
+        );
+        let advice = settings_advice(root, &l);
+        assert!(
+            !advice.iter().any(|a| a.starts_with("DATABASES")),
+            "{advice:?}"
+        );
+        assert!(advice
+            .iter()
+            .any(|a| a.starts_with("SECURE_PROXY_SSL_HEADER")));
+        // --settings names the deploy module; development keeps the dev one.
+        let l = detect(root, Some("demo.settings.base")).unwrap();
+        assert_eq!(l.settings_module, "demo.settings.base");
+        assert_eq!(l.local_settings_module, "demo.settings.dev");
+        // The plan: .env gets DATABASE_URL, the override the dev module.
+        let name = crate::names::ProjectName::parse("demo").unwrap();
+        let files = crate::scaffold::plan(
+            &crate::scaffold::Choices::defaults(name),
+            &detect(root, None).unwrap(),
+            &crate::scaffold::Secrets {
+                secret_key: "k".into(),
+                db_password: "pw".into(),
+            },
+            false,
+        )
+        .unwrap();
+        let file = |p: &str| {
+            files
+                .iter()
+                .find(|f| f.path == Path::new(p))
+                .unwrap()
+                .contents
+                .clone()
+        };
+        assert!(
+            file(".env").contains("DATABASE_URL='postgres://demo:pw@db:5432/demo'"),
+            "{}",
+            file(".env")
+        );
+        assert!(file("compose.override.yaml").contains("DJANGO_SETTINGS_MODULE: demo.settings.dev"));
+        assert!(file("compose.yaml").contains("DJANGO_SETTINGS_MODULE: demo.settings.production"));
     }
 
     #[test]

@@ -132,15 +132,26 @@ fn pyproject_names(text: &str) -> BTreeSet<String> {
         return names;
     };
     let project = doc.get("project").and_then(|p| p.as_table());
-    if let Some(deps) = project.and_then(|p| p.get("dependencies")).and_then(|d| d.as_array()) {
-        names.extend(deps.iter().filter_map(|d| d.as_str()).filter_map(specifier_name));
+    if let Some(deps) = project
+        .and_then(|p| p.get("dependencies"))
+        .and_then(|d| d.as_array())
+    {
+        names.extend(
+            deps.iter()
+                .filter_map(|d| d.as_str())
+                .filter_map(specifier_name),
+        );
     }
     if let Some(groups) = project
         .and_then(|p| p.get("optional-dependencies"))
         .and_then(|d| d.as_table())
     {
         for deps in groups.values().filter_map(|g| g.as_array()) {
-            names.extend(deps.iter().filter_map(|d| d.as_str()).filter_map(specifier_name));
+            names.extend(
+                deps.iter()
+                    .filter_map(|d| d.as_str())
+                    .filter_map(specifier_name),
+            );
         }
     }
     let poetry = doc
@@ -176,7 +187,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir(root.join("requirements")).unwrap();
-        std::fs::write(root.join("requirements.txt"), "-r requirements/production.txt\n").unwrap();
+        std::fs::write(
+            root.join("requirements.txt"),
+            "-r requirements/production.txt\n",
+        )
+        .unwrap();
         std::fs::write(
             root.join("requirements/production.txt"),
             "-r base.txt\n--constraint=constraints.txt\ngunicorn==23.0  # the server\n-r missing.txt\n",
@@ -191,7 +206,13 @@ mod tests {
         let r = read(root);
         assert_eq!(
             r.names.iter().map(String::as_str).collect::<Vec<_>>(),
-            ["dj-database-url", "django", "gunicorn", "psycopg", "wagtail"]
+            [
+                "dj-database-url",
+                "django",
+                "gunicorn",
+                "psycopg",
+                "wagtail"
+            ]
         );
         assert_eq!(
             r.files,
@@ -205,7 +226,10 @@ mod tests {
         );
         assert_eq!(
             r.missing,
-            vec![(PathBuf::from("requirements/production.txt"), "missing.txt".to_string())]
+            vec![(
+                PathBuf::from("requirements/production.txt"),
+                "missing.txt".to_string()
+            )]
         );
         assert!(r.has_any(&["psycopg"]) && r.has_any(&["gunicorn"]) && r.has_any(&["Django"]));
         assert!(!r.has_any(&["uwsgi", "psycopg2"]));

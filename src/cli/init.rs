@@ -19,9 +19,14 @@ pub struct Args {
     /// Project name (default: from the directory name)
     #[arg(long)]
     pub name: Option<String>,
-    /// Settings module (default: the one manage.py sets)
+    /// Settings module for deploys (default: a settings package's `production`, else
+    /// the one wsgi.py or manage.py sets); development keeps a package's `dev`
     #[arg(long, value_name = "MODULE")]
     pub settings: Option<String>,
+    /// Show every file init would add or keep, the settings it chose and what it read,
+    /// and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub choices: ChoiceArgs,
 }
@@ -36,32 +41,74 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     let name = names::parse_project_or(&raw, |ok| format!("countable init --name {ok}"))?;
     let choices = args.choices.resolve(name.clone(), printer)?;
     let files = scaffold::plan(&choices, &layout, &Secrets::random(), false)?;
-    let report = scaffold::write_missing(&root, &files)?;
-    for p in &report.written {
-        printer.success(&format!("added {}", p.display()));
+    if args.dry_run {
+        for f in &files {
+            if root.join(&f.path).exists() {
+                printer.data(&format!("keep {} (it exists)", f.path.display()));
+            } else {
+                printer.data(&format!("add {}", f.path.display()));
+            }
+        }
+    } else {
+        let report = scaffold::write_missing(&root, &files)?;
+        for p in &report.written {
+            printer.success(&format!("added {}", p.display()));
+        }
+        for p in &report.skipped {
+            printer.note(&format!(
+                "   kept {} (it exists; countable never overwrites it)",
+                p.display()
+            ));
+        }
     }
-    for p in &report.skipped {
-        printer.note(&format!(
-            "   kept {} (it exists; countable never overwrites it)",
-            p.display()
-        ));
-    }
-    let gitignore = std::fs::read_to_string(root.join(".gitignore")).unwrap_or_default();
-    if !gitignore
-        .lines()
-        .any(|l| l.trim() == ".env" || l.trim() == "/.env")
-    {
+    printer.note(&format!(
+        "   settings: {} for deploys (compose.yaml), {} locally{}",
+        layout.settings_module,
+        layout.local_settings_module,
+        if layout.local_settings_module != layout.settings_module {
+            " (compose.override.yaml)"
+        } else {
+            ""
+        }
+    ));
+    printer.note(&format!(
+        "   database: {}",
+        if layout.database_url {
+            "the settings read DATABASE_URL; .env sets it to the db service"
+        } else {
+            "POSTGRES_* in .env (the db service reads them too)"
+        }
+    ));
+    let gitignore = std::fs::read_to_string(root.join(".gitignore"));
+    // (On a dry run without one, init would write its own, which lists .env.)
+    if gitignore.is_ok_and(|g| !g.lines().any(|l| l.trim() == ".env" || l.trim() == "/.env")) {
         printer.warn("add `.env` to .gitignore: it holds secrets");
     }
-    let reqs = std::fs::read_to_string(root.join("requirements.txt"))
-        .unwrap_or_default()
-        .to_lowercase();
-    for (pkg, why) in [
-        ("gunicorn", "the web server the Dockerfile runs"),
-        ("psycopg", "the PostgreSQL driver"),
+    let reqs = adopt::requirements::read(&root);
+    if !reqs.files.is_empty() {
+        let read: Vec<String> = reqs.files.iter().map(|f| f.display().to_string()).collect();
+        printer.note(&format!("   requirements read: {}", read.join(", ")));
+    }
+    for (file, named) in &reqs.missing {
+        printer.warn(&format!(
+            "{} includes {named}, which does not exist",
+            file.display()
+        ));
+    }
+    for (pkgs, why) in [
+        (&["gunicorn"][..], "the web server the Dockerfile runs"),
+        (
+            &["psycopg", "psycopg-binary", "psycopg2", "psycopg2-binary"][..],
+            "the PostgreSQL driver",
+        ),
     ] {
-        if !reqs.contains(pkg) {
-            printer.warn(&format!("requirements.txt lacks {pkg} ({why})"));
+        if !reqs.has_any(pkgs) {
+            let whence = if reqs.files.is_empty() {
+                "no requirements.txt or pyproject.toml".to_string()
+            } else {
+                "the requirements".to_string()
+            };
+            printer.warn(&format!("{whence} lack {} ({why})", pkgs[0]));
         }
     }
     for gap in adopt::contract_gaps(&root, &layout) {
@@ -71,11 +118,17 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     if !advice.is_empty() {
         printer.note(&format!(
             "\nadd these lines to {} (countable does not edit your code):",
-            layout.settings_module
+            adopt::module_file(&root, &layout.settings_module)
+                .and_then(|p| p.strip_prefix(&root).ok().map(|p| p.display().to_string()))
+                .unwrap_or_else(|| layout.settings_module.clone())
         ));
         for line in advice {
             printer.data(&line);
         }
+    }
+    if args.dry_run {
+        printer.note("\nnothing written (--dry-run); without it, init writes the files marked add");
+        return Ok(());
     }
     printer.note(&format!("\nproject `{name}` adopted; then: countable up"));
     Ok(())

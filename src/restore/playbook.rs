@@ -94,7 +94,10 @@ where
         // nothing, and its Django start (about 1.5 s) is saved.
         let migrated = match &target.migrate_in {
             Some(_) => match db.applied_migrations(&new).await {
-                Some(m) => db.applied_migrations(&db.name).await.is_some_and(|c| c == m),
+                Some(m) => db
+                    .applied_migrations(&db.name)
+                    .await
+                    .is_some_and(|c| c == m),
                 None => false,
             },
             None => true,
@@ -119,7 +122,8 @@ where
         _ = interrupt.wait() => Err(RestoreError::Interrupted.into()),
     };
     bar.finish_and_clear();
-    let (restore_seconds, verify_seconds, durable_seconds, counts, migrated, extra) = match outcome {
+    let (restore_seconds, verify_seconds, durable_seconds, counts, migrated, extra) = match outcome
+    {
         Ok(v) => v,
         Err(e) => return Err(undo_partial(db, &new, &claim, e).await),
     };
