@@ -401,9 +401,10 @@ fn a_running_app_keeps_answering_through_the_swap() {
     s.sql("CREATE TABLE after_the_dump (i int)");
     let started = started_at(&s);
 
-    // The request loop runs through the whole import: only a request in flight at
-    // the instant of the swap may fail (it is one client, so at most one, and one
-    // more if it reconnected in the milliseconds before the commit).
+    // The request loop runs through the whole import: only requests at the instant of
+    // the swap may fail (the one in flight, and the few a single client sends in the
+    // milliseconds the databases are closed before the commit): the app is never
+    // unavailable for as long as a second (the bound).
     let mut import = None;
     let (requests, failed, gap) = under_load(&s, || {
         import = Some(run(s.countable().args([
@@ -416,7 +417,8 @@ fn a_running_app_keeps_answering_through_the_swap() {
     assert_eq!(import.code, 0, "{}", import.stderr);
     eprintln!("import-db under a request loop: {requests} requests, {failed} failed, longest gap {gap:.2} s");
     assert!(requests > 20, "the loop ran: {requests}");
-    assert!(failed <= 2, "{failed} of {requests} requests failed");
+    assert!(failed <= 4, "{failed} of {requests} requests failed");
+    assert!(gap < 1.0, "the app was unavailable for {gap:.2} s");
     assert!(!import.stderr.contains("stopping"), "{}", import.stderr);
     assert_eq!(started_at(&s), started, "web was never restarted");
     // The restored database is the current one, and the app uses it.
@@ -429,10 +431,12 @@ fn a_running_app_keeps_answering_through_the_swap() {
     );
 
     // undo-db swaps back the same way.
-    let (requests, failed, _) = under_load(&s, || {
+    let (requests, failed, gap) = under_load(&s, || {
         run(s.countable().args(["undo-db", "--yes"])).ok();
     });
-    assert!(failed <= 2, "{failed} of {requests} requests failed");
+    eprintln!("undo-db under a request loop: {requests} requests, {failed} failed, longest gap {gap:.2} s");
+    assert!(failed <= 4, "{failed} of {requests} requests failed");
+    assert!(gap < 1.0, "the app was unavailable for {gap:.2} s");
     assert_eq!(s.sql("SELECT to_regclass('after_the_dump') IS NULL"), "f");
     assert_eq!(started_at(&s), started);
 

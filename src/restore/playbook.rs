@@ -148,11 +148,14 @@ where
             db.drop_database(&previous_name(&db.name)).await?;
         }
         claim.release(db).await?;
-        let t = Instant::now();
-        if let (Some((engine, container)), false) = (&target.migrate_in, migrated) {
-            migrate(engine, container, printer).await;
+        match (&target.migrate_in, migrated) {
+            (Some((engine, container)), false) => {
+                let t = Instant::now();
+                migrate(engine, container, printer).await;
+                Ok::<_, anyhow::Error>(t.elapsed().as_secs_f64())
+            }
+            _ => Ok(0.0),
         }
-        Ok::<_, anyhow::Error>(t.elapsed().as_secs_f64())
     };
     let (analyzed, migrated) = tokio::join!(analyze, tail);
     let (analyze_seconds, migrate_seconds) = (analyzed?, migrated?);
