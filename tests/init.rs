@@ -237,3 +237,95 @@ fn walk(root: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
     }
     out
 }
+
+/// The shape of a team's project that already has its own compose file: db, redis and
+/// app; its own Dockerfile under /code; a settings package; `-r` requirements and
+/// DATABASE_URL. init reads all of it, and refuses to shadow the team's compose file.
+#[test]
+fn init_reads_a_team_project_and_never_shadows_its_compose_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let files: &[(&str, &str)] = &[
+        ("manage.py", "import os\nos.environ.setdefault(\"DJANGO_SETTINGS_MODULE\", \"demo.settings.dev\")\n"),
+        ("demo/__init__.py", ""),
+        ("demo/wsgi.py", "import os\nos.environ.setdefault(\"DJANGO_SETTINGS_MODULE\", \"demo.settings.dev\")\n"),
+        ("demo/settings/__init__.py", ""),
+        ("demo/settings/base.py", "import dj_database_url\nDATABASES = {\"default\": dj_database_url.config(conn_max_age=600)}\nWSGI_APPLICATION = \"demo.wsgi.application\"\n"),
+        ("demo/settings/dev.py", "from .base import *\nDEBUG = True\n"),
+        ("demo/settings/production.py", "from .base import *\nDEBUG = False\n"),
+        ("requirements.txt", "-r requirements/production.txt\n"),
+        ("requirements/production.txt", "-r base.txt\nuwsgi>=2\n"),
+        ("requirements/base.txt", "Django>=5.2,<5.3\npsycopg2-binary\ndj-database-url\nredis\n"),
+        ("Dockerfile", "FROM python:3.12-slim\nWORKDIR /code\nCOPY . .\nRUN pip install -r requirements.txt\nEXPOSE 8000\nUSER app\nCMD [\"uwsgi\", \"--http\", \":8000\", \"--module\", \"demo.wsgi\"]\n"),
+        ("docker-compose.yml", "services:\n  db:\n    image: postgres:16\n  redis:\n    image: redis:7\n  app:\n    build: .\n    environment:\n      DATABASE_URL: postgres://postgres@db/postgres\n    depends_on: [db, redis]\n"),
+    ];
+    for (path, text) in files {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    let before = walk(root);
+    let dry = run(countable(root).args(["init", "--yes", "--dry-run", "--name", "demo"])).fails();
+    for said in [
+        "docker-compose.yml: db → db (postgres:16), redis → kept (redis:7), app → web (build)",
+        "Dockerfile (kept): FROM python:3.12-slim, WORKDIR /code, USER app, port 8000, runs `uwsgi --http :8000 --module demo.wsgi`",
+        "countable does not adopt an existing compose file yet, and its compose.yaml would shadow yours",
+        "hint: move it aside (`git mv docker-compose.yml docker-compose.yml.old`)",
+    ] {
+        assert!(dry.stderr.contains(said), "{said}: {}", dry.stderr);
+    }
+    let r = run(countable(root).args(["init", "--yes", "--name", "demo"])).fails();
+    assert!(r.stderr.contains("would shadow yours"), "{}", r.stderr);
+    assert_eq!(walk(root), before, "a refused init wrote something");
+
+    // Moved aside as told: init reads the rest and writes what fits it.
+    std::fs::rename(
+        root.join("docker-compose.yml"),
+        root.join("docker-compose.yml.old"),
+    )
+    .unwrap();
+    let r = run(countable(root).args(["init", "--yes", "--name", "demo"])).ok();
+    assert!(r.stderr.contains("settings: demo.settings.production for deploys (compose.yaml), demo.settings.dev locally (compose.override.yaml)"), "{}", r.stderr);
+    assert!(r.stderr.contains("requirements read: requirements.txt, requirements/production.txt, requirements/base.txt"), "{}", r.stderr);
+    // psycopg2-binary is a psycopg; gunicorn is missing (the kept Dockerfile runs uwsgi).
+    assert!(!r.stderr.contains("lack psycopg"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the requirements lack gunicorn"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("the kept Dockerfile works in /code"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stdout.contains("DATABASES"),
+        "DATABASE_URL is read already: {}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("SECURE_PROXY_SSL_HEADER"), "{}", r.stdout);
+    let env = std::fs::read_to_string(root.join(".env")).unwrap();
+    let password = env
+        .lines()
+        .find_map(|l| l.strip_prefix("POSTGRES_PASSWORD="))
+        .unwrap()
+        .trim_matches('\'')
+        .to_string();
+    assert!(
+        env.contains(&format!(
+            "DATABASE_URL='postgres://demo:{password}@db:5432/demo'"
+        )),
+        "{env}"
+    );
+    let override_ = std::fs::read_to_string(root.join("compose.override.yaml")).unwrap();
+    assert!(
+        override_.contains("DJANGO_SETTINGS_MODULE: demo.settings.dev"),
+        "{override_}"
+    );
+    let compose = std::fs::read_to_string(root.join("compose.yaml")).unwrap();
+    assert!(
+        compose.contains("DJANGO_SETTINGS_MODULE: demo.settings.production"),
+        "{compose}"
+    );
+}

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use crate::scaffold::{DjangoLayout, ScaffoldError};
 
+pub mod compose;
+pub mod dockerfile;
 pub mod requirements;
 
 /// The first string literal after `key` in `text` (`"DJANGO_SETTINGS_MODULE", "x.settings"`).

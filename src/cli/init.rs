@@ -40,6 +40,35 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     };
     let name = names::parse_project_or(&raw, |ok| format!("countable init --name {ok}"))?;
     let choices = args.choices.resolve(name.clone(), printer)?;
+    // The team's own compose file and Dockerfile, read before anything is written.
+    let existing = adopt::compose::read(&root)?;
+    if let Some(e) = &existing {
+        printer.note(&format!("   {}: {}", e.file.display(), e.mapping()));
+    }
+    let dockerfile = adopt::dockerfile::read(&root);
+    if let Some(c) = &dockerfile {
+        printer.note(&format!("   Dockerfile (kept): {}", c.describe()));
+    }
+    if let Some(e) = existing
+        .as_ref()
+        .filter(|_| !root.join("compose.yaml").exists())
+    {
+        // compose.yaml would be a second base file, and compose prefers it: a plain
+        // `docker compose` would silently stop reading the team's.
+        return Err(crate::error::Hinted::new(
+            format!(
+                "this project already has {} ({}); countable does not adopt an existing compose file yet, and its compose.yaml would shadow yours (compose prefers compose.yaml)",
+                e.file.display(),
+                e.services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            format!(
+                "move it aside (`git mv {} {}.old`), run `countable init`, then carry the services countable does not make (redis, workers) into compose.yaml",
+                e.file.display(),
+                e.file.display()
+            ),
+        )
+        .into());
+    }
     let files = scaffold::plan(&choices, &layout, &Secrets::random(), false)?;
     if args.dry_run {
         for f in &files {
@@ -113,6 +142,15 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     }
     for gap in adopt::contract_gaps(&root, &layout) {
         printer.warn(&gap);
+    }
+    if let Some(workdir) = dockerfile
+        .as_ref()
+        .and_then(|c| c.workdir.as_deref())
+        .filter(|w| w.trim_end_matches('/') != "/app")
+    {
+        printer.warn(&format!(
+            "the kept Dockerfile works in {workdir}, but compose.yaml mounts static files at /app/staticfiles and media at /app/media: set DJANGO_STATIC_ROOT, DJANGO_MEDIA_ROOT and the mounts to {workdir}/…"
+        ));
     }
     let advice = adopt::settings_advice(&root, &layout);
     if !advice.is_empty() {

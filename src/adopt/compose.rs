@@ -1,0 +1,148 @@
+//! A project's own compose files, read before `init` writes anything: which file a
+//! plain `docker compose` would use, its services, and the role each plays for
+//! countable (the postgres image is the db, the service that builds the code is web;
+//! the rest, redis or a worker, are the team's and stay).
+
+use std::path::{Path, PathBuf};
+
+/// The names compose looks for, in its order of preference.
+pub const CANDIDATES: &[&str] = &[
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yaml",
+    "docker-compose.yml",
+];
+
+/// One service of the team's file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: String,
+    pub image: Option<String>,
+    pub builds: bool,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Db,
+    Web,
+    /// redis, a worker, a mail catcher: kept as the team wrote it.
+    Other,
+}
+
+/// The compose file a plain `docker compose` would read here, and its services.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Existing {
+    pub file: PathBuf,
+    pub services: Vec<Service>,
+}
+
+impl Existing {
+    pub fn role(&self, role: Role) -> Option<&Service> {
+        self.services.iter().find(|s| s.role == role)
+    }
+
+    /// `db → db (postgres:16), app → web (build), redis → kept (redis:7)`.
+    pub fn mapping(&self) -> String {
+        self.services
+            .iter()
+            .map(|s| {
+                let what = match (&s.image, s.builds) {
+                    (_, true) => "build".to_string(),
+                    (Some(i), false) => i.clone(),
+                    (None, false) => "?".into(),
+                };
+                let role = match s.role {
+                    Role::Db => "db",
+                    Role::Web => "web",
+                    Role::Other => "kept",
+                };
+                format!("{} → {role} ({what})", s.name)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The first of [`CANDIDATES`] under `root` with its services; None when there is none.
+/// A file that does not parse is an error: `init` must not guess around it.
+pub fn read(root: &Path) -> anyhow::Result<Option<Existing>> {
+    let Some(file) = CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|f| root.join(f).is_file())
+    else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(root.join(&file))?;
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{} does not parse as YAML: {e}", file.display()))?;
+    Ok(Some(Existing {
+        services: services(&doc),
+        file,
+    }))
+}
+
+fn services(doc: &serde_yaml_ng::Value) -> Vec<Service> {
+    let Some(map) = doc.get("services").and_then(|s| s.as_mapping()) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Service> = map
+        .iter()
+        .filter_map(|(k, v)| {
+            Some(Service {
+                name: k.as_str()?.to_string(),
+                image: v.get("image").and_then(|i| i.as_str()).map(str::to_string),
+                builds: v.get("build").is_some(),
+                role: Role::Other,
+            })
+        })
+        .collect();
+    let is_postgres = |s: &Service| {
+        s.image
+            .as_deref()
+            .is_some_and(|i| i.contains("postgres") || i.contains("postgis"))
+    };
+    if let Some(db) = out.iter_mut().find(|s| is_postgres(s)) {
+        db.role = Role::Db;
+    }
+    // Of several services that build the code (web and a worker share a Dockerfile),
+    // the one named like a web server, else the first.
+    let web = out
+        .iter()
+        .position(|s| s.builds && ["web", "app", "django", "backend"].contains(&s.name.as_str()))
+        .or_else(|| out.iter().position(|s| s.builds));
+    if let Some(i) = web {
+        out[i].role = Role::Web;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_roles_in_compose_order_of_files() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read(dir.path()).unwrap(), None);
+        std::fs::write(
+            dir.path().join("docker-compose.yml"),
+            "services:\n  worker:\n    build: .\n    command: celery -A x worker\n  db:\n    image: postgres:16\n  redis:\n    image: redis:7\n  app:\n    build:\n      context: .\n    ports: ['8000:8000']\n",
+        )
+        .unwrap();
+        let e = read(dir.path()).unwrap().unwrap();
+        assert_eq!(e.file, PathBuf::from("docker-compose.yml"));
+        assert_eq!(e.role(Role::Db).unwrap().name, "db");
+        assert_eq!(e.role(Role::Web).unwrap().name, "app");
+        assert_eq!(
+            e.mapping(),
+            "worker → kept (build), db → db (postgres:16), redis → kept (redis:7), app → web (build)"
+        );
+        std::fs::write(dir.path().join("compose.yaml"), "services: [").unwrap();
+        assert!(read(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("compose.yaml does not parse"));
+    }
+}
