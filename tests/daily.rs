@@ -272,7 +272,12 @@ fn live_code_and_the_daily_commands() {
     let browser = bin.path().join("xdg-open");
     std::fs::write(
         &browser,
-        format!("#!/bin/sh\nprintf '%s' \"$1\" > {}\n", opened.display()),
+        // Written aside and renamed: the test never reads a file the shell has only
+        // created so far.
+        format!(
+            "#!/bin/sh\nprintf '%s' \"$1\" > {0}.part && mv {0}.part {0}\n",
+            opened.display()
+        ),
     )
     .unwrap();
     sh(bin.path(), "chmod +x xdg-open");

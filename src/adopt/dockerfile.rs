@@ -12,7 +12,7 @@ pub struct Contract {
     /// The last WORKDIR, relative ones resolved against the one before.
     pub workdir: Option<String>,
     pub user: Option<String>,
-    /// EXPOSE's first port, else `ENV PORT`.
+    /// The first port declared (EXPOSE, or `ENV PORT`).
     pub port: Option<u16>,
     pub entrypoint: Option<String>,
     pub cmd: Option<String>,
@@ -96,14 +96,12 @@ pub fn parse(text: &str) -> Contract {
                 });
             }
             "USER" => c.user = Some(arg.to_string()),
-            "EXPOSE" => {
-                if c.port.is_none() {
-                    c.port = arg
-                        .split_whitespace()
-                        .next()
-                        .and_then(|p| p.split('/').next())
-                        .and_then(|p| p.parse().ok());
-                }
+            "EXPOSE" if c.port.is_none() => {
+                c.port = arg
+                    .split_whitespace()
+                    .next()
+                    .and_then(|p| p.split('/').next())
+                    .and_then(|p| p.parse().ok());
             }
             "ENV" => {
                 for pair in arg.split_whitespace() {
