@@ -68,6 +68,9 @@ pub struct Choices {
     pub db_image: Option<String>,
     pub python_image: Option<String>,
     pub nginx_image: Option<String>,
+    /// The Dockerfile compose builds web from: `Dockerfile`, or `Dockerfile.countable`
+    /// beside a team's own (`init --dockerfile countable`).
+    pub dockerfile: String,
 }
 
 pub const POSTGRES_MAJORS: &[u8] = &[17, 16, 15, 14, 13];
@@ -88,6 +91,7 @@ impl Choices {
             db_image: None,
             python_image: None,
             nginx_image: None,
+            dockerfile: "Dockerfile".into(),
         }
     }
 
@@ -330,6 +334,7 @@ pub fn plan(
         port => choices.port,
         url => format!("http://localhost:{}/", choices.port),
         web_service => "web",
+        dockerfile => choices.dockerfile,
         version => env!("CARGO_PKG_VERSION"),
     };
     let mut files = Vec::new();
@@ -342,7 +347,10 @@ pub fn plan(
             .render_str(&source, &ctx)
             .with_context(|| format!("rendering template {template}"))?;
         files.push(PlannedFile {
-            path: PathBuf::from(out.replace("{package}", &layout.package.replace('.', "/"))),
+            path: PathBuf::from(match *out {
+                "Dockerfile" => choices.dockerfile.clone(),
+                out => out.replace("{package}", &layout.package.replace('.', "/")),
+            }),
             contents,
             executable: *executable,
             secret: false,

@@ -268,7 +268,7 @@ fn init_reads_a_team_project_and_never_shadows_its_compose_file() {
     let dry = run(countable(root).args(["init", "--yes", "--dry-run", "--name", "demo"])).fails();
     for said in [
         "docker-compose.yml: db → db (postgres:16), redis → kept (redis:7), app → web (build)",
-        "Dockerfile (kept): FROM python:3.12-slim, WORKDIR /code, USER app, port 8000, runs `uwsgi --http :8000 --module demo.wsgi`",
+        "Dockerfile (kept, web is built from it): FROM python:3.12-slim, WORKDIR /code, USER app, port 8000, runs `uwsgi --http :8000 --module demo.wsgi`",
         "countable does not adopt an existing compose file yet, and its compose.yaml would shadow yours",
         "hint: move it aside (`git mv docker-compose.yml docker-compose.yml.old`)",
     ] {
@@ -327,5 +327,60 @@ fn init_reads_a_team_project_and_never_shadows_its_compose_file() {
     assert!(
         compose.contains("DJANGO_SETTINGS_MODULE: demo.settings.production"),
         "{compose}"
+    );
+    assert!(
+        r.stderr.contains("Dockerfile does not run entrypoint.sh")
+            && r.stderr.contains("--dockerfile countable"),
+        "{}",
+        r.stderr
+    );
+
+    // --dockerfile countable: countable's own beside theirs, which stays as it was;
+    // compose builds web from it (as `docker compose config` resolves it).
+    let other = tempfile::tempdir().unwrap();
+    let root = other.path();
+    for (path, text) in files.iter().filter(|(p, _)| *p != "docker-compose.yml") {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    let r = run(countable(root).args([
+        "init",
+        "--yes",
+        "--dockerfile",
+        "countable",
+        "--name",
+        "demo",
+    ]))
+    .ok();
+    assert!(
+        r.stderr.contains(
+            "Dockerfile (kept, not used): web is built from countable's Dockerfile.countable"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("does not run entrypoint.sh"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("works in /code"), "{}", r.stderr);
+    let theirs = files.iter().find(|(p, _)| *p == "Dockerfile").unwrap().1;
+    assert_eq!(
+        std::fs::read_to_string(root.join("Dockerfile")).unwrap(),
+        theirs
+    );
+    assert!(std::fs::read_to_string(root.join("Dockerfile.countable"))
+        .unwrap()
+        .contains("entrypoint.sh"));
+    let config = run(Command::new("docker")
+        .current_dir(root)
+        .args(["compose", "config", "--format", "json"]))
+    .ok();
+    let config: serde_json::Value = serde_json::from_str(&config.stdout).unwrap();
+    assert_eq!(
+        config["services"]["web"]["build"]["dockerfile"], "Dockerfile.countable",
+        "{config}"
     );
 }

@@ -224,11 +224,11 @@ pub fn settings_advice(root: &Path, layout: &DjangoLayout) -> Vec<String> {
 /// What the project's own files (kept by `init`) lack for the contract `countable deploy`
 /// relies on: the entrypoint that migrates under the lock, the nginx include that
 /// switches releases, `/healthz`. One sentence per gap; empty when none.
-pub fn contract_gaps(root: &Path, layout: &DjangoLayout) -> Vec<String> {
+pub fn contract_gaps(root: &Path, layout: &DjangoLayout, dockerfile: &str) -> Vec<String> {
     let read = |rel: &str| std::fs::read_to_string(root.join(rel)).unwrap_or_default();
     let mut gaps = Vec::new();
-    if !read("Dockerfile").contains("entrypoint.sh") {
-        gaps.push("Dockerfile does not run entrypoint.sh: migrations would not run at start under the lock `countable deploy` relies on".to_string());
+    if !read(dockerfile).contains("entrypoint.sh") {
+        gaps.push(format!("{dockerfile} does not run entrypoint.sh: migrations would not run at start under the lock `countable deploy` relies on (or `countable init --dockerfile countable` writes countable's own beside it)"));
     }
     if !read("compose.yaml").contains("/etc/nginx/countable") {
         gaps.push("compose.yaml mounts no `nginx-live` volume at /etc/nginx/countable: `countable deploy` could not switch releases without downtime".into());
@@ -289,7 +289,7 @@ mod tests {
             "FROM python\nCMD [\"gunicorn\"]\n",
         )
         .unwrap();
-        let gaps = contract_gaps(dir.path(), &layout);
+        let gaps = contract_gaps(dir.path(), &layout, "Dockerfile");
         assert_eq!(gaps.len(), 4, "{gaps:?}");
         assert!(gaps[0].starts_with("Dockerfile does not run entrypoint.sh"));
         let files = crate::scaffold::plan(
@@ -303,7 +303,10 @@ mod tests {
         .unwrap();
         std::fs::remove_file(dir.path().join("Dockerfile")).unwrap();
         crate::scaffold::write_missing(dir.path(), &files).unwrap();
-        assert_eq!(contract_gaps(dir.path(), &layout), Vec::<String>::new());
+        assert_eq!(
+            contract_gaps(dir.path(), &layout, "Dockerfile"),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

@@ -23,12 +23,23 @@ pub struct Args {
     /// the one wsgi.py or manage.py sets); development keeps a package's `dev`
     #[arg(long, value_name = "MODULE")]
     pub settings: Option<String>,
+    /// Whose Dockerfile web is built from: `theirs` (an existing Dockerfile, kept as it
+    /// is) or `countable` (countable's own, written as Dockerfile.countable beside it,
+    /// theirs untouched)
+    #[arg(long, value_enum, default_value_t = DockerfileChoice::Theirs)]
+    pub dockerfile: DockerfileChoice,
     /// Show every file init would add or keep, the settings it chose and what it read,
     /// and write nothing
     #[arg(long)]
     pub dry_run: bool,
     #[command(flatten)]
     pub choices: ChoiceArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DockerfileChoice {
+    Theirs,
+    Countable,
 }
 
 pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
@@ -39,15 +50,28 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
         None => names::suggest(&root.file_name().unwrap_or_default().to_string_lossy()),
     };
     let name = names::parse_project_or(&raw, |ok| format!("countable init --name {ok}"))?;
-    let choices = args.choices.resolve(name.clone(), printer)?;
+    let mut choices = args.choices.resolve(name.clone(), printer)?;
+    let theirs = root.join("Dockerfile").is_file();
+    if theirs && args.dockerfile == DockerfileChoice::Countable {
+        choices.dockerfile = "Dockerfile.countable".into();
+    }
     // The team's own compose file and Dockerfile, read before anything is written.
     let existing = adopt::compose::read(&root)?;
     if let Some(e) = &existing {
         printer.note(&format!("   {}: {}", e.file.display(), e.mapping()));
     }
-    let dockerfile = adopt::dockerfile::read(&root);
+    // Their Dockerfile, when web is built from it.
+    let dockerfile = adopt::dockerfile::read(&root).filter(|_| choices.dockerfile == "Dockerfile");
     if let Some(c) = &dockerfile {
-        printer.note(&format!("   Dockerfile (kept): {}", c.describe()));
+        printer.note(&format!(
+            "   Dockerfile (kept, web is built from it): {}",
+            c.describe()
+        ));
+    } else if theirs {
+        printer.note(&format!(
+            "   Dockerfile (kept, not used): web is built from countable's {}",
+            choices.dockerfile
+        ));
     }
     if let Some(e) = existing
         .as_ref()
@@ -140,7 +164,7 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
             printer.warn(&format!("{whence} lack {} ({why})", pkgs[0]));
         }
     }
-    for gap in adopt::contract_gaps(&root, &layout) {
+    for gap in adopt::contract_gaps(&root, &layout, &choices.dockerfile) {
         printer.warn(&gap);
     }
     if let Some(workdir) = dockerfile
@@ -149,7 +173,7 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
         .filter(|w| w.trim_end_matches('/') != "/app")
     {
         printer.warn(&format!(
-            "the kept Dockerfile works in {workdir}, but compose.yaml mounts static files at /app/staticfiles and media at /app/media: set DJANGO_STATIC_ROOT, DJANGO_MEDIA_ROOT and the mounts to {workdir}/…"
+            "the kept Dockerfile works in {workdir}, but compose.yaml mounts static files at /app/staticfiles and media at /app/media: set DJANGO_STATIC_ROOT, DJANGO_MEDIA_ROOT and the mounts to {workdir}/…, or `countable init --dockerfile countable`"
         ));
     }
     let advice = adopt::settings_advice(&root, &layout);
