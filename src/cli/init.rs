@@ -51,23 +51,24 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     };
     let name = names::parse_project_or(&raw, |ok| format!("countable init --name {ok}"))?;
     let mut choices = args.choices.resolve(name.clone(), printer)?;
-    let theirs = root.join("Dockerfile").is_file();
-    if theirs && args.dockerfile == DockerfileChoice::Countable {
+    // The team's own Dockerfile and compose file, read before anything is written.
+    let theirs = adopt::dockerfile::read(&root);
+    let beside = theirs.is_some() && args.dockerfile == DockerfileChoice::Countable;
+    if beside {
         choices.dockerfile = "Dockerfile.countable".into();
     }
-    // The team's own compose file and Dockerfile, read before anything is written.
     let existing = adopt::compose::read(&root)?;
     if let Some(e) = &existing {
         printer.note(&format!("   {}: {}", e.file.display(), e.mapping()));
     }
-    // Their Dockerfile, when web is built from it.
-    let dockerfile = adopt::dockerfile::read(&root).filter(|_| choices.dockerfile == "Dockerfile");
+    // Their Dockerfile's contract, when web is built from it.
+    let dockerfile = if beside { None } else { theirs };
     if let Some(c) = &dockerfile {
         printer.note(&format!(
             "   Dockerfile (kept, web is built from it): {}",
             c.describe()
         ));
-    } else if theirs {
+    } else if beside {
         printer.note(&format!(
             "   Dockerfile (kept, not used): web is built from countable's {}",
             choices.dockerfile
@@ -157,9 +158,9 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     ] {
         if !reqs.has_any(pkgs) {
             let whence = if reqs.files.is_empty() {
-                "no requirements.txt or pyproject.toml".to_string()
+                "no requirements.txt or pyproject.toml"
             } else {
-                "the requirements".to_string()
+                "the requirements"
             };
             printer.warn(&format!("{whence} lack {} ({why})", pkgs[0]));
         }

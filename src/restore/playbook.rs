@@ -157,8 +157,8 @@ where
             _ => Ok(0.0),
         }
     };
-    let (analyzed, migrated) = tokio::join!(analyze, tail);
-    let (analyze_seconds, migrate_seconds) = (analyzed?, migrated?);
+    let (analyzed, tailed) = tokio::join!(analyze, tail);
+    let (analyze_seconds, migrate_seconds) = (analyzed?, tailed?);
     let finish_seconds = t.elapsed().as_secs_f64();
     let summary = Summary {
         source: source.label,
