@@ -140,6 +140,11 @@ pub struct Environment {
     /// Release images kept on the target (default 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_releases: Option<u32>,
+    /// The Django settings module web runs with here (default: the one the compose
+    /// files set), e.g. a settings package's `production` when the team's compose file
+    /// sets the dev one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings_module: Option<String>,
     /// This environment's compose files (default: the top-level `compose_files`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compose_files: Option<Vec<String>>,

@@ -71,6 +71,9 @@ pub struct Choices {
     /// The Dockerfile compose builds web from: `Dockerfile`, or `Dockerfile.countable`
     /// beside a team's own (`init --dockerfile countable`).
     pub dockerfile: String,
+    /// The team's own compose file, adopted (`init`): countable's additions go into
+    /// `docker-compose.countable.yml` instead of a compose.yaml of its own.
+    pub adopt: Option<crate::adopt::overlay::Adoption>,
 }
 
 pub const POSTGRES_MAJORS: &[u8] = &[17, 16, 15, 14, 13];
@@ -92,6 +95,7 @@ impl Choices {
             python_image: None,
             nginx_image: None,
             dockerfile: "Dockerfile".into(),
+            adopt: None,
         }
     }
 
@@ -241,6 +245,15 @@ const TEMPLATE_FILES: &[(&str, &str, bool, bool)] = &[
     ),
 ];
 
+/// What countable adds to a team's compose file it adopts (`init`), in place of its
+/// own compose.yaml and compose.override.yaml.
+const ADOPT_FILE: (&str, &str, bool, bool) = (
+    "compose/adopt.yaml.j2",
+    crate::adopt::overlay::FILE,
+    false,
+    false,
+);
+
 /// The entrypoint copied verbatim into every project.
 pub const ENTRYPOINT: (&str, &str) = ("django.sh", "entrypoint.sh");
 
@@ -262,7 +275,7 @@ pub fn env_entries(choices: &Choices, secrets: Option<&Secrets>) -> Vec<(&'stati
     let name = choices.project.to_string();
     let secret = |v: &str| secrets.map(|_| v.to_string()).unwrap_or_default();
     let s = |v: &str| v.to_string();
-    vec![
+    let mut entries = vec![
         ("# Settings and secrets of this environment (12-factor). Never commit .env; .env.example lists the keys.", s("")),
         ("# An empty value means the default written in the comment.", s("")),
         ("# Set by compose.yaml for web: DJANGO_SETTINGS_MODULE, DJANGO_STATIC_ROOT, DJANGO_MEDIA_ROOT.", s("")),
@@ -309,7 +322,12 @@ pub fn env_entries(choices: &Choices, secrets: Option<&Secrets>) -> Vec<(&'stati
         ("DB_WAIT_TIMEOUT", s("")),
         ("# Error reporting: leave empty to disable. `countable deploy` sets SENTRY_RELEASE and SENTRY_ENVIRONMENT.", s("")),
         ("SENTRY_DSN", s("")),
-    ]
+    ];
+    if let Some(a) = &choices.adopt {
+        entries.push(("# The compose files a plain `docker compose` reads here, as `countable up` does: yours, then countable's.", s("")));
+        entries.push(("COMPOSE_FILE", a.compose_file_variable()));
+    }
+    entries
 }
 
 /// Every file of a project. `with_django`: include the Django code (for `new`).
@@ -322,7 +340,26 @@ pub fn plan(
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
+    let adopt = choices.adopt.as_ref();
     let ctx = context! {
+        adopted => adopt.is_some(),
+        overlay => crate::adopt::overlay::FILE,
+        compose_files => adopt.map(|a| a.compose_files()).unwrap_or_default(),
+        dev_files => adopt.map(|a| a.dev_file.iter().cloned().collect::<Vec<_>>()).unwrap_or_default(),
+        team_file => adopt.map(|a| a.team_file.clone()).unwrap_or_default(),
+        db_service => adopt.map(|a| a.db.as_str()).unwrap_or("db"),
+        nginx_service => adopt.map(|a| a.nginx.as_str()).unwrap_or("nginx"),
+        web_port => adopt.map(|a| a.web_port).unwrap_or(8000),
+        kept => adopt.map(|a| a.kept.clone()).unwrap_or_default(),
+        workdir => adopt.map(|a| a.workdir.as_str()).unwrap_or("/app"),
+        entrypoint => adopt.and_then(|a| a.entrypoint.as_deref()).map(crate::adopt::overlay::flow),
+        entrypoint_path => crate::adopt::overlay::ENTRYPOINT_IN_CONTAINER,
+        command => adopt.and_then(|a| a.command.as_deref()).map(crate::adopt::overlay::flow),
+        db => adopt.map(|a| a.db.as_str()).unwrap_or("db"),
+        web => adopt.map(|a| a.web.as_str()).unwrap_or("web"),
+        nginx => adopt.map(|a| a.nginx.as_str()).unwrap_or("nginx"),
+        db_volume => adopt.is_some_and(|a| a.db_volume),
+        adopt_dockerfile => adopt.and_then(|a| a.dockerfile.clone()),
         project => choices.project.as_str(),
         package => layout.package,
         settings_module => layout.settings_module,
@@ -333,13 +370,22 @@ pub fn plan(
         nginx_image => choices.nginx_image(),
         port => choices.port,
         url => format!("http://localhost:{}/", choices.port),
-        web_service => "web",
+        web_service => adopt.map(|a| a.web.as_str()).unwrap_or("web"),
         dockerfile => choices.dockerfile,
         version => env!("CARGO_PKG_VERSION"),
     };
     let mut files = Vec::new();
-    for (template, out, executable, django) in TEMPLATE_FILES {
+    let extra: &[(&str, &str, bool, bool)] = if adopt.is_some() {
+        &[ADOPT_FILE]
+    } else {
+        &[]
+    };
+    for (template, out, executable, django) in TEMPLATE_FILES.iter().chain(extra) {
         if *django && !with_django {
+            continue;
+        }
+        // An adopted compose file takes the place of countable's own two.
+        if adopt.is_some() && template.starts_with("compose/compose.") {
             continue;
         }
         let source = template_text(template)?;
@@ -373,12 +419,32 @@ pub fn plan(
         django: false,
     });
     let mut local_env = env_entries(choices, Some(secrets));
+    let name = choices.project.as_str();
+    if let Some(a) = adopt {
+        // The database the team's db service creates, as it creates it.
+        let c = &a.credentials;
+        for (key, value) in local_env.iter_mut() {
+            let known = match *key {
+                "POSTGRES_HOST" => Some(a.db.clone()),
+                "POSTGRES_USER" => c.user.clone(),
+                "POSTGRES_PASSWORD" => c.password.clone(),
+                "POSTGRES_DB" => c.db.clone(),
+                _ => None,
+            };
+            if let Some(known) = known {
+                *value = known;
+            }
+        }
+    }
     if layout.database_url {
         // The same database as POSTGRES_*, in the form the project's settings read.
-        let name = choices.project.as_str();
+        let url = match adopt {
+            Some(a) => a.database_url(name, &secrets.db_password),
+            None => format!("postgres://{name}:{}@db:5432/{name}", secrets.db_password),
+        };
         for (key, value) in local_env.iter_mut() {
             if *key == "DATABASE_URL" {
-                *value = format!("postgres://{name}:{}@db:5432/{name}", secrets.db_password);
+                *value = url.clone();
             }
         }
     }
@@ -532,7 +598,11 @@ mod tests {
     fn every_embedded_template_is_rendered() {
         let (choices, layout, secrets) = fixed();
         plan(&choices, &layout, &secrets, true).unwrap();
-        let used: Vec<&str> = TEMPLATE_FILES.iter().map(|t| t.0).collect();
+        let used: Vec<&str> = TEMPLATE_FILES
+            .iter()
+            .chain([&ADOPT_FILE])
+            .map(|t| t.0)
+            .collect();
         // Rendered at deploy time by tls::nginx_tls_conf (and tested there), not scaffolded.
         let elsewhere = ["nginx/tls.conf.j2"];
         for t in embedded_templates()

@@ -20,6 +20,18 @@ pub struct Service {
     pub image: Option<String>,
     pub builds: bool,
     pub role: Role,
+    /// The service sets its own `command:` (it then outlives an `entrypoint:` override).
+    pub sets_command: bool,
+    /// Its `entrypoint:`, as words (a string form split as compose splits it).
+    pub entrypoint: Option<Vec<String>>,
+    /// Its `environment:` (map or list form); values as written, `${…}` unresolved.
+    pub environment: std::collections::BTreeMap<String, String>,
+    /// Its `working_dir:`.
+    pub working_dir: Option<String>,
+    /// Container paths its `volumes:` mount something at.
+    pub mount_targets: Vec<String>,
+    /// It publishes ports on the host (`ports:`).
+    pub publishes: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +46,9 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Existing {
     pub file: PathBuf,
+    /// The override file compose merges by itself beside `file`
+    /// (`docker-compose.override.yml` …), when there is one.
+    pub override_file: Option<PathBuf>,
     pub services: Vec<Service>,
 }
 
@@ -77,10 +92,74 @@ pub fn read(root: &Path) -> anyhow::Result<Option<Existing>> {
     let text = std::fs::read_to_string(root.join(&file))?;
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{} does not parse as YAML: {e}", file.display()))?;
+    // compose merges `<stem>.override.<ext>` of the file it picked, when it exists.
+    let name = file.to_string_lossy();
+    let override_file = name
+        .rsplit_once('.')
+        .map(|(stem, ext)| PathBuf::from(format!("{stem}.override.{ext}")))
+        .filter(|o| root.join(o).is_file());
     Ok(Some(Existing {
         services: services(&doc),
+        override_file,
         file,
     }))
+}
+
+/// `["a", "b"]`, or a string split the way compose splits it (no shell).
+fn words(v: &serde_yaml_ng::Value) -> Option<Vec<String>> {
+    match v {
+        serde_yaml_ng::Value::String(s) => shlex::split(s),
+        serde_yaml_ng::Value::Sequence(items) => Some(
+            items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_string))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// `environment:` as a map (`KEY: value`) or a list (`KEY=value`, or `KEY` alone, which
+/// takes the shell's value: left out).
+fn environment(v: Option<&serde_yaml_ng::Value>) -> std::collections::BTreeMap<String, String> {
+    let scalar = |v: &serde_yaml_ng::Value| match v {
+        serde_yaml_ng::Value::String(s) => Some(s.clone()),
+        serde_yaml_ng::Value::Number(n) => Some(n.to_string()),
+        serde_yaml_ng::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    match v {
+        Some(serde_yaml_ng::Value::Mapping(m)) => m
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str()?.to_string(), scalar(v)?)))
+            .collect(),
+        Some(serde_yaml_ng::Value::Sequence(items)) => items
+            .iter()
+            .filter_map(|i| {
+                let (k, v) = i.as_str()?.split_once('=')?;
+                Some((k.to_string(), v.to_string()))
+            })
+            .collect(),
+        _ => Default::default(),
+    }
+}
+
+/// The container side of each `volumes:` entry (short `src:/target[:ro]` or long form).
+fn mount_targets(v: Option<&serde_yaml_ng::Value>) -> Vec<String> {
+    v.and_then(|v| v.as_sequence())
+        .into_iter()
+        .flatten()
+        .filter_map(|m| match m.as_str() {
+            Some(short) => {
+                let parts: Vec<&str> = short.split(':').collect();
+                match parts.len() {
+                    1 => Some(parts[0].to_string()),
+                    _ => Some(parts[1].to_string()),
+                }
+            }
+            None => m.get("target")?.as_str().map(str::to_string),
+        })
+        .collect()
 }
 
 fn services(doc: &serde_yaml_ng::Value) -> Vec<Service> {
@@ -95,6 +174,18 @@ fn services(doc: &serde_yaml_ng::Value) -> Vec<Service> {
                 image: v.get("image").and_then(|i| i.as_str()).map(str::to_string),
                 builds: v.get("build").is_some(),
                 role: Role::Other,
+                sets_command: v.get("command").is_some_and(|c| !c.is_null()),
+                entrypoint: v.get("entrypoint").and_then(words),
+                environment: environment(v.get("environment")),
+                working_dir: v
+                    .get("working_dir")
+                    .and_then(|w| w.as_str())
+                    .map(str::to_string),
+                mount_targets: mount_targets(v.get("volumes")),
+                publishes: v
+                    .get("ports")
+                    .and_then(|p| p.as_sequence())
+                    .is_some_and(|p| !p.is_empty()),
             })
         })
         .collect();

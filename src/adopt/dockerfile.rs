@@ -16,6 +16,10 @@ pub struct Contract {
     pub port: Option<u16>,
     pub entrypoint: Option<String>,
     pub cmd: Option<String>,
+    /// ENTRYPOINT and CMD as the engine runs them: the exec form's words, or
+    /// `/bin/sh -c <text>` for the shell form.
+    pub entrypoint_argv: Option<Vec<String>>,
+    pub cmd_argv: Option<Vec<String>>,
     /// The command (ENTRYPOINT + CMD) runs `migrate` at start.
     pub migrates_at_start: bool,
     /// `collectstatic` runs at build (a RUN) or at start (the command).
@@ -60,6 +64,13 @@ fn command_text(arg: &str) -> String {
         Ok(words) => words.join(" "),
         Err(_) => arg.to_string(),
     }
+}
+
+/// The words the engine runs for an ENTRYPOINT or CMD argument.
+fn argv(arg: &str) -> Vec<String> {
+    let arg = arg.trim();
+    serde_json::from_str::<Vec<String>>(arg)
+        .unwrap_or_else(|_| vec!["/bin/sh".into(), "-c".into(), arg.to_string()])
 }
 
 /// Read `Dockerfile` under `root`; None when there is none.
@@ -113,8 +124,14 @@ pub fn parse(text: &str) -> Contract {
                     c.port = c.port.or(v.trim().parse().ok());
                 }
             }
-            "ENTRYPOINT" => c.entrypoint = Some(command_text(arg)),
-            "CMD" => c.cmd = Some(command_text(arg)),
+            "ENTRYPOINT" => {
+                c.entrypoint = Some(command_text(arg));
+                c.entrypoint_argv = Some(argv(arg));
+            }
+            "CMD" => {
+                c.cmd = Some(command_text(arg));
+                c.cmd_argv = Some(argv(arg));
+            }
             "RUN" => {
                 runs.push_str(arg);
                 runs.push('\n');
@@ -146,6 +163,10 @@ mod tests {
         assert_eq!(c.user.as_deref(), Some("wagtail"));
         assert_eq!(c.port, Some(8000));
         assert!(c.migrates_at_start && c.collects_static);
+        assert_eq!(
+            c.cmd_argv.as_deref().unwrap()[..2],
+            ["/bin/sh".to_string(), "-c".to_string()]
+        );
         assert!(c.describe().contains("runs `set -xe; python manage.py migrate --noinput; gunicorn mysite.wsgi:application`"), "{}", c.describe());
     }
 
@@ -155,6 +176,8 @@ mod tests {
         assert_eq!(c.port, Some(5000));
         assert_eq!(c.entrypoint.as_deref(), Some("/entrypoint.sh"));
         assert_eq!(c.cmd.as_deref(), Some("uwsgi --ini uwsgi.ini"));
+        assert_eq!(c.entrypoint_argv.unwrap(), ["/entrypoint.sh"]);
+        assert_eq!(c.cmd_argv.unwrap(), ["uwsgi", "--ini", "uwsgi.ini"]);
         assert!(!c.migrates_at_start && !c.collects_static);
         assert_eq!(c.user, None);
     }

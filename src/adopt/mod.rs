@@ -8,6 +8,7 @@ use crate::scaffold::{DjangoLayout, ScaffoldError};
 
 pub mod compose;
 pub mod dockerfile;
+pub mod overlay;
 pub mod requirements;
 
 /// The first string literal after `key` in `text` (`"DJANGO_SETTINGS_MODULE", "x.settings"`).
@@ -145,6 +146,21 @@ pub fn detect(root: &Path, settings: Option<&str>) -> Result<DjangoLayout, Scaff
     })
 }
 
+/// The settings file the printed lines belong in: a package's `base` module when
+/// development and deploys run different modules of it (both import it), else the
+/// deploy module.
+pub fn advice_file(root: &Path, layout: &DjangoLayout) -> String {
+    let modules = settings_package(root, &layout.settings_module);
+    let base = modules
+        .iter()
+        .find(|m| m.rsplit('.').next() == Some("base"))
+        .filter(|_| layout.local_settings_module != layout.settings_module);
+    let module = base.unwrap_or(&layout.settings_module);
+    module_file(root, module)
+        .and_then(|p| p.strip_prefix(root).ok().map(|p| p.display().to_string()))
+        .unwrap_or_else(|| module.clone())
+}
+
 /// Lines the user must add to their settings for the conventional setup to work,
 /// judged from what the settings file already mentions.
 pub fn settings_advice(root: &Path, layout: &DjangoLayout) -> Vec<String> {
@@ -212,6 +228,14 @@ pub fn settings_advice(root: &Path, layout: &DjangoLayout) -> Vec<String> {
                 .into(),
         );
     }
+    // Wagtail's search index uses PostgreSQL's own fields there (its system check
+    // stops every manage.py command without the app).
+    if text.contains("wagtail") && !text.contains("django.contrib.postgres") {
+        lines.push(
+            "INSTALLED_APPS += [\"django.contrib.postgres\"]  # Wagtail's search index on PostgreSQL"
+                .into(),
+        );
+    }
     let health = format!("{}.health.HealthCheckMiddleware", layout.package);
     if !text.contains(&health) {
         lines.push(format!(
@@ -224,14 +248,38 @@ pub fn settings_advice(root: &Path, layout: &DjangoLayout) -> Vec<String> {
 /// What the project's own files (kept by `init`) lack for the contract `countable deploy`
 /// relies on: the entrypoint that migrates under the lock, the nginx include that
 /// switches releases, `/healthz`. One sentence per gap; empty when none.
-pub fn contract_gaps(root: &Path, layout: &DjangoLayout, dockerfile: &str) -> Vec<String> {
-    let read = |rel: &str| std::fs::read_to_string(root.join(rel)).unwrap_or_default();
+/// `files` is init's plan: a file not on disk yet is judged by what init would write.
+pub fn contract_gaps(
+    root: &Path,
+    layout: &DjangoLayout,
+    choices: &crate::scaffold::Choices,
+    files: &[crate::scaffold::PlannedFile],
+) -> Vec<String> {
+    let read = |rel: &str| {
+        std::fs::read_to_string(root.join(rel)).unwrap_or_else(|_| {
+            files
+                .iter()
+                .find(|f| f.path == Path::new(rel))
+                .map(|f| f.contents.clone())
+                .unwrap_or_default()
+        })
+    };
+    let dockerfile = &choices.dockerfile;
+    let compose = match &choices.adopt {
+        Some(_) => overlay::FILE,
+        None => "compose.yaml",
+    };
     let mut gaps = Vec::new();
-    if !read(dockerfile).contains("entrypoint.sh") {
+    // An adopted web with the team's Dockerfile gets the entrypoint from the override.
+    let wrapped = choices
+        .adopt
+        .as_ref()
+        .is_some_and(|a| a.entrypoint.is_some());
+    if !wrapped && !read(dockerfile).contains("entrypoint.sh") {
         gaps.push(format!("{dockerfile} does not run entrypoint.sh: migrations would not run at start under the lock `countable deploy` relies on (or `countable init --dockerfile countable` writes countable's own beside it)"));
     }
-    if !read("compose.yaml").contains("/etc/nginx/countable") {
-        gaps.push("compose.yaml mounts no `nginx-live` volume at /etc/nginx/countable: `countable deploy` could not switch releases without downtime".into());
+    if !read(compose).contains("/etc/nginx/countable") {
+        gaps.push(format!("{compose} mounts no `nginx-live` volume at /etc/nginx/countable: `countable deploy` could not switch releases without downtime"));
     }
     if !read("nginx/default.conf").contains("include /etc/nginx/countable/*.conf;") {
         gaps.push("nginx/default.conf lacks `include /etc/nginx/countable/*.conf;` after `set $app ...;`: `countable deploy` could not switch releases without downtime".into());
@@ -289,7 +337,10 @@ mod tests {
             "FROM python\nCMD [\"gunicorn\"]\n",
         )
         .unwrap();
-        let gaps = contract_gaps(dir.path(), &layout, "Dockerfile");
+        let choices = crate::scaffold::Choices::defaults(
+            crate::names::ProjectName::parse("mysite").unwrap(),
+        );
+        let gaps = contract_gaps(dir.path(), &layout, &choices, &[]);
         assert_eq!(gaps.len(), 4, "{gaps:?}");
         assert!(gaps[0].starts_with("Dockerfile does not run entrypoint.sh"));
         let files = crate::scaffold::plan(
@@ -304,7 +355,7 @@ mod tests {
         std::fs::remove_file(dir.path().join("Dockerfile")).unwrap();
         crate::scaffold::write_missing(dir.path(), &files).unwrap();
         assert_eq!(
-            contract_gaps(dir.path(), &layout, "Dockerfile"),
+            contract_gaps(dir.path(), &layout, &choices, &[]),
             Vec::<String>::new()
         );
     }
@@ -344,6 +395,7 @@ mod tests {
             ]
         );
         let advice = settings_advice(root, &l);
+        assert_eq!(advice_file(root, &l), "demo/settings/base.py");
         assert!(
             !advice.iter().any(|a| a.starts_with("DATABASES")),
             "{advice:?}"

@@ -177,6 +177,9 @@ pub fn render(r: &Release, shape: &Shape, flavor: Flavor) -> String {
         if web {
             env.push(("SENTRY_RELEASE".into(), Some(r.sha.to_string())));
             env.push(("SENTRY_ENVIRONMENT".into(), Some(s.env.to_string())));
+            if let Some(m) = &s.environment.settings_module {
+                env.push(("DJANGO_SETTINGS_MODULE".into(), Some(m.clone())));
+            }
         }
         if !env.is_empty() {
             out.push_str("    environment:\n");

@@ -16,6 +16,8 @@ use std::time::Duration;
 pub const DB_IMAGE: &str = "countable-test/postgres:15";
 pub const PYTHON_IMAGE: &str = "countable-test/python";
 pub const NGINX_IMAGE: &str = "countable-test/nginx";
+/// Debian trixie's python with Wagtail (tests/images/wagtail.txt), for `wagtail start`.
+pub const WAGTAIL_IMAGE: &str = "countable-test/python-wagtail";
 
 /// The countable binary under test, with a clean environment for its knobs.
 pub fn countable(dir: &Path) -> Command {

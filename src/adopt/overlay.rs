@@ -1,0 +1,296 @@
+//! Adopting a team's own compose file instead of shadowing it: what countable adds
+//! (nginx in front, healthchecks, the db port closed, `service_healthy` ordering,
+//! volumes for static files and media, countable's entrypoint wrapped around the
+//! team's command) goes into a file of its own, [`FILE`], that compose merges after
+//! theirs. Their file is never edited. This module decides what goes in it; the
+//! template `compose/adopt.yaml.j2` writes it.
+
+
+use super::compose::{Existing, Role, Service};
+use super::dockerfile::Contract;
+use crate::error::Hinted;
+
+/// The file countable writes beside the team's compose file.
+pub const FILE: &str = "docker-compose.countable.yml";
+/// Where the override mounts countable's entrypoint in the team's web container.
+pub const ENTRYPOINT_IN_CONTAINER: &str = "/countable/entrypoint.sh";
+
+/// The database the team's db service creates, as the project's `.env` must say it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DbCredentials {
+    /// None: the value comes from `.env` (their file interpolates it, or leaves it to
+    /// countable's generated one).
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub db: Option<String>,
+}
+
+/// Everything the override and the project's other files need to know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Adoption {
+    /// The team's compose file.
+    pub team_file: String,
+    /// The override compose merges by itself beside it (`docker-compose.override.yml`),
+    /// if any: a local file, merged locally only (countable.yml's `dev_compose_files`).
+    pub dev_file: Option<String>,
+    pub db: String,
+    pub web: String,
+    /// countable's nginx service (`nginx`, unless the team has a service of that name).
+    pub nginx: String,
+    /// The services kept as the team wrote them (redis, workers).
+    pub kept: Vec<String>,
+    /// The port the web process listens on in its container.
+    pub web_port: u16,
+    /// Its working directory: static files and media are mounted under it.
+    pub workdir: String,
+    /// web's new entrypoint: countable's, then the team's (None: the image's own).
+    pub entrypoint: Option<Vec<String>>,
+    /// web's command, set because a new entrypoint drops the image's CMD (None: the
+    /// team's file sets one, which stays; or the image's own entrypoint is kept).
+    pub command: Option<Vec<String>>,
+    /// web is built from countable's Dockerfile (`--dockerfile countable`).
+    pub dockerfile: Option<String>,
+    /// The db keeps its data in no named volume: the override gives it `db-data`.
+    pub db_volume: bool,
+    pub credentials: DbCredentials,
+    /// web's own `environment:` sets `DATABASE_URL` (it wins over `.env`).
+    pub web_sets_database_url: bool,
+    /// What a user should know: a command that cannot be wrapped, a user that cannot
+    /// write the volumes.
+    pub warnings: Vec<String>,
+}
+
+impl Adoption {
+    /// countable.yml's `compose_files`: theirs, then countable's.
+    pub fn compose_files(&self) -> Vec<String> {
+        vec![self.team_file.clone(), FILE.into()]
+    }
+
+    /// `COMPOSE_FILE` for `.env`, so a plain `docker compose` here reads the files
+    /// `countable up` reads, in its order (a COMPOSE_FILE stops compose from merging
+    /// the override file by itself, so it is listed).
+    pub fn compose_file_variable(&self) -> String {
+        let mut files = self.compose_files();
+        files.extend(self.dev_file.clone());
+        files.join(":")
+    }
+
+    /// `DATABASE_URL` of the team's db as web reaches it.
+    pub fn database_url(&self, generated_user: &str, generated_password: &str) -> String {
+        let user = self.credentials.user.as_deref().unwrap_or(generated_user);
+        let password = self
+            .credentials
+            .password
+            .as_deref()
+            .unwrap_or(generated_password);
+        let db = self.credentials.db.as_deref().unwrap_or(user);
+        let auth = if password.is_empty() {
+            user.to_string()
+        } else {
+            format!("{user}:{password}")
+        };
+        format!("postgres://{auth}@{}:5432/{db}", self.db)
+    }
+}
+
+/// A literal value (no `${…}`): the value compose will pass as it is.
+fn literal(v: Option<&String>) -> Option<Option<String>> {
+    match v {
+        None => Some(None),
+        Some(v) if v.contains('$') => None,
+        Some(v) => Some(Some(v.clone())),
+    }
+}
+
+fn credentials(db: &Service) -> DbCredentials {
+    let env = &db.environment;
+    // The postgres image's defaults: user `postgres`, database named as the user.
+    let user = match literal(env.get("POSTGRES_USER")) {
+        Some(Some(u)) => Some(u),
+        Some(None) => Some("postgres".into()),
+        None => None,
+    };
+    let password = match literal(env.get("POSTGRES_PASSWORD")) {
+        Some(p) => Some(p.unwrap_or_default()),
+        None => None,
+    };
+    let db_name = match literal(env.get("POSTGRES_DB")) {
+        Some(Some(d)) => Some(d),
+        Some(None) => user.clone(),
+        None => None,
+    };
+    DbCredentials {
+        user,
+        password,
+        db: db_name,
+    }
+}
+
+/// Decide the adoption of `existing` (the team's compose file) with web built from
+/// `contract` (their Dockerfile; None with `--dockerfile countable`, then web is built
+/// from `countable_dockerfile`).
+pub fn plan(
+    existing: &Existing,
+    contract: Option<&Contract>,
+    countable_dockerfile: Option<&str>,
+) -> Result<Adoption, Hinted> {
+    let file = existing.file.display().to_string();
+    let db = existing.role(Role::Db).ok_or_else(|| {
+        Hinted::new(
+            format!("{file} has no PostgreSQL service (no service runs a postgres or postgis image)"),
+            format!("add a db service with a postgres image to {file}, or move it aside and `countable init` writes a whole compose.yaml"),
+        )
+    })?;
+    let web = existing.role(Role::Web).ok_or_else(|| {
+        Hinted::new(
+            format!("{file} has no service that builds the code (none has `build:`)"),
+            format!("give the Django service `build: .` in {file}, or move it aside and `countable init` writes a whole compose.yaml"),
+        )
+    })?;
+    let names: Vec<&str> = existing.services.iter().map(|s| s.name.as_str()).collect();
+    let nginx = if names.contains(&"nginx") {
+        "countable-nginx"
+    } else {
+        "nginx"
+    };
+    let mut warnings = Vec::new();
+    let (workdir, web_port, entrypoint, command) = match countable_dockerfile {
+        Some(_) => ("/app".to_string(), 8000, None, None),
+        None => {
+            let c = contract.cloned().unwrap_or_default();
+            let workdir = web
+                .working_dir
+                .clone()
+                .or(c.workdir.clone())
+                .unwrap_or_else(|| "/".into());
+            let theirs = web
+                .entrypoint
+                .clone()
+                .or(c.entrypoint_argv.clone())
+                .unwrap_or_default();
+            let mut entrypoint = vec!["/bin/sh".to_string(), ENTRYPOINT_IN_CONTAINER.into()];
+            entrypoint.extend(theirs);
+            let command = if web.sets_command {
+                None
+            } else {
+                if c.cmd_argv.is_none() && c.entrypoint_argv.is_none() {
+                    warnings.push(format!("neither {file} nor the Dockerfile says what `{}` runs (no `command:`, no CMD): give it a `command:` (e.g. gunicorn on port {}), since the wrapped entrypoint drops the base image's CMD", web.name, c.port.unwrap_or(8000)));
+                }
+                c.cmd_argv.clone()
+            };
+            if c.user.as_deref().is_some_and(|u| u != "root" && u != "0") {
+                warnings.push(format!("the Dockerfile runs as USER {}: the static and media volumes mounted at {}/staticfiles and {}/media must be writable by it; create both in the image and chown them to that user (`RUN mkdir -p … && chown …`), as countable's own Dockerfile does", c.user.as_deref().unwrap_or_default(), workdir.trim_end_matches('/'), workdir.trim_end_matches('/')));
+            }
+            (workdir, c.port.unwrap_or(8000), Some(entrypoint), command)
+        }
+    };
+    Ok(Adoption {
+        dev_file: existing
+            .override_file
+            .as_ref()
+            .map(|f| f.display().to_string()),
+        team_file: file,
+        db: db.name.clone(),
+        web: web.name.clone(),
+        nginx: nginx.into(),
+        kept: existing
+            .services
+            .iter()
+            .filter(|s| s.role == Role::Other)
+            .map(|s| s.name.clone())
+            .collect(),
+        web_port,
+        workdir: workdir.trim_end_matches('/').to_string(),
+        entrypoint,
+        command,
+        dockerfile: countable_dockerfile.map(str::to_string),
+        db_volume: !db
+            .mount_targets
+            .iter()
+            .any(|t| t.trim_end_matches('/') == "/var/lib/postgresql/data"),
+        credentials: credentials(db),
+        web_sets_database_url: web.environment.contains_key("DATABASE_URL"),
+        warnings,
+    })
+}
+
+/// A list as YAML flow (JSON is YAML): `["a", "b"]`.
+pub fn flow(words: &[String]) -> String {
+    serde_json::to_string(words).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn existing(text: &str) -> Existing {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("docker-compose.yml"), text).unwrap();
+        super::super::compose::read(dir.path()).unwrap().unwrap()
+    }
+
+    #[test]
+    fn wraps_their_command_and_reads_their_db() {
+        let e = existing("services:\n  db:\n    image: postgres:16\n    environment:\n      POSTGRES_PASSWORD: devpw\n    volumes: [pgdata:/var/lib/postgresql/data]\n  redis:\n    image: redis:7\n  app:\n    build: .\n    ports: ['8000:8000']\n    environment: [DATABASE_URL=postgres://postgres:devpw@db/postgres]\n");
+        let c = super::super::dockerfile::parse(
+            "FROM python\nWORKDIR /code\nEXPOSE 8080\nENTRYPOINT [\"/docker-entrypoint.sh\"]\nCMD gunicorn demo.wsgi -b :8080\n",
+        );
+        let a = plan(&e, Some(&c), None).unwrap();
+        assert_eq!(a.db, "db");
+        assert_eq!(a.web, "app");
+        assert_eq!(a.kept, ["redis"]);
+        assert_eq!(a.nginx, "nginx");
+        assert_eq!(a.web_port, 8080);
+        assert_eq!(a.workdir, "/code");
+        assert_eq!(
+            a.entrypoint.as_deref().unwrap(),
+            ["/bin/sh", ENTRYPOINT_IN_CONTAINER, "/docker-entrypoint.sh"]
+        );
+        assert_eq!(
+            a.command.as_deref().unwrap(),
+            ["/bin/sh", "-c", "gunicorn demo.wsgi -b :8080"]
+        );
+        assert!(!a.db_volume);
+        assert!(a.web_sets_database_url);
+        assert_eq!(
+            a.database_url("x", "y"),
+            "postgres://postgres:devpw@db:5432/postgres"
+        );
+        assert_eq!(
+            a.compose_file_variable(),
+            "docker-compose.yml:docker-compose.countable.yml"
+        );
+        assert!(a.warnings.is_empty(), "{:?}", a.warnings);
+    }
+
+    #[test]
+    fn their_command_stays_and_interpolated_credentials_come_from_env() {
+        let e = existing("services:\n  nginx:\n    image: nginx\n  pg:\n    image: postgis/postgis:16-3.4\n    environment:\n      POSTGRES_USER: ${DB_USER}\n      POSTGRES_PASSWORD: ${DB_PASSWORD}\n  web:\n    build: .\n    command: python manage.py runserver 0.0.0.0:8000\n    working_dir: /srv/app\n");
+        let c = super::super::dockerfile::parse("FROM python\nUSER app\nCMD [\"gunicorn\"]\n");
+        let a = plan(&e, Some(&c), None).unwrap();
+        assert_eq!(a.nginx, "countable-nginx");
+        assert_eq!(a.workdir, "/srv/app");
+        assert_eq!(a.command, None);
+        assert!(a.db_volume);
+        assert_eq!(a.credentials.user, None);
+        assert_eq!(a.database_url("shop", "pw"), "postgres://shop:pw@pg:5432/shop");
+        assert!(a.warnings[0].contains("USER app"), "{:?}", a.warnings);
+        // With countable's Dockerfile: its entrypoint, /app and 8000.
+        let a = plan(&e, None, Some("Dockerfile.countable")).unwrap();
+        assert_eq!((a.entrypoint, a.workdir.as_str(), a.web_port), (None, "/app", 8000));
+    }
+
+    #[test]
+    fn refuses_a_file_without_db_or_web() {
+        let e = existing("services:\n  app:\n    build: .\n");
+        assert!(plan(&e, None, None)
+            .unwrap_err()
+            .to_string()
+            .contains("has no PostgreSQL service"));
+        let e = existing("services:\n  db:\n    image: postgres\n  app:\n    image: shop\n");
+        assert!(plan(&e, None, None)
+            .unwrap_err()
+            .to_string()
+            .contains("no service that builds"));
+    }
+}
