@@ -52,6 +52,10 @@ pub struct Services {
     pub web: String,
     #[serde(default = "default_nginx")]
     pub nginx: String,
+    /// The port web's server listens on in its container (nginx passes requests
+    /// there; `countable deploy` switches releases by it).
+    #[serde(default = "default_web_port")]
+    pub web_port: u16,
 }
 
 fn default_db() -> String {
@@ -62,6 +66,9 @@ fn default_web() -> String {
 }
 fn default_nginx() -> String {
     "nginx".into()
+}
+fn default_web_port() -> u16 {
+    8000
 }
 /// The development-only compose file a plain `docker compose` merges by itself.
 pub const DEV_FILE: &str = "compose.override.yaml";
@@ -79,6 +86,7 @@ impl Default for Services {
             db: default_db(),
             web: default_web(),
             nginx: default_nginx(),
+            web_port: default_web_port(),
         }
     }
 }

@@ -375,11 +375,7 @@ pub fn plan(
         version => env!("CARGO_PKG_VERSION"),
     };
     let mut files = Vec::new();
-    let extra: &[(&str, &str, bool, bool)] = if adopt.is_some() {
-        &[ADOPT_FILE]
-    } else {
-        &[]
-    };
+    let extra: &[(&str, &str, bool, bool)] = if adopt.is_some() { &[ADOPT_FILE] } else { &[] };
     for (template, out, executable, django) in TEMPLATE_FILES.iter().chain(extra) {
         if *django && !with_django {
             continue;

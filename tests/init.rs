@@ -61,12 +61,14 @@ fn init_refuses_a_team_compose_file_without_postgres() {
     .unwrap();
     let r = run(countable(root).args(["init", "--yes", "--name", "shop"])).fails();
     assert!(
-        r.stderr.contains("docker-compose.yml has no PostgreSQL service"),
+        r.stderr
+            .contains("docker-compose.yml has no PostgreSQL service"),
         "{}",
         r.stderr
     );
     assert!(
-        r.stderr.contains("hint: add a db service with a postgres image"),
+        r.stderr
+            .contains("hint: add a db service with a postgres image"),
         "{}",
         r.stderr
     );

@@ -212,10 +212,23 @@ fn init_adopts_a_wagtail_start_project_and_it_comes_up() {
     let port = free_port();
     let flags: Vec<String> = image_flags(port)
         .into_iter()
-        .map(|f| if f == PYTHON_IMAGE { WAGTAIL_IMAGE.to_string() } else { f })
+        .map(|f| {
+            if f == PYTHON_IMAGE {
+                WAGTAIL_IMAGE.to_string()
+            } else {
+                f
+            }
+        })
         .collect();
     let r = run(countable(&root)
-        .args(["init", "--yes", "--dockerfile", "countable", "--name", &name])
+        .args([
+            "init",
+            "--yes",
+            "--dockerfile",
+            "countable",
+            "--name",
+            &name,
+        ])
         .args(&flags))
     .ok();
     for said in [
@@ -230,10 +243,16 @@ fn init_adopts_a_wagtail_start_project_and_it_comes_up() {
     }
     // SQLite until now: the printed lines switch it to the db service, and Wagtail's
     // search index needs django.contrib.postgres there.
-    for line in ["DATABASES = {", "INSTALLED_APPS += [\"django.contrib.postgres\"]"] {
+    for line in [
+        "DATABASES = {",
+        "INSTALLED_APPS += [\"django.contrib.postgres\"]",
+    ] {
         assert!(r.stdout.contains(line), "{line}: {}", r.stdout);
     }
-    assert_eq!(std::fs::read_to_string(root.join("Dockerfile")).unwrap(), theirs);
+    assert_eq!(
+        std::fs::read_to_string(root.join("Dockerfile")).unwrap(),
+        theirs
+    );
 
     // As the user would: the printed lines into base.py, the two packages init named
     // into requirements.txt.
@@ -297,14 +316,17 @@ fn serves_and_takes_pull_db(
         .trim()
         .to_string()
     };
-    let applied: u32 = psql("select count(*) from django_migrations").parse().unwrap();
+    let applied: u32 = psql("select count(*) from django_migrations")
+        .parse()
+        .unwrap();
     assert!(applied >= 10, "only {applied} migrations applied");
     let published = run(Command::new("docker").args(["port", &container])).ok();
     assert_eq!(published.stdout.trim(), "", "the db publishes a port");
-    let config = run(Command::new("docker")
-        .current_dir(root)
-        .args(["compose", "config", "--services"]))
-    .ok();
+    let config =
+        run(Command::new("docker")
+            .current_dir(root)
+            .args(["compose", "config", "--services"]))
+        .ok();
     for s in services {
         assert!(
             config.stdout.lines().any(|l| l == *s),
@@ -374,7 +396,6 @@ fn walk(root: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
     out
 }
 
-
 /// The team's files, in the shape the issue met: compose with db, redis and app; a
 /// Dockerfile under /code with its own entrypoint and gunicorn on 8080; `-r`
 /// requirements; a settings package reading DATABASE_URL. The db and redis use the
@@ -434,7 +455,11 @@ fn init_adopts_a_team_compose_file_and_it_comes_up() {
         "keep Dockerfile (it exists)",
         "keep requirements.txt (it exists)",
     ] {
-        assert!(dry.stdout.lines().any(|l| l == line), "{line}: {}", dry.stdout);
+        assert!(
+            dry.stdout.lines().any(|l| l == line),
+            "{line}: {}",
+            dry.stdout
+        );
     }
     assert!(
         !dry.stdout.contains("compose.yaml"),
@@ -519,7 +544,10 @@ fn init_adopts_a_team_compose_file_and_it_comes_up() {
     .ok();
     let config: serde_json::Value = serde_json::from_str(&config.stdout).unwrap();
     assert_eq!(config["name"], name.as_str());
-    assert_eq!(config["services"]["app"]["entrypoint"][1], "/countable/entrypoint.sh");
+    assert_eq!(
+        config["services"]["app"]["entrypoint"][1],
+        "/countable/entrypoint.sh"
+    );
     assert!(config["services"]["app"]["ports"].is_null(), "{config}");
     assert!(config["services"]["db"]["ports"].is_null(), "{config}");
     serves_and_takes_pull_db(
@@ -545,16 +573,26 @@ fn init_adopts_a_team_compose_file_and_it_comes_up() {
         "demo",
     ]))
     .ok();
-    assert!(!r.stderr.contains("does not run entrypoint.sh"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("does not run entrypoint.sh"),
+        "{}",
+        r.stderr
+    );
     let theirs = files.iter().find(|(p, _)| *p == "Dockerfile").unwrap();
-    assert_eq!(std::fs::read_to_string(root.join("Dockerfile")).unwrap(), theirs.1);
+    assert_eq!(
+        std::fs::read_to_string(root.join("Dockerfile")).unwrap(),
+        theirs.1
+    );
     let config = run(Command::new("docker")
         .current_dir(root)
         .args(["compose", "config", "--format", "json"]))
     .ok();
     let config: serde_json::Value = serde_json::from_str(&config.stdout).unwrap();
     let app = &config["services"]["app"];
-    assert_eq!(app["build"]["dockerfile"], "Dockerfile.countable", "{config}");
+    assert_eq!(
+        app["build"]["dockerfile"], "Dockerfile.countable",
+        "{config}"
+    );
     assert!(app["entrypoint"].is_null(), "{config}");
     let targets: Vec<&str> = app["volumes"]
         .as_array()

@@ -337,9 +337,8 @@ mod tests {
             "FROM python\nCMD [\"gunicorn\"]\n",
         )
         .unwrap();
-        let choices = crate::scaffold::Choices::defaults(
-            crate::names::ProjectName::parse("mysite").unwrap(),
-        );
+        let choices =
+            crate::scaffold::Choices::defaults(crate::names::ProjectName::parse("mysite").unwrap());
         let gaps = contract_gaps(dir.path(), &layout, &choices, &[]);
         assert_eq!(gaps.len(), 4, "{gaps:?}");
         assert!(gaps[0].starts_with("Dockerfile does not run entrypoint.sh"));
@@ -403,6 +402,14 @@ mod tests {
         assert!(advice
             .iter()
             .any(|a| a.starts_with("SECURE_PROXY_SSL_HEADER")));
+        assert!(!advice.iter().any(|a| a.contains("django.contrib.postgres")));
+        // A Wagtail project moving to PostgreSQL needs django.contrib.postgres.
+        let base = root.join("demo/settings/base.py");
+        let text = std::fs::read_to_string(&base).unwrap();
+        std::fs::write(&base, format!("{text}INSTALLED_APPS = ['wagtail.admin']\n")).unwrap();
+        assert!(settings_advice(root, &l)
+            .iter()
+            .any(|a| a.starts_with("INSTALLED_APPS += [\"django.contrib.postgres\"]")));
         // --settings names the deploy module; development keeps the dev one.
         let l = detect(root, Some("demo.settings.base")).unwrap();
         assert_eq!(l.settings_module, "demo.settings.base");

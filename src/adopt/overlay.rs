@@ -5,7 +5,6 @@
 //! theirs. Their file is never edited. This module decides what goes in it; the
 //! template `compose/adopt.yaml.j2` writes it.
 
-
 use super::compose::{Existing, Role, Service};
 use super::dockerfile::Contract;
 use crate::error::Hinted;
@@ -110,10 +109,7 @@ fn credentials(db: &Service) -> DbCredentials {
         Some(None) => Some("postgres".into()),
         None => None,
     };
-    let password = match literal(env.get("POSTGRES_PASSWORD")) {
-        Some(p) => Some(p.unwrap_or_default()),
-        None => None,
-    };
+    let password = literal(env.get("POSTGRES_PASSWORD")).map(Option::unwrap_or_default);
     let db_name = match literal(env.get("POSTGRES_DB")) {
         Some(Some(d)) => Some(d),
         Some(None) => user.clone(),
@@ -273,11 +269,81 @@ mod tests {
         assert_eq!(a.command, None);
         assert!(a.db_volume);
         assert_eq!(a.credentials.user, None);
-        assert_eq!(a.database_url("shop", "pw"), "postgres://shop:pw@pg:5432/shop");
+        assert_eq!(
+            a.database_url("shop", "pw"),
+            "postgres://shop:pw@pg:5432/shop"
+        );
         assert!(a.warnings[0].contains("USER app"), "{:?}", a.warnings);
         // With countable's Dockerfile: its entrypoint, /app and 8000.
         let a = plan(&e, None, Some("Dockerfile.countable")).unwrap();
-        assert_eq!((a.entrypoint, a.workdir.as_str(), a.web_port), (None, "/app", 8000));
+        assert_eq!(
+            (a.entrypoint, a.workdir.as_str(), a.web_port),
+            (None, "/app", 8000)
+        );
+    }
+
+    #[test]
+    fn the_plan_writes_the_override_instead_of_a_second_base_file() {
+        let e = existing("services:\n  db:\n    image: postgres:16\n    environment: [POSTGRES_USER=shop, POSTGRES_PASSWORD=pw]\n  app:\n    build: .\n");
+        let c = super::super::dockerfile::parse(
+            "FROM python\nWORKDIR /code\nEXPOSE 8080\nCMD [\"gunicorn\"]\n",
+        );
+        let mut choices =
+            crate::scaffold::Choices::defaults(crate::names::ProjectName::parse("shop").unwrap());
+        choices.adopt = Some(plan(&e, Some(&c), None).unwrap());
+        let mut layout = crate::scaffold::DjangoLayout::conventional(&choices.project);
+        layout.database_url = true;
+        let files = crate::scaffold::plan(
+            &choices,
+            &layout,
+            &crate::scaffold::Secrets::random(),
+            false,
+        )
+        .unwrap();
+        let file = |p: &str| files.iter().find(|f| f.path == std::path::Path::new(p));
+        assert!(file("compose.yaml").is_none() && file("compose.override.yaml").is_none());
+        let overlay = &file(FILE).unwrap().contents;
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(overlay).unwrap();
+        assert_eq!(doc["name"], "shop");
+        assert_eq!(doc["services"]["app"]["command"][0], "gunicorn");
+        assert_eq!(
+            doc["services"]["app"]["entrypoint"][1],
+            ENTRYPOINT_IN_CONTAINER
+        );
+        assert!(
+            overlay.contains("      - static:/code/staticfiles\n"),
+            "{overlay}"
+        );
+        assert!(
+            overlay.contains("http://127.0.0.1:8080/healthz"),
+            "{overlay}"
+        );
+        let config = crate::project::Config::parse(
+            &file("countable.yml").unwrap().contents,
+            std::path::Path::new("countable.yml"),
+        )
+        .unwrap();
+        assert_eq!(config.compose_files, ["docker-compose.yml", FILE]);
+        assert!(config.dev_compose_files.is_empty());
+        assert_eq!(
+            (config.services.web.as_str(), config.services.web_port),
+            ("app", 8080)
+        );
+        let prod = &config.environments[&crate::names::EnvName::parse("prod").unwrap()];
+        assert_eq!(prod.settings_module.as_deref(), Some("shop.settings"));
+        assert!(file("nginx/default.conf")
+            .unwrap()
+            .contents
+            .contains("set $app http://app:8080;"));
+        let env = &file(".env").unwrap().contents;
+        assert!(
+            env.contains("COMPOSE_FILE='docker-compose.yml:docker-compose.countable.yml'"),
+            "{env}"
+        );
+        assert!(
+            env.contains("DATABASE_URL='postgres://shop:pw@db:5432/shop'"),
+            "{env}"
+        );
     }
 
     #[test]

@@ -97,7 +97,8 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
                 "   {}: countable's entrypoint wraps {}; static and media under {}, port {}",
                 adoption.web,
                 [
-                    (entry.len() > 2).then(|| format!("your entrypoint `{}`", entry[2..].join(" "))),
+                    (entry.len() > 2)
+                        .then(|| format!("your entrypoint `{}`", entry[2..].join(" "))),
                     Some(match &adoption.command {
                         Some(c) => format!("the Dockerfile's command `{}`", c.join(" ")),
                         None => format!("the command {} sets", e.file.display()),
@@ -155,7 +156,11 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
             }
         ),
     });
-    let db = choices.adopt.as_ref().map(|a| a.db.as_str()).unwrap_or("db");
+    let db = choices
+        .adopt
+        .as_ref()
+        .map(|a| a.db.as_str())
+        .unwrap_or("db");
     printer.note(&format!(
         "   database: {}",
         match &choices.adopt {

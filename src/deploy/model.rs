@@ -369,6 +369,20 @@ mod tests {
         assert!(!target.contains("env_file"), "{target}");
         assert!(!target.contains("DJANGO_SECRET_KEY"), "{target}");
         assert!(target.contains("SENTRY_RELEASE\": \"f00d\""), "{target}");
+        assert!(!target.contains("DJANGO_SETTINGS_MODULE"), "{target}");
+        // An environment's settings_module (an adopted project's production settings).
+        let mut with_module = st.clone();
+        with_module.environment.settings_module = Some("shop.settings.production".into());
+        let r2 = Release {
+            settings: &with_module,
+            ..r.clone()
+        };
+        assert!(
+            render(&r2, &sh, Flavor::Target)
+                .contains("\"DJANGO_SETTINGS_MODULE\": \"shop.settings.production\""),
+            "{}",
+            render(&r2, &sh, Flavor::Target)
+        );
         // Both parse as YAML.
         for y in [
             run,

@@ -35,6 +35,8 @@ pub struct Settings {
     pub tls: TlsMode,
     pub registry: Option<String>,
     pub web: String,
+    /// The port web listens on (countable.yml's `services.web_port`).
+    pub web_port: u16,
     pub db: String,
     pub nginx: String,
     /// TLS and proxy settings (deploy::tls).
@@ -96,6 +98,7 @@ impl Settings {
             tls: e.tls.unwrap_or_default(),
             registry: e.registry.clone(),
             web: config.services.web.clone(),
+            web_port: config.services.web_port,
             db: config.services.db.clone(),
             nginx: config.services.nginx.clone(),
             site: super::tls::Site::resolve(project, env, e),

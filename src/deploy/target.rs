@@ -153,12 +153,13 @@ pub async fn write_live(engine: &Engine, nginx: &str, conf: &str) -> anyhow::Res
 pub fn live_conf(s: &Settings, live: Option<u32>, preview: Option<(u32, &str)>) -> String {
     let mut out = String::from("# Written by countable deploy: the release that serves.\n");
     if let Some(n) = live {
-        out.push_str(&format!("set $app http://{}:8000;\n", s.alias(n)));
+        out.push_str(&format!("set $app http://{}:{};\n", s.alias(n), s.web_port));
     }
     if let Some((n, token)) = preview {
         out.push_str(&format!(
-            "if ($http_x_countable_preview = \"{token}\") {{\n    set $app http://{}:8000;\n}}\n",
-            s.alias(n)
+            "if ($http_x_countable_preview = \"{token}\") {{\n    set $app http://{}:{};\n}}\n",
+            s.alias(n),
+            s.web_port
         ));
     }
     out
@@ -206,5 +207,11 @@ mod tests {
         );
         assert!(c.contains("set $app http://web-r4:8000;"), "{c}");
         assert!(!live_conf(&s, None, None).contains("set"));
+        // An adopted web listening elsewhere (countable.yml's services.web_port).
+        let s = Settings {
+            web_port: 8080,
+            ..s
+        };
+        assert!(live_conf(&s, Some(3), None).contains("set $app http://web-r3:8080;"));
     }
 }

@@ -185,6 +185,7 @@ fn conf_source(config_json: &str, s: &Settings) -> Option<String> {
 pub fn render_conf(s: &Settings) -> Result<String, tls::TlsError> {
     let site = &s.site;
     let mut n = NginxTls::new(&s.project, &s.web, &site.domains, site.mode);
+    n.web_port = s.web_port;
     n.behind_proxy = site.behind_proxy;
     n.trusted_proxies = &site.trusted_proxies;
     tls::nginx_tls_conf(&n)

@@ -64,8 +64,9 @@ impl FromStr for TlsMode {
 pub struct NginxTls<'a> {
     /// For the config's header comment.
     pub project: &'a str,
-    /// The compose service gunicorn runs in (`$app` is `http://<web_service>:8000`).
+    /// The compose service gunicorn runs in (`$app` is `http://<web_service>:<web_port>`).
     pub web_service: &'a str,
+    pub web_port: u16,
     pub domains: &'a [String],
     pub mode: TlsMode,
     pub cert_path: &'a str,
@@ -86,6 +87,7 @@ impl<'a> NginxTls<'a> {
         Self {
             project,
             web_service,
+            web_port: 8000,
             domains,
             mode,
             cert_path: DEFAULT_CERT_PATH,
@@ -134,6 +136,7 @@ pub fn nginx_tls_conf(site: &NginxTls<'_>) -> Result<String, TlsError> {
         context! {
             project => site.project,
             web_service => site.web_service,
+            web_port => site.web_port,
             mode => site.mode.as_str(),
             server_names,
             cert_path => site.cert_path,
@@ -223,6 +226,11 @@ mod tests {
         assert!(conf.contains("ssl_certificate /etc/nginx/tls/fullchain.pem;"));
         assert!(conf.contains("https \"max-age=63072000\";"));
         assert!(conf.contains("set $app http://web:8000;"));
+        let mut other = NginxTls::new("shop", "app", &d, TlsMode::LetsEncrypt);
+        other.web_port = 8080;
+        assert!(nginx_tls_conf(&other)
+            .unwrap()
+            .contains("set $app http://app:8080;"));
         assert!(conf.contains("include /etc/nginx/countable/*.conf;"));
         assert!(conf.contains("resolver 127.0.0.11 valid=1s ipv6=off;"));
         assert!(!conf.contains("set_real_ip_from"));
