@@ -74,6 +74,9 @@ pub struct Choices {
     /// The team's own compose file, adopted (`init`): countable's additions go into
     /// `docker-compose.countable.yml` instead of a compose.yaml of its own.
     pub adopt: Option<crate::adopt::overlay::Adoption>,
+    /// web runs the team's own image (their Dockerfile kept, no compose file of
+    /// theirs): countable's entrypoint wrapped around theirs, their paths and port.
+    pub web: Option<crate::adopt::web::Web>,
 }
 
 pub const POSTGRES_MAJORS: &[u8] = &[17, 16, 15, 14, 13];
@@ -96,6 +99,7 @@ impl Choices {
             nginx_image: None,
             dockerfile: "Dockerfile".into(),
             adopt: None,
+            web: None,
         }
     }
 
@@ -132,6 +136,9 @@ pub struct DjangoLayout {
     /// The settings local development uses (compose.override.yaml sets it when it
     /// differs): `x.settings.dev` of a settings package.
     pub local_settings_module: String,
+    /// The settings the staging environment deploys with: a package's `staging`
+    /// module, else `settings_module`.
+    pub staging_settings_module: String,
     pub wsgi_app: String,
     /// The settings read the database from `DATABASE_URL` (then `.env` gets one).
     pub database_url: bool,
@@ -144,6 +151,7 @@ impl DjangoLayout {
             package: project.to_string(),
             settings_module: format!("{project}.settings"),
             local_settings_module: format!("{project}.settings"),
+            staging_settings_module: format!("{project}.settings"),
             wsgi_app: format!("{project}.wsgi:application"),
             database_url: false,
         }
@@ -341,6 +349,10 @@ pub fn plan(
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
     let adopt = choices.adopt.as_ref();
+    let run = adopt
+        .map(|a| a.run.clone())
+        .or(choices.web.clone())
+        .unwrap_or_else(crate::adopt::web::Web::countables);
     let ctx = context! {
         adopted => adopt.is_some(),
         overlay => crate::adopt::overlay::FILE,
@@ -349,12 +361,14 @@ pub fn plan(
         team_file => adopt.map(|a| a.team_file.clone()).unwrap_or_default(),
         db_service => adopt.map(|a| a.db.as_str()).unwrap_or("db"),
         nginx_service => adopt.map(|a| a.nginx.as_str()).unwrap_or("nginx"),
-        web_port => adopt.map(|a| a.web_port).unwrap_or(8000),
+        web_port => run.port,
+        static_root => run.static_root,
+        media_root => run.media_root,
         kept => adopt.map(|a| a.kept.clone()).unwrap_or_default(),
-        workdir => adopt.map(|a| a.workdir.as_str()).unwrap_or("/app"),
-        entrypoint => adopt.and_then(|a| a.entrypoint.as_deref()).map(crate::adopt::overlay::flow),
+        workdir => run.workdir,
+        entrypoint => run.entrypoint.as_deref().map(crate::adopt::overlay::flow),
         entrypoint_path => crate::adopt::overlay::ENTRYPOINT_IN_CONTAINER,
-        command => adopt.and_then(|a| a.command.as_deref()).map(crate::adopt::overlay::flow),
+        command => run.command.as_deref().map(crate::adopt::overlay::flow),
         db => adopt.map(|a| a.db.as_str()).unwrap_or("db"),
         web => adopt.map(|a| a.web.as_str()).unwrap_or("web"),
         nginx => adopt.map(|a| a.nginx.as_str()).unwrap_or("nginx"),
@@ -364,6 +378,12 @@ pub fn plan(
         package => layout.package,
         settings_module => layout.settings_module,
         local_settings_module => layout.local_settings_module,
+        staging_settings_module => layout.staging_settings_module,
+        // countable.yml names each environment's settings when they are not the one
+        // module everywhere (or the compose files are the team's).
+        settings_per_env => adopt.is_some()
+            || layout.local_settings_module != layout.settings_module
+            || layout.staging_settings_module != layout.settings_module,
         wsgi_app => layout.wsgi_app,
         db_image => choices.db_image(),
         python_image => choices.python_image(),

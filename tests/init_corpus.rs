@@ -407,7 +407,7 @@ fn team_project(root: &Path) -> Vec<(&'static str, String)> {
         ("demo/wsgi.py", "import os\nfrom django.core.wsgi import get_wsgi_application\nos.environ.setdefault(\"DJANGO_SETTINGS_MODULE\", \"demo.settings.dev\")\napplication = get_wsgi_application()\n".into()),
         ("demo/urls.py", "from django.contrib import admin\nfrom django.http import HttpResponse\nfrom django.urls import path\n\nurlpatterns = [\n    path(\"\", lambda request: HttpResponse(\"demo home\")),\n    path(\"admin/\", admin.site.urls),\n]\n".into()),
         ("demo/settings/__init__.py", String::new()),
-        ("demo/settings/base.py", "import os\nfrom urllib.parse import urlparse\n\nINSTALLED_APPS = [\n    \"django.contrib.admin\",\n    \"django.contrib.auth\",\n    \"django.contrib.contenttypes\",\n    \"django.contrib.sessions\",\n    \"django.contrib.messages\",\n    \"django.contrib.staticfiles\",\n]\nMIDDLEWARE = [\n    \"django.middleware.security.SecurityMiddleware\",\n    \"django.contrib.sessions.middleware.SessionMiddleware\",\n    \"django.middleware.common.CommonMiddleware\",\n    \"django.middleware.csrf.CsrfViewMiddleware\",\n    \"django.contrib.auth.middleware.AuthenticationMiddleware\",\n    \"django.contrib.messages.middleware.MessageMiddleware\",\n]\nROOT_URLCONF = \"demo.urls\"\nTEMPLATES = [{\n    \"BACKEND\": \"django.template.backends.django.DjangoTemplates\",\n    \"APP_DIRS\": True,\n    \"OPTIONS\": {\"context_processors\": [\n        \"django.template.context_processors.request\",\n        \"django.contrib.auth.context_processors.auth\",\n        \"django.contrib.messages.context_processors.messages\",\n    ]},\n}]\nWSGI_APPLICATION = \"demo.wsgi.application\"\n_db = urlparse(os.environ[\"DATABASE_URL\"])\nDATABASES = {\"default\": {\n    \"ENGINE\": \"django.db.backends.postgresql\",\n    \"NAME\": _db.path.lstrip(\"/\"),\n    \"USER\": _db.username,\n    \"PASSWORD\": _db.password or \"\",\n    \"HOST\": _db.hostname,\n    \"PORT\": _db.port or 5432,\n}}\nSTATIC_URL = \"/static/\"\nMEDIA_URL = \"/media/\"\n".into()),
+        ("demo/settings/base.py", "import os\nfrom pathlib import Path\nfrom urllib.parse import urlparse\n\nBASE_DIR = Path(__file__).resolve().parent.parent.parent\nINSTALLED_APPS = [\n    \"django.contrib.admin\",\n    \"django.contrib.auth\",\n    \"django.contrib.contenttypes\",\n    \"django.contrib.sessions\",\n    \"django.contrib.messages\",\n    \"django.contrib.staticfiles\",\n]\nMIDDLEWARE = [\n    \"django.middleware.security.SecurityMiddleware\",\n    \"django.contrib.sessions.middleware.SessionMiddleware\",\n    \"django.middleware.common.CommonMiddleware\",\n    \"django.middleware.csrf.CsrfViewMiddleware\",\n    \"django.contrib.auth.middleware.AuthenticationMiddleware\",\n    \"django.contrib.messages.middleware.MessageMiddleware\",\n]\nROOT_URLCONF = \"demo.urls\"\nTEMPLATES = [{\n    \"BACKEND\": \"django.template.backends.django.DjangoTemplates\",\n    \"APP_DIRS\": True,\n    \"OPTIONS\": {\"context_processors\": [\n        \"django.template.context_processors.request\",\n        \"django.contrib.auth.context_processors.auth\",\n        \"django.contrib.messages.context_processors.messages\",\n    ]},\n}]\nWSGI_APPLICATION = \"demo.wsgi.application\"\n_db = urlparse(os.environ[\"DATABASE_URL\"])\nDATABASES = {\"default\": {\n    \"ENGINE\": \"django.db.backends.postgresql\",\n    \"NAME\": _db.path.lstrip(\"/\"),\n    \"USER\": _db.username,\n    \"PASSWORD\": _db.password or \"\",\n    \"HOST\": _db.hostname,\n    \"PORT\": _db.port or 5432,\n}}\nSTATIC_URL = \"/static/\"\nSTATIC_ROOT = BASE_DIR / \"static\"\nMEDIA_URL = \"/media/\"\n".into()),
         ("demo/settings/dev.py", "from .base import *\nDEBUG = True\n".into()),
         ("demo/settings/production.py", "from .base import *\nDEBUG = False\n".into()),
         ("requirements.txt", "-r requirements/production.txt\n".into()),
@@ -470,7 +470,7 @@ fn init_adopts_a_team_compose_file_and_it_comes_up() {
         &format!("docker-compose.yml: db → db ({DB_IMAGE}), redis → kept ({PYTHON_IMAGE}), app → web (build)"),
         "Dockerfile (kept, web is built from it): FROM countable-test/python, WORKDIR /code, USER root, port 8080",
         "adopting docker-compose.yml: countable's additions go into docker-compose.countable.yml",
-        "app: countable's entrypoint wraps your entrypoint `/code/docker-entrypoint.sh` and the Dockerfile's command `gunicorn demo.wsgi:application --bind 0.0.0.0:8080`; static and media under /code, port 8080",
+        "app: countable's entrypoint wraps your entrypoint `/code/docker-entrypoint.sh` and the Dockerfile's command `gunicorn demo.wsgi:application --bind 0.0.0.0:8080`; static files in /code/static (from STATIC_ROOT), media in /code/media, port 8080",
         "settings: demo.settings.production for deploys (countable.yml's settings_module), demo.settings.dev locally (docker-compose.countable.yml)",
         "database: the settings read DATABASE_URL, which app's environment sets",
         "requirements read: requirements.txt, requirements/production.txt, requirements/base.txt",
@@ -511,6 +511,9 @@ fn init_adopts_a_team_compose_file_and_it_comes_up() {
         assert!(env.contains(want), "{want}: {env}");
     }
     assert!(!r.stdout.contains("DATABASES"), "{}", r.stdout);
+    // STATIC_ROOT is theirs (the volume is mounted there); MEDIA_ROOT is missing.
+    assert!(!r.stdout.contains("STATIC_ROOT"), "{}", r.stdout);
+    assert!(r.stdout.contains("MEDIA_ROOT = os.environ"), "{}", r.stdout);
 
     let base = root.join("demo/settings/base.py");
     let text = std::fs::read_to_string(&base).unwrap();
@@ -601,4 +604,65 @@ fn init_adopts_a_team_compose_file_and_it_comes_up() {
         .filter_map(|v| v["target"].as_str())
         .collect();
     assert!(targets.contains(&"/app/staticfiles"), "{config}");
+}
+
+/// The team's Dockerfile without a compose file of theirs: init writes compose.yaml,
+/// and web runs their image with countable's entrypoint wrapped around their entrypoint
+/// and command, their WORKDIR, STATIC_ROOT and port.
+#[test]
+fn init_wraps_a_team_dockerfile_in_its_own_compose_file() {
+    require_images();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("demo");
+    std::fs::create_dir(&root).unwrap();
+    team_project(&root);
+    std::fs::remove_file(root.join("docker-compose.yml")).unwrap();
+    let name = unique_name("teamdf");
+    let port = free_port();
+    let r = run(countable(&root)
+        .args(["init", "--yes", "--name", &name])
+        .args(image_flags(port)))
+    .ok();
+    assert!(
+        r.stderr.contains("web: countable's entrypoint wraps your entrypoint `/code/docker-entrypoint.sh` and the Dockerfile's command `gunicorn demo.wsgi:application --bind 0.0.0.0:8080`; static files in /code/static (from STATIC_ROOT)"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
+    let base = root.join("demo/settings/base.py");
+    let text = std::fs::read_to_string(&base).unwrap();
+    std::fs::write(&base, format!("{text}\n{}", r.stdout)).unwrap();
+    let up = run(countable(&root).arg("up"));
+    let _cleanup = Cleanup(name.clone(), root.clone());
+    assert_eq!(up.code, 0, "{}", up.stderr);
+    assert_eq!(http_get(port, "/", &[]).body, "demo home");
+    let css = http_get(port, "/static/admin/css/base.css", &[]);
+    assert_eq!(css.status, 200, "{css:?}");
+    assert!(css.header("Server").unwrap_or("").starts_with("nginx"));
+    let logs = run(Command::new("docker").args(["logs", &format!("{name}-web-1")])).ok();
+    let logs = format!("{}{}", logs.stdout, logs.stderr);
+    // Locally compose.override.yaml runs the development server (live code under
+    // /code), through the same entrypoints.
+    for said in [
+        "entrypoint: migrate (holding the lock countable:migrate)",
+        "team entrypoint: starting python manage.py runserver 0.0.0.0:8080",
+        "static files copied to '/code/static'",
+    ] {
+        assert!(logs.contains(said), "{said}: {logs}");
+    }
+    // What deploys run: compose.yaml alone keeps their Dockerfile's command.
+    let config = run(Command::new("docker").current_dir(&root).args([
+        "compose",
+        "-f",
+        "compose.yaml",
+        "config",
+        "--format",
+        "json",
+    ]))
+    .ok();
+    let config: serde_json::Value = serde_json::from_str(&config.stdout).unwrap();
+    let web = &config["services"]["web"];
+    assert_eq!(web["entrypoint"][1], "/countable/entrypoint.sh", "{web}");
+    assert_eq!(web["entrypoint"][2], "/code/docker-entrypoint.sh", "{web}");
+    assert_eq!(web["command"][0], "gunicorn", "{web}");
 }

@@ -10,6 +10,7 @@ pub mod compose;
 pub mod dockerfile;
 pub mod overlay;
 pub mod requirements;
+pub mod web;
 
 /// The first string literal after `key` in `text` (`"DJANGO_SETTINGS_MODULE", "x.settings"`).
 fn string_after(text: &str, key: &str) -> Option<String> {
@@ -127,6 +128,12 @@ pub fn detect(root: &Path, settings: Option<&str>) -> Result<DjangoLayout, Scaff
             .or(from_wsgi.filter(|w| module_file(root, w).is_some()))
             .unwrap_or_else(|| named.clone()),
     };
+    // A package's staging module, unless --settings names the module for deploys.
+    let staging_settings_module = settings
+        .is_none()
+        .then(|| pick(&modules, &["staging", "stage"]))
+        .flatten()
+        .unwrap_or_else(|| settings_module.clone());
     let local_settings_module = pick(&modules, LOCAL_NAMES)
         .or(from_manage.filter(|m| module_file(root, m).is_some()))
         .unwrap_or_else(|| settings_module.clone());
@@ -141,6 +148,7 @@ pub fn detect(root: &Path, settings: Option<&str>) -> Result<DjangoLayout, Scaff
         package,
         settings_module,
         local_settings_module,
+        staging_settings_module,
         wsgi_app,
         database_url: reads_database_url(&text),
     })
@@ -274,7 +282,9 @@ pub fn contract_gaps(
     let wrapped = choices
         .adopt
         .as_ref()
-        .is_some_and(|a| a.entrypoint.is_some());
+        .map(|a| &a.run)
+        .or(choices.web.as_ref())
+        .is_some_and(|w| w.entrypoint.is_some());
     if !wrapped && !read(dockerfile).contains("entrypoint.sh") {
         gaps.push(format!("{dockerfile} does not run entrypoint.sh: migrations would not run at start under the lock `countable deploy` relies on (or `countable init --dockerfile countable` writes countable's own beside it)"));
     }
@@ -382,6 +392,7 @@ mod tests {
         let l = detect(root, None).unwrap();
         assert_eq!(l.settings_module, "demo.settings.production");
         assert_eq!(l.local_settings_module, "demo.settings.dev");
+        assert_eq!(l.staging_settings_module, "demo.settings.production");
         assert_eq!(l.wsgi_app, "demo.wsgi:application");
         assert!(l.database_url);
         assert_eq!(
@@ -441,6 +452,35 @@ mod tests {
         );
         assert!(file("compose.override.yaml").contains("DJANGO_SETTINGS_MODULE: demo.settings.dev"));
         assert!(file("compose.yaml").contains("DJANGO_SETTINGS_MODULE: demo.settings.production"));
+        // countable.yml names each environment's module; a staging module goes to staging.
+        std::fs::write(
+            root.join("demo/settings/staging.py"),
+            "from .production import *\n",
+        )
+        .unwrap();
+        let l = detect(root, None).unwrap();
+        assert_eq!(l.staging_settings_module, "demo.settings.staging");
+        let name = crate::names::ProjectName::parse("demo").unwrap();
+        let files = crate::scaffold::plan(
+            &crate::scaffold::Choices::defaults(name),
+            &l,
+            &crate::scaffold::Secrets::random(),
+            false,
+        )
+        .unwrap();
+        let yml = &files
+            .iter()
+            .find(|f| f.path == Path::new("countable.yml"))
+            .unwrap()
+            .contents;
+        let config = crate::project::Config::parse(yml, Path::new("countable.yml")).unwrap();
+        let module = |env: &str| {
+            config.environments[&crate::names::EnvName::parse(env).unwrap()]
+                .settings_module
+                .clone()
+        };
+        assert_eq!(module("prod").as_deref(), Some("demo.settings.production"));
+        assert_eq!(module("staging").as_deref(), Some("demo.settings.staging"));
     }
 
     #[test]

@@ -11,8 +11,8 @@ use crate::error::Hinted;
 
 /// The file countable writes beside the team's compose file.
 pub const FILE: &str = "docker-compose.countable.yml";
-/// Where the override mounts countable's entrypoint in the team's web container.
-pub const ENTRYPOINT_IN_CONTAINER: &str = "/countable/entrypoint.sh";
+use super::web::Web;
+pub use super::web::ENTRYPOINT_IN_CONTAINER;
 
 /// The database the team's db service creates, as the project's `.env` must say it.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,15 +38,8 @@ pub struct Adoption {
     pub nginx: String,
     /// The services kept as the team wrote them (redis, workers).
     pub kept: Vec<String>,
-    /// The port the web process listens on in its container.
-    pub web_port: u16,
-    /// Its working directory: static files and media are mounted under it.
-    pub workdir: String,
-    /// web's new entrypoint: countable's, then the team's (None: the image's own).
-    pub entrypoint: Option<Vec<String>>,
-    /// web's command, set because a new entrypoint drops the image's CMD (None: the
-    /// team's file sets one, which stays; or the image's own entrypoint is kept).
-    pub command: Option<Vec<String>>,
+    /// How web's container runs: its port, roots, entrypoint and command.
+    pub run: Web,
     /// web is built from countable's Dockerfile (`--dockerfile countable`).
     pub dockerfile: Option<String>,
     /// The db keeps its data in no named volume: the override gives it `db-data`.
@@ -124,11 +117,12 @@ fn credentials(db: &Service) -> DbCredentials {
 
 /// Decide the adoption of `existing` (the team's compose file) with web built from
 /// `contract` (their Dockerfile; None with `--dockerfile countable`, then web is built
-/// from `countable_dockerfile`).
+/// from `countable_dockerfile`); `settings` is the project's settings text.
 pub fn plan(
     existing: &Existing,
     contract: Option<&Contract>,
     countable_dockerfile: Option<&str>,
+    settings: &str,
 ) -> Result<Adoption, Hinted> {
     let file = existing.file.display().to_string();
     let db = existing.role(Role::Db).ok_or_else(|| {
@@ -150,35 +144,14 @@ pub fn plan(
         "nginx"
     };
     let mut warnings = Vec::new();
-    let (workdir, web_port, entrypoint, command) = match countable_dockerfile {
-        Some(_) => ("/app".to_string(), 8000, None, None),
-        None => {
-            let c = contract.cloned().unwrap_or_default();
-            let workdir = web
-                .working_dir
-                .clone()
-                .or(c.workdir.clone())
-                .unwrap_or_else(|| "/".into());
-            let theirs = web
-                .entrypoint
-                .clone()
-                .or(c.entrypoint_argv.clone())
-                .unwrap_or_default();
-            let mut entrypoint = vec!["/bin/sh".to_string(), ENTRYPOINT_IN_CONTAINER.into()];
-            entrypoint.extend(theirs);
-            let command = if web.sets_command {
-                None
-            } else {
-                if c.cmd_argv.is_none() && c.entrypoint_argv.is_none() {
-                    warnings.push(format!("neither {file} nor the Dockerfile says what `{}` runs (no `command:`, no CMD): give it a `command:` (e.g. gunicorn on port {}), since the wrapped entrypoint drops the base image's CMD", web.name, c.port.unwrap_or(8000)));
-                }
-                c.cmd_argv.clone()
-            };
-            if c.user.as_deref().is_some_and(|u| u != "root" && u != "0") {
-                warnings.push(format!("the Dockerfile runs as USER {}: the static and media volumes mounted at {}/staticfiles and {}/media must be writable by it; create both in the image and chown them to that user (`RUN mkdir -p … && chown …`), as countable's own Dockerfile does", c.user.as_deref().unwrap_or_default(), workdir.trim_end_matches('/'), workdir.trim_end_matches('/')));
-            }
-            (workdir, c.port.unwrap_or(8000), Some(entrypoint), command)
-        }
+    let run = match countable_dockerfile {
+        Some(_) => Web::countables(),
+        None => super::web::theirs(
+            &contract.cloned().unwrap_or_default(),
+            Some(web),
+            settings,
+            &mut warnings,
+        ),
     };
     Ok(Adoption {
         dev_file: existing
@@ -195,10 +168,7 @@ pub fn plan(
             .filter(|s| s.role == Role::Other)
             .map(|s| s.name.clone())
             .collect(),
-        web_port,
-        workdir: workdir.trim_end_matches('/').to_string(),
-        entrypoint,
-        command,
+        run,
         dockerfile: countable_dockerfile.map(str::to_string),
         db_volume: !db
             .mount_targets
@@ -231,19 +201,19 @@ mod tests {
         let c = super::super::dockerfile::parse(
             "FROM python\nWORKDIR /code\nEXPOSE 8080\nENTRYPOINT [\"/docker-entrypoint.sh\"]\nCMD gunicorn demo.wsgi -b :8080\n",
         );
-        let a = plan(&e, Some(&c), None).unwrap();
+        let a = plan(&e, Some(&c), None, "").unwrap();
         assert_eq!(a.db, "db");
         assert_eq!(a.web, "app");
         assert_eq!(a.kept, ["redis"]);
         assert_eq!(a.nginx, "nginx");
-        assert_eq!(a.web_port, 8080);
-        assert_eq!(a.workdir, "/code");
+        assert_eq!(a.run.port, 8080);
+        assert_eq!(a.run.workdir, "/code");
         assert_eq!(
-            a.entrypoint.as_deref().unwrap(),
+            a.run.entrypoint.as_deref().unwrap(),
             ["/bin/sh", ENTRYPOINT_IN_CONTAINER, "/docker-entrypoint.sh"]
         );
         assert_eq!(
-            a.command.as_deref().unwrap(),
+            a.run.command.as_deref().unwrap(),
             ["/bin/sh", "-c", "gunicorn demo.wsgi -b :8080"]
         );
         assert!(!a.db_volume);
@@ -263,10 +233,10 @@ mod tests {
     fn their_command_stays_and_interpolated_credentials_come_from_env() {
         let e = existing("services:\n  nginx:\n    image: nginx\n  pg:\n    image: postgis/postgis:16-3.4\n    environment:\n      POSTGRES_USER: ${DB_USER}\n      POSTGRES_PASSWORD: ${DB_PASSWORD}\n  web:\n    build: .\n    command: python manage.py runserver 0.0.0.0:8000\n    working_dir: /srv/app\n");
         let c = super::super::dockerfile::parse("FROM python\nUSER app\nCMD [\"gunicorn\"]\n");
-        let a = plan(&e, Some(&c), None).unwrap();
+        let a = plan(&e, Some(&c), None, "").unwrap();
         assert_eq!(a.nginx, "countable-nginx");
-        assert_eq!(a.workdir, "/srv/app");
-        assert_eq!(a.command, None);
+        assert_eq!(a.run.workdir, "/srv/app");
+        assert_eq!(a.run.command, None);
         assert!(a.db_volume);
         assert_eq!(a.credentials.user, None);
         assert_eq!(
@@ -275,11 +245,8 @@ mod tests {
         );
         assert!(a.warnings[0].contains("USER app"), "{:?}", a.warnings);
         // With countable's Dockerfile: its entrypoint, /app and 8000.
-        let a = plan(&e, None, Some("Dockerfile.countable")).unwrap();
-        assert_eq!(
-            (a.entrypoint, a.workdir.as_str(), a.web_port),
-            (None, "/app", 8000)
-        );
+        let a = plan(&e, None, Some("Dockerfile.countable"), "").unwrap();
+        assert_eq!(a.run, Web::countables());
     }
 
     #[test]
@@ -290,7 +257,7 @@ mod tests {
         );
         let mut choices =
             crate::scaffold::Choices::defaults(crate::names::ProjectName::parse("shop").unwrap());
-        choices.adopt = Some(plan(&e, Some(&c), None).unwrap());
+        choices.adopt = Some(plan(&e, Some(&c), None, "").unwrap());
         let mut layout = crate::scaffold::DjangoLayout::conventional(&choices.project);
         layout.database_url = true;
         let files = crate::scaffold::plan(
@@ -349,12 +316,12 @@ mod tests {
     #[test]
     fn refuses_a_file_without_db_or_web() {
         let e = existing("services:\n  app:\n    build: .\n");
-        assert!(plan(&e, None, None)
+        assert!(plan(&e, None, None, "")
             .unwrap_err()
             .to_string()
             .contains("has no PostgreSQL service"));
         let e = existing("services:\n  db:\n    image: postgres\n  app:\n    image: shop\n");
-        assert!(plan(&e, None, None)
+        assert!(plan(&e, None, None, "")
             .unwrap_err()
             .to_string()
             .contains("no service that builds"));

@@ -79,6 +79,8 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
             choices.dockerfile
         ));
     }
+    let settings = adopt::settings_text(&root, &layout.settings_module);
+    let mut warnings = Vec::new();
     // A team's compose file is adopted, never shadowed: compose prefers compose.yaml,
     // so a second base file would make a plain `docker compose` ignore theirs.
     if let Some(e) = existing.as_ref().filter(|e| !is_countables(&root, &e.file)) {
@@ -86,36 +88,29 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
             e,
             dockerfile.as_ref(),
             beside.then_some(choices.dockerfile.as_str()),
+            &settings,
         )?;
         printer.note(&format!(
             "   adopting {}: countable's additions go into {} (yours is not edited); .env's COMPOSE_FILE makes a plain `docker compose` read both",
             e.file.display(),
             adopt::overlay::FILE
         ));
-        if let Some(entry) = &adoption.entrypoint {
-            printer.note(&format!(
-                "   {}: countable's entrypoint wraps {}; static and media under {}, port {}",
-                adoption.web,
-                [
-                    (entry.len() > 2)
-                        .then(|| format!("your entrypoint `{}`", entry[2..].join(" "))),
-                    Some(match &adoption.command {
-                        Some(c) => format!("the Dockerfile's command `{}`", c.join(" ")),
-                        None => format!("the command {} sets", e.file.display()),
-                    }),
-                ]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(" and "),
-                adoption.workdir,
-                adoption.web_port
-            ));
-        }
-        for w in &adoption.warnings {
-            printer.warn(w);
-        }
+        warnings.extend(adoption.warnings.iter().cloned());
         choices.adopt = Some(adoption);
+    } else if let Some(c) = &dockerfile {
+        // Their image, with countable's entrypoint contract wrapped around it.
+        choices.web = Some(adopt::web::theirs(c, None, &settings, &mut warnings));
+    }
+    let run = choices
+        .adopt
+        .as_ref()
+        .map(|a| (a.web.as_str(), &a.run))
+        .or(choices.web.as_ref().map(|w| ("web", w)));
+    if let Some((service, web)) = run.filter(|(_, w)| w.entrypoint.is_some()) {
+        printer.note(&format!("   {}", web.describe(service)));
+    }
+    for w in &warnings {
+        printer.warn(w);
     }
     let files = scaffold::plan(&choices, &layout, &Secrets::random(), false)?;
     if args.dry_run {
@@ -219,17 +214,19 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     for gap in adopt::contract_gaps(&root, &layout, &choices, &files) {
         printer.warn(&gap);
     }
-    if let Some(workdir) = dockerfile
-        .as_ref()
-        .filter(|_| choices.adopt.is_none())
-        .and_then(|c| c.workdir.as_deref())
-        .filter(|w| w.trim_end_matches('/') != "/app")
-    {
-        printer.warn(&format!(
-            "the kept Dockerfile works in {workdir}, but compose.yaml mounts static files at /app/staticfiles and media at /app/media: set DJANGO_STATIC_ROOT, DJANGO_MEDIA_ROOT and the mounts to {workdir}/…, or `countable init --dockerfile countable`"
-        ));
-    }
-    let advice = adopt::settings_advice(&root, &layout);
+    // Roots the team's image takes from their settings need no line reading the env.
+    let from_settings = |key: &str| {
+        run.is_some_and(|(_, w)| w.entrypoint.is_some())
+            && adopt::web::root_in_settings(&settings, key).is_some()
+    };
+    let advice: Vec<String> = adopt::settings_advice(&root, &layout)
+        .into_iter()
+        .filter(|l| {
+            !["STATIC_ROOT", "MEDIA_ROOT"]
+                .iter()
+                .any(|k| l.starts_with(&format!("{k} = ")) && from_settings(k))
+        })
+        .collect();
     if !advice.is_empty() {
         printer.note(&format!(
             "\nadd these lines to {} (countable does not edit your code):",
