@@ -45,30 +45,18 @@ fn init_adopts_a_startproject_project_and_it_comes_up() {
     let name = unique_name("adopt");
     let port = free_port();
     // --dry-run: every file it would add or keep, the settings chosen; nothing written.
-    let listing = |root: &std::path::Path| {
-        let mut l: Vec<_> = walk(root);
-        l.sort();
-        l
-    };
-    let before = listing(&root);
-    let dry = run(countable(&root)
-        .args(["init", "--yes", "--dry-run", "--name", &name])
-        .args(image_flags(port)))
-    .ok();
-    assert_eq!(listing(&root), before, "--dry-run wrote something");
-    for line in [
-        "add compose.yaml",
-        "add compose.override.yaml",
-        "add .env",
-        "keep requirements.txt (it exists)",
-        "keep .gitignore (it exists)",
-    ] {
-        assert!(
-            dry.stdout.lines().any(|l| l == line),
-            "{line}: {}",
-            dry.stdout
-        );
-    }
+    let dry = init_dry_run(
+        &root,
+        &name,
+        &image_flags(port),
+        &[
+            "add compose.yaml",
+            "add compose.override.yaml",
+            "add .env",
+            "keep requirements.txt (it exists)",
+            "keep .gitignore (it exists)",
+        ],
+    );
     assert!(
         dry.stderr.contains(
             "settings: mysite.settings for deploys (compose.yaml), mysite.settings locally"
@@ -442,25 +430,18 @@ fn init_adopts_a_team_compose_file_and_it_comes_up() {
     let flags = ["--nginx-image", NGINX_IMAGE, "--port", &port.to_string()].map(String::from);
 
     // --dry-run: every file and the mapping; nothing written.
-    let before = walk(&root);
-    let dry = run(countable(&root)
-        .args(["init", "--yes", "--dry-run", "--name", &name])
-        .args(&flags))
-    .ok();
-    assert_eq!(walk(&root), before, "--dry-run wrote something");
-    for line in [
-        "add docker-compose.countable.yml",
-        "add entrypoint.sh",
-        "add countable.yml",
-        "keep Dockerfile (it exists)",
-        "keep requirements.txt (it exists)",
-    ] {
-        assert!(
-            dry.stdout.lines().any(|l| l == line),
-            "{line}: {}",
-            dry.stdout
-        );
-    }
+    let dry = init_dry_run(
+        &root,
+        &name,
+        &flags,
+        &[
+            "add docker-compose.countable.yml",
+            "add entrypoint.sh",
+            "add countable.yml",
+            "keep Dockerfile (it exists)",
+            "keep requirements.txt (it exists)",
+        ],
+    );
     assert!(
         !dry.stdout.contains("compose.yaml"),
         "a second base file: {}",
@@ -541,11 +522,7 @@ fn init_adopts_a_team_compose_file_and_it_comes_up() {
     .ok();
     assert_eq!(redis.stdout.trim(), "true");
     // A plain `docker compose` here: the same project, both files, ports as countable's.
-    let config = run(Command::new("docker")
-        .current_dir(&root)
-        .args(["compose", "config", "--format", "json"]))
-    .ok();
-    let config: serde_json::Value = serde_json::from_str(&config.stdout).unwrap();
+    let config = compose_config(&root, &[]);
     assert_eq!(config["name"], name.as_str());
     assert_eq!(
         config["services"]["app"]["entrypoint"][1],
@@ -586,11 +563,7 @@ fn init_adopts_a_team_compose_file_and_it_comes_up() {
         std::fs::read_to_string(root.join("Dockerfile")).unwrap(),
         theirs.1
     );
-    let config = run(Command::new("docker")
-        .current_dir(root)
-        .args(["compose", "config", "--format", "json"]))
-    .ok();
-    let config: serde_json::Value = serde_json::from_str(&config.stdout).unwrap();
+    let config = compose_config(root, &[]);
     let app = &config["services"]["app"];
     assert_eq!(
         app["build"]["dockerfile"], "Dockerfile.countable",
@@ -651,18 +624,43 @@ fn init_wraps_a_team_dockerfile_in_its_own_compose_file() {
         assert!(logs.contains(said), "{said}: {logs}");
     }
     // What deploys run: compose.yaml alone keeps their Dockerfile's command.
-    let config = run(Command::new("docker").current_dir(&root).args([
-        "compose",
-        "-f",
-        "compose.yaml",
-        "config",
-        "--format",
-        "json",
-    ]))
-    .ok();
-    let config: serde_json::Value = serde_json::from_str(&config.stdout).unwrap();
+    let config = compose_config(&root, &["-f", "compose.yaml"]);
     let web = &config["services"]["web"];
     assert_eq!(web["entrypoint"][1], "/countable/entrypoint.sh", "{web}");
     assert_eq!(web["entrypoint"][2], "/code/docker-entrypoint.sh", "{web}");
     assert_eq!(web["command"][0], "gunicorn", "{web}");
+}
+
+/// `init --dry-run`: it writes nothing and lists each of `lines` (add/keep) on stdout.
+fn init_dry_run(root: &Path, name: &str, flags: &[String], lines: &[&str]) -> Run {
+    let sorted = |root: &Path| {
+        let mut files = walk(root);
+        files.sort();
+        files
+    };
+    let before = sorted(root);
+    let dry = run(countable(root)
+        .args(["init", "--yes", "--dry-run", "--name", name])
+        .args(flags))
+    .ok();
+    assert_eq!(sorted(root), before, "--dry-run wrote something");
+    for line in lines {
+        assert!(
+            dry.stdout.lines().any(|l| l == *line),
+            "{line}: {}",
+            dry.stdout
+        );
+    }
+    dry
+}
+
+/// A plain `docker compose [args] config` in `root`, as JSON (what compose resolves).
+fn compose_config(root: &Path, args: &[&str]) -> serde_json::Value {
+    let out = run(Command::new("docker")
+        .current_dir(root)
+        .arg("compose")
+        .args(args)
+        .args(["config", "--format", "json"]))
+    .ok();
+    serde_json::from_str(&out.stdout).unwrap()
 }
