@@ -30,6 +30,9 @@ pub struct Service {
     pub working_dir: Option<String>,
     /// Container paths its `volumes:` mount something at.
     pub mount_targets: Vec<String>,
+    /// The container path it bind-mounts the project directory (`.`) at, if any:
+    /// live code, a development setting.
+    pub mounts_project_at: Option<String>,
     /// It publishes ports on the host (`ports:`).
     pub publishes: bool,
 }
@@ -144,6 +147,27 @@ fn environment(v: Option<&serde_yaml_ng::Value>) -> std::collections::BTreeMap<S
     }
 }
 
+/// Where a `volumes:` entry mounts the project directory itself (`.:/code`, `./:/code`,
+/// or the long form with `source: .`).
+fn project_mount(v: Option<&serde_yaml_ng::Value>) -> Option<String> {
+    v.and_then(|v| v.as_sequence())
+        .into_iter()
+        .flatten()
+        .find_map(|m| {
+            let (source, target) = match m.as_str() {
+                Some(short) => {
+                    let mut parts = short.split(':');
+                    (parts.next()?.to_string(), parts.next()?.to_string())
+                }
+                None => (
+                    m.get("source")?.as_str()?.to_string(),
+                    m.get("target")?.as_str()?.to_string(),
+                ),
+            };
+            matches!(source.as_str(), "." | "./").then_some(target)
+        })
+}
+
 /// The container side of each `volumes:` entry (short `src:/target[:ro]` or long form).
 fn mount_targets(v: Option<&serde_yaml_ng::Value>) -> Vec<String> {
     v.and_then(|v| v.as_sequence())
@@ -182,6 +206,7 @@ fn services(doc: &serde_yaml_ng::Value) -> Vec<Service> {
                     .and_then(|w| w.as_str())
                     .map(str::to_string),
                 mount_targets: mount_targets(v.get("volumes")),
+                mounts_project_at: project_mount(v.get("volumes")),
                 publishes: v
                     .get("ports")
                     .and_then(|p| p.as_sequence())

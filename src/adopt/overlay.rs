@@ -144,6 +144,9 @@ pub fn plan(
         "nginx"
     };
     let mut warnings = Vec::new();
+    if let Some(at) = &web.mounts_project_at {
+        warnings.push(format!("{file} mounts the project directory into `{}` (`.:{at}`): live code is for development, and `countable deploy` runs {file} too; move that mount into {} (merged locally only), or keep it knowing deploys mount the release's files there", web.name, existing.override_file.as_ref().map(|f| f.display().to_string()).unwrap_or_else(|| override_name(&file))));
+    }
     let run = match countable_dockerfile {
         Some(_) => Web::countables(),
         None => super::web::theirs(
@@ -178,6 +181,14 @@ pub fn plan(
         web_sets_database_url: web.environment.contains_key("DATABASE_URL"),
         warnings,
     })
+}
+
+/// The override file compose merges by itself beside `file`.
+fn override_name(file: &str) -> String {
+    match file.rsplit_once('.') {
+        Some((stem, ext)) => format!("{stem}.override.{ext}"),
+        None => format!("{file}.override"),
+    }
 }
 
 /// A list as YAML flow (JSON is YAML): `["a", "b"]`.
@@ -227,6 +238,15 @@ mod tests {
             "docker-compose.yml:docker-compose.countable.yml"
         );
         assert!(a.warnings.is_empty(), "{:?}", a.warnings);
+        // Live code mounted in the team's base file: said, with where it belongs.
+        let e = existing("services:\n  db:\n    image: postgres\n  app:\n    build: .\n    volumes: ['.:/code', 'static:/code/static']\n");
+        let a = plan(&e, Some(&c), None, "").unwrap();
+        assert!(
+            a.warnings[0].contains("(`.:/code`)")
+                && a.warnings[0].contains("docker-compose.override.yml"),
+            "{:?}",
+            a.warnings
+        );
     }
 
     #[test]
