@@ -357,7 +357,7 @@ pub fn plan(
         adopted => adopt.is_some(),
         overlay => crate::adopt::overlay::FILE,
         compose_files => adopt.map(|a| a.compose_files()).unwrap_or_default(),
-        dev_files => adopt.map(|a| a.dev_file.iter().cloned().collect::<Vec<_>>()).unwrap_or_default(),
+        dev_files => adopt.map(|a| vec![a.dev_file.clone()]).unwrap_or_default(),
         team_file => adopt.map(|a| a.team_file.clone()).unwrap_or_default(),
         db_service => adopt.map(|a| a.db.as_str()).unwrap_or("db"),
         nginx_service => adopt.map(|a| a.nginx.as_str()).unwrap_or("nginx"),
@@ -372,6 +372,7 @@ pub fn plan(
         db => adopt.map(|a| a.db.as_str()).unwrap_or("db"),
         web => adopt.map(|a| a.web.as_str()).unwrap_or("web"),
         nginx => adopt.map(|a| a.nginx.as_str()).unwrap_or("nginx"),
+        nginx_conf => adopt.map(|a| a.nginx_conf.as_str()).unwrap_or("nginx/default.conf"),
         db_volume => adopt.is_some_and(|a| a.db_volume),
         adopt_dockerfile => adopt.and_then(|a| a.dockerfile.clone()),
         project => choices.project.as_str(),
@@ -400,8 +401,11 @@ pub fn plan(
         if *django && !with_django {
             continue;
         }
-        // An adopted compose file takes the place of countable's own two.
-        if adopt.is_some() && template.starts_with("compose/compose.") {
+        // An adopted compose file takes the place of countable's own two, and web is
+        // built from the team's Dockerfile unless countable's goes beside it.
+        if adopt.is_some() && template.starts_with("compose/compose.")
+            || adopt.is_some_and(|a| a.dockerfile.is_none()) && *template == "compose/Dockerfile.j2"
+        {
             continue;
         }
         let source = template_text(template)?;
@@ -411,6 +415,9 @@ pub fn plan(
         files.push(PlannedFile {
             path: PathBuf::from(match *out {
                 "Dockerfile" => choices.dockerfile.clone(),
+                "nginx/default.conf" => adopt
+                    .map(|a| a.nginx_conf.clone())
+                    .unwrap_or_else(|| out.to_string()),
                 out => out.replace("{package}", &layout.package.replace('.', "/")),
             }),
             contents,
@@ -436,26 +443,45 @@ pub fn plan(
     });
     let mut local_env = env_entries(choices, Some(secrets));
     let name = choices.project.as_str();
+    // The team's own variables their db service reads countable's values from.
+    let mut aliases = Vec::new();
     if let Some(a) = adopt {
         // The database the team's db service creates, as it creates it.
+        use crate::adopt::overlay::DbValue;
         let c = &a.credentials;
         for (key, value) in local_env.iter_mut() {
-            let known = match *key {
-                "POSTGRES_HOST" => Some(a.db.clone()),
-                "POSTGRES_USER" => c.user.clone(),
-                "POSTGRES_PASSWORD" => c.password.clone(),
-                "POSTGRES_DB" => c.db.clone(),
-                _ => None,
+            let setting = match *key {
+                "POSTGRES_HOST" => {
+                    *value = a.db.clone();
+                    continue;
+                }
+                "POSTGRES_USER" => &c.user,
+                "POSTGRES_PASSWORD" => &c.password,
+                "POSTGRES_DB" => &c.db,
+                _ => continue,
             };
-            if let Some(known) = known {
-                *value = known;
+            match setting {
+                DbValue::Known(known) => *value = known.clone(),
+                DbValue::Generated => {}
+                DbValue::GeneratedAs(alias) => aliases.push(envfile::encode_line(alias, value)),
             }
         }
     }
+    let generated = |key: &str| {
+        local_env
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
     if layout.database_url {
         // The same database as POSTGRES_*, in the form the project's settings read.
         let url = match adopt {
-            Some(a) => a.database_url(name, &secrets.db_password),
+            Some(a) => a.database_url([
+                &generated("POSTGRES_USER"),
+                &generated("POSTGRES_PASSWORD"),
+                &generated("POSTGRES_DB"),
+            ]),
             None => format!("postgres://{name}:{}@db:5432/{name}", secrets.db_password),
         };
         for (key, value) in local_env.iter_mut() {
@@ -464,9 +490,18 @@ pub fn plan(
             }
         }
     }
+    let mut contents = envfile::render(&local_env);
+    if !aliases.is_empty() {
+        contents
+            .push_str("# The variables your compose file reads the database's settings from.\n");
+        for line in aliases {
+            contents.push_str(&line);
+            contents.push('\n');
+        }
+    }
     files.push(PlannedFile {
         path: ".env".into(),
-        contents: envfile::render(&local_env),
+        contents,
         executable: false,
         secret: true,
         django: false,

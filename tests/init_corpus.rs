@@ -384,9 +384,10 @@ fn walk(root: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
     out
 }
 
-/// The team's files, in the shape the issue met: compose with db, redis and app; a
-/// Dockerfile under /code with its own entrypoint and gunicorn on 8080; `-r`
-/// requirements; a settings package reading DATABASE_URL. The db and redis use the
+/// The team's files, in the shape the issue met: compose with db, redis and app (its
+/// db password a variable with a default); docker/Dockerfile working in /code with its
+/// own entrypoint and a shell-form gunicorn on `$PORT` (8080); `-r` requirements; a
+/// settings package reading DATABASE_URL, STATIC_ROOT under BASE_DIR. The db and redis use the
 /// stand-in images (redis is a stand-in process on its port).
 fn team_project(root: &Path) -> Vec<(&'static str, String)> {
     let files: Vec<(&'static str, String)> = vec![
@@ -402,8 +403,8 @@ fn team_project(root: &Path) -> Vec<(&'static str, String)> {
         ("requirements/production.txt", "-r base.txt\ngunicorn\n".into()),
         ("requirements/base.txt", "Django>=5.2,<5.3\npsycopg[binary]\n".into()),
         ("docker-entrypoint.sh", "#!/bin/sh\nset -e\necho \"team entrypoint: starting $*\"\nexec \"$@\"\n".into()),
-        ("Dockerfile", format!("FROM {PYTHON_IMAGE}\nENV PYTHONUNBUFFERED=1\nWORKDIR /code\nCOPY requirements.txt ./\nCOPY requirements ./requirements\nRUN pip install -r requirements.txt\nCOPY . .\nEXPOSE 8080\nENTRYPOINT [\"/code/docker-entrypoint.sh\"]\nCMD [\"gunicorn\", \"demo.wsgi:application\", \"--bind\", \"0.0.0.0:8080\"]\n")),
-        ("docker-compose.yml", format!("services:\n  db:\n    image: {DB_IMAGE}\n    environment:\n      POSTGRES_USER: demo\n      POSTGRES_PASSWORD: demo-dev\n      POSTGRES_DB: demo\n    ports:\n      - \"5432\"\n  redis:\n    image: {PYTHON_IMAGE}\n    command: python -m http.server 6379\n  app:\n    build: .\n    ports:\n      - \"8080\"\n    environment:\n      DATABASE_URL: postgres://demo:demo-dev@db:5432/demo\n    volumes:\n      - .:/code\n    depends_on: [db, redis]\n")),
+        ("docker/Dockerfile", format!("FROM {PYTHON_IMAGE}\nENV PYTHONUNBUFFERED=1 PORT=8080\nWORKDIR /code\nCOPY requirements.txt ./\nCOPY requirements ./requirements\nRUN pip install -r requirements.txt\nCOPY . .\nENTRYPOINT [\"/code/docker-entrypoint.sh\"]\nCMD gunicorn demo.wsgi:application --bind 0.0.0.0:$PORT\n")),
+        ("docker-compose.yml", format!("services:\n  db:\n    image: {DB_IMAGE}\n    environment:\n      POSTGRES_USER: demo\n      POSTGRES_PASSWORD: ${{DB_PASSWORD:-demo-dev}}\n      POSTGRES_DB: demo\n    ports:\n      - \"5432\"\n  redis:\n    image: {PYTHON_IMAGE}\n    command: python -m http.server 6379\n  app:\n    build:\n      context: .\n      dockerfile: docker/Dockerfile\n    ports:\n      - \"8080\"\n    environment:\n      DATABASE_URL: postgres://demo:demo-dev@db:5432/demo\n    volumes:\n      - .:/code\n    depends_on: [db, redis]\n")),
     ];
     for (path, text) in &files {
         let p = root.join(path);
@@ -438,10 +439,11 @@ fn init_adopts_a_team_compose_file_and_it_comes_up() {
             "add docker-compose.countable.yml",
             "add entrypoint.sh",
             "add countable.yml",
-            "keep Dockerfile (it exists)",
             "keep requirements.txt (it exists)",
         ],
     );
+    // web builds from their docker/Dockerfile: countable writes no Dockerfile of its own.
+    assert!(!dry.stdout.contains("Dockerfile"), "{}", dry.stdout);
     assert!(
         !dry.stdout.contains("compose.yaml"),
         "a second base file: {}",
@@ -449,9 +451,9 @@ fn init_adopts_a_team_compose_file_and_it_comes_up() {
     );
     for said in [
         &format!("docker-compose.yml: db → db ({DB_IMAGE}), redis → kept ({PYTHON_IMAGE}), app → web (build)"),
-        "Dockerfile (kept, web is built from it): FROM countable-test/python, WORKDIR /code, USER root, port 8080",
+        "docker/Dockerfile (kept, web is built from it): FROM countable-test/python, WORKDIR /code, USER root, port 8080, runs `/code/docker-entrypoint.sh gunicorn demo.wsgi:application --bind 0.0.0.0:$PORT`",
         "adopting docker-compose.yml: countable's additions go into docker-compose.countable.yml",
-        "app: countable's entrypoint wraps your entrypoint `/code/docker-entrypoint.sh` and the Dockerfile's command `gunicorn demo.wsgi:application --bind 0.0.0.0:8080`; static files in /code/static (from STATIC_ROOT), media in /code/media, port 8080",
+        "app: countable's entrypoint wraps your entrypoint `/code/docker-entrypoint.sh` and the Dockerfile's command `/bin/sh -c gunicorn demo.wsgi:application --bind 0.0.0.0:$PORT`; static files in /code/static (from STATIC_ROOT), media in /code/media, port 8080",
         "settings: demo.settings.production for deploys (countable.yml's settings_module), demo.settings.dev locally (docker-compose.countable.yml)",
         "database: the settings read DATABASE_URL, which app's environment sets",
         "requirements read: requirements.txt, requirements/production.txt, requirements/base.txt",
@@ -519,10 +521,12 @@ fn init_adopts_a_team_compose_file_and_it_comes_up() {
     // countable's entrypoint migrated under the lock, then ran theirs, then gunicorn.
     let logs = run(Command::new("docker").args(["logs", &format!("{name}-app-1")])).ok();
     let logs = format!("{}{}", logs.stdout, logs.stderr);
+    // `$PORT` reached the shell of their CMD unexpanded by compose.
     for said in [
         "entrypoint: migrate (holding the lock countable:migrate)",
         "entrypoint: collectstatic",
-        "team entrypoint: starting gunicorn demo.wsgi:application --bind 0.0.0.0:8080",
+        "team entrypoint: starting /bin/sh -c gunicorn demo.wsgi:application --bind 0.0.0.0:$PORT",
+        "Listening at: http://0.0.0.0:8080",
     ] {
         assert!(logs.contains(said), "{said}: {logs}");
     }
@@ -571,11 +575,15 @@ fn init_adopts_a_team_compose_file_and_it_comes_up() {
         "{}",
         r.stderr
     );
-    let theirs = files.iter().find(|(p, _)| *p == "Dockerfile").unwrap();
+    let theirs = files
+        .iter()
+        .find(|(p, _)| *p == "docker/Dockerfile")
+        .unwrap();
     assert_eq!(
-        std::fs::read_to_string(root.join("Dockerfile")).unwrap(),
+        std::fs::read_to_string(root.join("docker/Dockerfile")).unwrap(),
         theirs.1
     );
+    assert!(!root.join("Dockerfile").exists());
     let config = compose_config(root, &[]);
     let app = &config["services"]["app"];
     assert_eq!(
@@ -603,6 +611,7 @@ fn init_wraps_a_team_dockerfile_in_its_own_compose_file() {
     std::fs::create_dir(&root).unwrap();
     team_project(&root);
     std::fs::remove_file(root.join("docker-compose.yml")).unwrap();
+    std::fs::rename(root.join("docker/Dockerfile"), root.join("Dockerfile")).unwrap();
     let name = unique_name("teamdf");
     let port = free_port();
     let r = run(countable(&root)
@@ -610,7 +619,7 @@ fn init_wraps_a_team_dockerfile_in_its_own_compose_file() {
         .args(image_flags(port)))
     .ok();
     assert!(
-        r.stderr.contains("web: countable's entrypoint wraps your entrypoint `/code/docker-entrypoint.sh` and the Dockerfile's command `gunicorn demo.wsgi:application --bind 0.0.0.0:8080`; static files in /code/static (from STATIC_ROOT)"),
+        r.stderr.contains("web: countable's entrypoint wraps your entrypoint `/code/docker-entrypoint.sh` and the Dockerfile's command `/bin/sh -c gunicorn demo.wsgi:application --bind 0.0.0.0:$PORT`; static files in /code/static (from STATIC_ROOT), media in /code/media, port 8080"),
         "{}",
         r.stderr
     );
@@ -641,7 +650,14 @@ fn init_wraps_a_team_dockerfile_in_its_own_compose_file() {
     let web = &config["services"]["web"];
     assert_eq!(web["entrypoint"][1], "/countable/entrypoint.sh", "{web}");
     assert_eq!(web["entrypoint"][2], "/code/docker-entrypoint.sh", "{web}");
-    assert_eq!(web["command"][0], "gunicorn", "{web}");
+    assert_eq!(web["command"][0], "/bin/sh", "{web}");
+    assert!(
+        web["command"][2]
+            .as_str()
+            .unwrap()
+            .starts_with("gunicorn demo.wsgi:application --bind 0.0.0.0:$"),
+        "{web}"
+    );
 }
 
 /// `init --dry-run`: it writes nothing and lists each of `lines` (add/keep) on stdout.

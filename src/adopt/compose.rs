@@ -20,12 +20,20 @@ pub struct Service {
     pub image: Option<String>,
     pub builds: bool,
     pub role: Role,
-    /// The service sets its own `command:` (it then outlives an `entrypoint:` override).
-    pub sets_command: bool,
+    /// Its own `command:`, as words (it then outlives an `entrypoint:` override).
+    pub command: Option<Vec<String>>,
+    /// Its `build:`: the context directory and the Dockerfile in it.
+    pub build: Option<(String, String)>,
+    /// It reads an `env_file:` (variables absent from `environment:` may come from it).
+    pub env_file: bool,
+    /// The container side of its first `ports:` entry.
+    pub container_port: Option<u16>,
     /// Its `entrypoint:`, as words (a string form split as compose splits it).
     pub entrypoint: Option<Vec<String>>,
-    /// Its `environment:` (map or list form); values as written, `${…}` unresolved.
-    pub environment: std::collections::BTreeMap<String, String>,
+    /// Its `environment:` (map or list form); values as written, `${…}` unresolved; a
+    /// bare key (`- KEY`, `KEY:`), whose value compose takes from the shell or `.env`,
+    /// is None.
+    pub environment: std::collections::BTreeMap<String, Option<String>>,
     /// Its `working_dir:`.
     pub working_dir: Option<String>,
     /// Container paths its `volumes:` mount something at.
@@ -53,6 +61,8 @@ pub struct Existing {
     /// (`docker-compose.override.yml` …), when there is one.
     pub override_file: Option<PathBuf>,
     pub services: Vec<Service>,
+    /// The services of `override_file` (what it changes), roles left as Other.
+    pub override_services: Vec<Service>,
 }
 
 impl Existing {
@@ -95,15 +105,27 @@ pub fn read(root: &Path) -> anyhow::Result<Option<Existing>> {
     let text = std::fs::read_to_string(root.join(&file))?;
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{} does not parse as YAML: {e}", file.display()))?;
-    // compose merges `<stem>.override.<ext>` of the file it picked, when it exists.
+    // compose merges `<stem>.override.yml` or `.yaml` of the file it picked, when it
+    // exists (either extension, whichever the file itself has).
     let name = file.to_string_lossy();
-    let override_file = name
-        .rsplit_once('.')
-        .map(|(stem, ext)| PathBuf::from(format!("{stem}.override.{ext}")))
-        .filter(|o| root.join(o).is_file());
+    let stem = name.rsplit_once('.').map(|(s, _)| s).unwrap_or(&name);
+    let override_file = ["yaml", "yml"]
+        .iter()
+        .map(|ext| PathBuf::from(format!("{stem}.override.{ext}")))
+        .find(|o| root.join(o).is_file());
+    let override_services = match &override_file {
+        Some(o) => {
+            let text = std::fs::read_to_string(root.join(o))?;
+            let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{} does not parse as YAML: {e}", o.display()))?;
+            services(&doc)
+        }
+        None => Vec::new(),
+    };
     Ok(Some(Existing {
         services: services(&doc),
         override_file,
+        override_services,
         file,
     }))
 }
@@ -122,9 +144,11 @@ fn words(v: &serde_yaml_ng::Value) -> Option<Vec<String>> {
     }
 }
 
-/// `environment:` as a map (`KEY: value`) or a list (`KEY=value`, or `KEY` alone, which
-/// takes the shell's value: left out).
-fn environment(v: Option<&serde_yaml_ng::Value>) -> std::collections::BTreeMap<String, String> {
+/// `environment:` as a map (`KEY: value`) or a list (`KEY=value`); a key without a value
+/// (`KEY` alone, `KEY:`) takes the shell's or `.env`'s: None.
+fn environment(
+    v: Option<&serde_yaml_ng::Value>,
+) -> std::collections::BTreeMap<String, Option<String>> {
     let scalar = |v: &serde_yaml_ng::Value| match v {
         serde_yaml_ng::Value::String(s) => Some(s.clone()),
         serde_yaml_ng::Value::Number(n) => Some(n.to_string()),
@@ -134,16 +158,53 @@ fn environment(v: Option<&serde_yaml_ng::Value>) -> std::collections::BTreeMap<S
     match v {
         Some(serde_yaml_ng::Value::Mapping(m)) => m
             .iter()
-            .filter_map(|(k, v)| Some((k.as_str()?.to_string(), scalar(v)?)))
+            .filter_map(|(k, v)| Some((k.as_str()?.to_string(), scalar(v))))
             .collect(),
         Some(serde_yaml_ng::Value::Sequence(items)) => items
             .iter()
             .filter_map(|i| {
-                let (k, v) = i.as_str()?.split_once('=')?;
-                Some((k.to_string(), v.to_string()))
+                let item = i.as_str()?;
+                Some(match item.split_once('=') {
+                    Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                    None => (item.to_string(), None),
+                })
             })
             .collect(),
         _ => Default::default(),
+    }
+}
+
+/// `build: ./dir` or `build: {context: dir, dockerfile: File}` → (context, dockerfile).
+fn build(v: Option<&serde_yaml_ng::Value>) -> Option<(String, String)> {
+    let v = v?;
+    let (context, dockerfile) = match v.as_str() {
+        Some(context) => (context.to_string(), None),
+        None => (
+            v.get("context")
+                .and_then(|c| c.as_str())
+                .unwrap_or(".")
+                .to_string(),
+            v.get("dockerfile")
+                .and_then(|d| d.as_str())
+                .map(str::to_string),
+        ),
+    };
+    Some((context, dockerfile.unwrap_or_else(|| "Dockerfile".into())))
+}
+
+/// The container side of the first `ports:` entry: `"8000:5000"` → 5000, `5000` →
+/// 5000, `{target: 5000}` → 5000.
+fn container_port(v: Option<&serde_yaml_ng::Value>) -> Option<u16> {
+    let first = v?.as_sequence()?.first()?;
+    match first {
+        serde_yaml_ng::Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+        serde_yaml_ng::Value::String(s) => {
+            s.rsplit(':').next()?.split(['/', '-']).next()?.parse().ok()
+        }
+        other => other
+            .get("target")
+            .and_then(|t| t.as_u64())
+            .and_then(|n| u16::try_from(n).ok()),
     }
 }
 
@@ -198,7 +259,10 @@ fn services(doc: &serde_yaml_ng::Value) -> Vec<Service> {
                 image: v.get("image").and_then(|i| i.as_str()).map(str::to_string),
                 builds: v.get("build").is_some(),
                 role: Role::Other,
-                sets_command: v.get("command").is_some_and(|c| !c.is_null()),
+                command: v.get("command").and_then(words),
+                build: build(v.get("build")),
+                env_file: v.get("env_file").is_some_and(|e| !e.is_null()),
+                container_port: container_port(v.get("ports")),
                 entrypoint: v.get("entrypoint").and_then(words),
                 environment: environment(v.get("environment")),
                 working_dir: v

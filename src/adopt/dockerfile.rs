@@ -75,13 +75,21 @@ fn argv(arg: &str) -> Vec<String> {
 
 /// Read `Dockerfile` under `root`; None when there is none.
 pub fn read(root: &Path) -> Option<Contract> {
-    let text = std::fs::read_to_string(root.join("Dockerfile")).ok()?;
+    read_file(&root.join("Dockerfile"))
+}
+
+/// Read the Dockerfile at `path`; None when there is none.
+pub fn read_file(path: &Path) -> Option<Contract> {
+    let text = std::fs::read_to_string(path).ok()?;
     Some(parse(&text))
 }
 
 pub fn parse(text: &str) -> Contract {
     let mut c = Contract::default();
     let mut runs = String::new();
+    // Each named stage's contract: `FROM base AS final` starts from `base`'s.
+    let mut stages: std::collections::HashMap<String, (Contract, String)> = Default::default();
+    let mut name: Option<String> = None;
     // Continuation lines (a trailing backslash) belong to the instruction above.
     let joined = text.replace("\\\r\n", " ").replace("\\\n", " ");
     for line in joined.lines() {
@@ -94,11 +102,34 @@ pub fn parse(text: &str) -> Contract {
         match word.to_ascii_uppercase().as_str() {
             "FROM" => {
                 // A new stage: only the last one is the image that runs.
-                c = Contract {
-                    from: arg.split_whitespace().next().map(str::to_string),
-                    ..Contract::default()
+                if let Some(n) = name.take() {
+                    stages.insert(n, (c.clone(), runs.clone()));
+                }
+                let words: Vec<&str> = arg
+                    .split_whitespace()
+                    .filter(|w| !w.starts_with("--"))
+                    .collect();
+                let image = words.first().map(|w| w.to_string());
+                name = match words.as_slice() {
+                    [_, as_, n] if as_.eq_ignore_ascii_case("as") => Some(n.to_ascii_lowercase()),
+                    _ => None,
                 };
-                runs.clear();
+                match image
+                    .as_deref()
+                    .and_then(|i| stages.get(&i.to_ascii_lowercase()))
+                {
+                    Some((base, base_runs)) => {
+                        c = base.clone();
+                        runs = base_runs.clone();
+                    }
+                    None => {
+                        c = Contract {
+                            from: image,
+                            ..Contract::default()
+                        };
+                        runs.clear();
+                    }
+                }
             }
             "WORKDIR" => {
                 c.workdir = Some(match (&c.workdir, arg.starts_with('/')) {
@@ -168,6 +199,15 @@ mod tests {
             ["/bin/sh".to_string(), "-c".to_string()]
         );
         assert!(c.describe().contains("runs `set -xe; python manage.py migrate --noinput; gunicorn mysite.wsgi:application`"), "{}", c.describe());
+    }
+
+    #[test]
+    fn a_stage_from_an_earlier_one_inherits_its_contract() {
+        let c = parse("FROM python:3.12 AS base\nWORKDIR /srv\nENTRYPOINT [\"/entry.sh\"]\nFROM base AS final\nCMD [\"gunicorn\"]\n");
+        assert_eq!(c.from.as_deref(), Some("python:3.12"));
+        assert_eq!(c.workdir.as_deref(), Some("/srv"));
+        assert_eq!(c.entrypoint_argv.unwrap(), ["/entry.sh"]);
+        assert_eq!(c.cmd_argv.unwrap(), ["gunicorn"]);
     }
 
     #[test]

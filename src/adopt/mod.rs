@@ -95,6 +95,21 @@ pub fn settings_text(root: &Path, named: &str) -> String {
         .join("\n")
 }
 
+/// The settings web runs locally, as Python reads them: a package's `base` module, then
+/// the local module (so its assignments win); a single module alone.
+pub fn running_settings_text(root: &Path, layout: &DjangoLayout) -> String {
+    let local = &layout.local_settings_module;
+    let base = settings_package(root, local)
+        .into_iter()
+        .find(|m| m.rsplit('.').next() == Some("base") && m != local);
+    base.iter()
+        .chain(std::iter::once(local))
+        .filter_map(|m| module_file(root, m))
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Does this settings text take the database from `DATABASE_URL`
 /// (dj-database-url, django-environ's `env.db()`, or by hand)?
 pub fn reads_database_url(text: &str) -> bool {
@@ -291,8 +306,13 @@ pub fn contract_gaps(
     if !read(compose).contains("/etc/nginx/countable") {
         gaps.push(format!("{compose} mounts no `nginx-live` volume at /etc/nginx/countable: `countable deploy` could not switch releases without downtime"));
     }
-    if !read("nginx/default.conf").contains("include /etc/nginx/countable/*.conf;") {
-        gaps.push("nginx/default.conf lacks `include /etc/nginx/countable/*.conf;` after `set $app ...;`: `countable deploy` could not switch releases without downtime".into());
+    let nginx_conf = choices
+        .adopt
+        .as_ref()
+        .map(|a| a.nginx_conf.as_str())
+        .unwrap_or("nginx/default.conf");
+    if !read(nginx_conf).contains("include /etc/nginx/countable/*.conf;") {
+        gaps.push(format!("{nginx_conf} lacks `include /etc/nginx/countable/*.conf;` after `set $app ...;`: `countable deploy` could not switch releases without downtime"));
     }
     let health = format!("{}/health.py", layout.package.replace('.', "/"));
     if !read(&health).contains("unapplied_migrations") {

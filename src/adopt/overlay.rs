@@ -14,14 +14,28 @@ pub const FILE: &str = "docker-compose.countable.yml";
 use super::web::Web;
 pub use super::web::ENTRYPOINT_IN_CONTAINER;
 
-/// The database the team's db service creates, as the project's `.env` must say it.
+/// One setting of the team's db service (POSTGRES_USER, _PASSWORD, _DB), as compose
+/// will resolve it, so `.env` can say the database that really gets created.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DbValue {
+    /// The value compose passes: a literal (`$$` unescaped), the default of a variable
+    /// nothing sets, or the image's own default.
+    Known(String),
+    /// countable's generated value: `.env` holds it under this very POSTGRES_* key and
+    /// the service reads it from there (`${POSTGRES_PASSWORD}`, a bare key, an
+    /// `env_file:`).
+    Generated,
+    /// countable's generated value, which `.env` must also hold under the team's own
+    /// variable (`${DB_PASSWORD}` with no default).
+    GeneratedAs(String),
+}
+
+/// The database the team's db service creates.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DbCredentials {
-    /// None: the value comes from `.env` (their file interpolates it, or leaves it to
-    /// countable's generated one).
-    pub user: Option<String>,
-    pub password: Option<String>,
-    pub db: Option<String>,
+    pub user: DbValue,
+    pub password: DbValue,
+    pub db: DbValue,
 }
 
 /// Everything the override and the project's other files need to know.
@@ -29,13 +43,19 @@ pub struct DbCredentials {
 pub struct Adoption {
     /// The team's compose file.
     pub team_file: String,
-    /// The override compose merges by itself beside it (`docker-compose.override.yml`),
-    /// if any: a local file, merged locally only (countable.yml's `dev_compose_files`).
-    pub dev_file: Option<String>,
+    /// The override compose merges by itself beside it (`docker-compose.override.yml`):
+    /// a local file, merged locally only (countable.yml's `dev_compose_files`, listed
+    /// even before it exists, so live code has its place).
+    pub dev_file: String,
+    /// It exists now (then `COMPOSE_FILE` lists it: compose refuses a missing one).
+    pub dev_file_exists: bool,
     pub db: String,
     pub web: String,
     /// countable's nginx service (`nginx`, unless the team has a service of that name).
     pub nginx: String,
+    /// Its config file: `nginx/default.conf`, or `nginx/countable.conf` beside the
+    /// team's nginx (whose own config stays theirs).
+    pub nginx_conf: String,
     /// The services kept as the team wrote them (redis, workers).
     pub kept: Vec<String>,
     /// How web's container runs: its port, roots, entrypoint and command.
@@ -63,51 +83,87 @@ impl Adoption {
     /// the override file by itself, so it is listed).
     pub fn compose_file_variable(&self) -> String {
         let mut files = self.compose_files();
-        files.extend(self.dev_file.clone());
+        if self.dev_file_exists {
+            files.push(self.dev_file.clone());
+        }
         files.join(":")
     }
 
-    /// `DATABASE_URL` of the team's db as web reaches it.
-    pub fn database_url(&self, generated_user: &str, generated_password: &str) -> String {
-        let user = self.credentials.user.as_deref().unwrap_or(generated_user);
-        let password = self
-            .credentials
-            .password
-            .as_deref()
-            .unwrap_or(generated_password);
-        let db = self.credentials.db.as_deref().unwrap_or(user);
-        let auth = if password.is_empty() {
-            user.to_string()
-        } else {
-            format!("{user}:{password}")
+    /// `DATABASE_URL` of the team's db as web reaches it, given `.env`'s generated
+    /// POSTGRES_USER, _PASSWORD and _DB; each part percent-encoded.
+    pub fn database_url(&self, generated: [&str; 3]) -> String {
+        let c = &self.credentials;
+        let pick = |v: &DbValue, g: &str| match v {
+            DbValue::Known(k) => k.clone(),
+            DbValue::Generated | DbValue::GeneratedAs(_) => g.to_string(),
         };
-        format!("postgres://{auth}@{}:5432/{db}", self.db)
+        // RFC 3986's unreserved characters stay; everything else is escaped.
+        const PART: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'_')
+            .remove(b'.')
+            .remove(b'~');
+        let enc = |v: &str| percent_encoding::utf8_percent_encode(v, PART).to_string();
+        let (user, password, db) = (
+            pick(&c.user, generated[0]),
+            pick(&c.password, generated[1]),
+            pick(&c.db, generated[2]),
+        );
+        let auth = if password.is_empty() {
+            enc(&user)
+        } else {
+            format!("{}:{}", enc(&user), enc(&password))
+        };
+        format!("postgres://{auth}@{}:5432/{}", self.db, enc(&db))
     }
 }
 
-/// A literal value (no `${…}`): the value compose will pass as it is.
-fn literal(v: Option<&String>) -> Option<Option<String>> {
-    match v {
-        None => Some(None),
-        Some(v) if v.contains('$') => None,
-        Some(v) => Some(Some(v.clone())),
+/// How compose resolves `value` of `key`: a literal, `${NAME}`, `${NAME:-default}`,
+/// `$NAME`; `$$` is a literal `$`.
+fn db_value(key: &str, value: &str) -> DbValue {
+    if !value.replace("$$", "").contains('$') {
+        return DbValue::Known(value.replace("$$", "$"));
+    }
+    let inner = value
+        .strip_prefix("${")
+        .and_then(|v| v.strip_suffix('}'))
+        .or_else(|| value.strip_prefix('$'));
+    let Some(inner) = inner else {
+        return DbValue::Generated;
+    };
+    let end = inner
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(inner.len());
+    let (name, rest) = inner.split_at(end);
+    let default = rest
+        .strip_prefix(":-")
+        .or_else(|| rest.strip_prefix('-'))
+        .filter(|d| !d.contains('$'));
+    match default {
+        _ if name == key => DbValue::Generated,
+        Some(d) => DbValue::Known(d.to_string()),
+        None if rest.is_empty() || rest.starts_with('?') || rest.starts_with(":?") => {
+            DbValue::GeneratedAs(name.to_string())
+        }
+        None => DbValue::Generated,
     }
 }
 
 fn credentials(db: &Service) -> DbCredentials {
-    let env = &db.environment;
-    // The postgres image's defaults: user `postgres`, database named as the user.
-    let user = match literal(env.get("POSTGRES_USER")) {
-        Some(Some(u)) => Some(u),
-        Some(None) => Some("postgres".into()),
-        None => None,
+    let get = |key: &str| -> Option<DbValue> {
+        match db.environment.get(key) {
+            Some(Some(v)) => Some(db_value(key, v)),
+            // A bare key: from `.env`, which countable writes.
+            Some(None) => Some(DbValue::Generated),
+            None if db.env_file => Some(DbValue::Generated),
+            None => None,
+        }
     };
-    let password = literal(env.get("POSTGRES_PASSWORD")).map(Option::unwrap_or_default);
-    let db_name = match literal(env.get("POSTGRES_DB")) {
-        Some(Some(d)) => Some(d),
-        Some(None) => user.clone(),
-        None => None,
-    };
+    // The postgres image's defaults: user `postgres`, no password, database named as
+    // the user.
+    let user = get("POSTGRES_USER").unwrap_or(DbValue::Known("postgres".into()));
+    let password = get("POSTGRES_PASSWORD").unwrap_or(DbValue::Known(String::new()));
+    let db_name = get("POSTGRES_DB").unwrap_or_else(|| user.clone());
     DbCredentials {
         user,
         password,
@@ -144,8 +200,27 @@ pub fn plan(
         "nginx"
     };
     let mut warnings = Vec::new();
+    let dev_file = existing
+        .override_file
+        .as_ref()
+        .map(|f| f.display().to_string())
+        .unwrap_or_else(|| override_name(&file));
     if let Some(at) = &web.mounts_project_at {
-        warnings.push(format!("{file} mounts the project directory into `{}` (`.:{at}`): live code is for development, and `countable deploy` runs {file} too; move that mount into {} (merged locally only), or keep it knowing deploys mount the release's files there", web.name, existing.override_file.as_ref().map(|f| f.display().to_string()).unwrap_or_else(|| override_name(&file))));
+        warnings.push(format!(
+            "{file} mounts the project directory into `{}` (`.:{at}`): live code is for development, and `countable deploy` runs {file} too; move that mount into {dev_file} (countable.yml's dev_compose_files: merged locally only{}), or keep it knowing deploys mount the release's files there",
+            web.name,
+            if existing.override_file.is_some() {
+                ""
+            } else {
+                "; add it to COMPOSE_FILE in .env too"
+            }
+        ));
+    }
+    // The override is merged after countable's file: ports it publishes come back.
+    for s in existing.override_services.iter().filter(|s| s.publishes) {
+        if s.name == web.name || s.name == db.name {
+            warnings.push(format!("{dev_file} publishes ports of `{}`, and it is merged after {FILE}, which closes them: remove them there ({})", s.name, if s.name == web.name { "nginx publishes the site" } else { "the database is reached through the Docker API" }));
+        }
     }
     let run = match countable_dockerfile {
         Some(_) => Web::countables(),
@@ -157,14 +232,18 @@ pub fn plan(
         ),
     };
     Ok(Adoption {
-        dev_file: existing
-            .override_file
-            .as_ref()
-            .map(|f| f.display().to_string()),
+        dev_file,
+        dev_file_exists: existing.override_file.is_some(),
         team_file: file,
         db: db.name.clone(),
         web: web.name.clone(),
         nginx: nginx.into(),
+        nginx_conf: if nginx == "nginx" {
+            "nginx/default.conf"
+        } else {
+            "nginx/countable.conf"
+        }
+        .into(),
         kept: existing
             .services
             .iter()
@@ -230,7 +309,7 @@ mod tests {
         assert!(!a.db_volume);
         assert!(a.web_sets_database_url);
         assert_eq!(
-            a.database_url("x", "y"),
+            a.database_url(["x", "y", "z"]),
             "postgres://postgres:devpw@db:5432/postgres"
         );
         assert_eq!(
@@ -255,13 +334,14 @@ mod tests {
         let c = super::super::dockerfile::parse("FROM python\nUSER app\nCMD [\"gunicorn\"]\n");
         let a = plan(&e, Some(&c), None, "").unwrap();
         assert_eq!(a.nginx, "countable-nginx");
+        assert_eq!(a.nginx_conf, "nginx/countable.conf");
         assert_eq!(a.run.workdir, "/srv/app");
         assert_eq!(a.run.command, None);
         assert!(a.db_volume);
-        assert_eq!(a.credentials.user, None);
+        assert_eq!(a.credentials.user, DbValue::GeneratedAs("DB_USER".into()));
         assert_eq!(
-            a.database_url("shop", "pw"),
-            "postgres://shop:pw@pg:5432/shop"
+            a.database_url(["shop", "p@ss/w:rd#1", "shop"]),
+            "postgres://shop:p%40ss%2Fw%3Ard%231@pg:5432/shop"
         );
         assert!(a.warnings[0].contains("USER app"), "{:?}", a.warnings);
         // With countable's Dockerfile: its entrypoint, /app and 8000.
@@ -311,7 +391,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.compose_files, ["docker-compose.yml", FILE]);
-        assert!(config.dev_compose_files.is_empty());
+        assert_eq!(config.dev_compose_files, ["docker-compose.override.yml"]);
         assert_eq!(
             (config.services.web.as_str(), config.services.web_port),
             ("app", 8080)
@@ -330,6 +410,63 @@ mod tests {
         assert!(
             env.contains("DATABASE_URL='postgres://shop:pw@db:5432/shop'"),
             "{env}"
+        );
+    }
+
+    #[test]
+    fn credentials_as_compose_resolves_them() {
+        let db = |env: &str| {
+            let e = existing(&format!(
+                "services:\n  db:\n    image: postgres:16\n{env}  app:\n    build: .\n"
+            ));
+            plan(&e, None, None, "").unwrap().credentials
+        };
+        use DbValue::*;
+        let c = db("    environment:\n      POSTGRES_PASSWORD: ${DB_PASSWORD:-devpw}\n      POSTGRES_USER: pa$$t\n      POSTGRES_DB: ${POSTGRES_DB}\n");
+        assert_eq!(c.password, Known("devpw".into()));
+        assert_eq!(c.user, Known("pa$t".into()));
+        assert_eq!(c.db, Generated);
+        // A bare key, or an env_file: countable's .env says it.
+        let c = db("    env_file: .env\n    environment: [POSTGRES_PASSWORD]\n");
+        assert_eq!(
+            (c.user, c.password, c.db),
+            (Generated, Generated, Generated)
+        );
+        // The image's defaults.
+        let c = db("");
+        assert_eq!(c.user, Known("postgres".into()));
+        assert_eq!(c.db, Known("postgres".into()));
+        assert_eq!(c.password, Known(String::new()));
+        let c = db("    environment:\n      POSTGRES_PASSWORD: $DB_PW\n");
+        assert_eq!(c.password, GeneratedAs("DB_PW".into()));
+    }
+
+    #[test]
+    fn the_override_file_stays_local_and_its_ports_are_said() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("docker-compose.yml"),
+            "services:\n  db:\n    image: postgres\n  app:\n    build: .\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("docker-compose.override.yaml"),
+            "services:\n  app:\n    ports: ['8000:8000']\n",
+        )
+        .unwrap();
+        let e = super::super::compose::read(dir.path()).unwrap().unwrap();
+        let a = plan(&e, None, None, "").unwrap();
+        assert_eq!(a.dev_file, "docker-compose.override.yaml");
+        assert_eq!(
+            a.compose_file_variable(),
+            "docker-compose.yml:docker-compose.countable.yml:docker-compose.override.yaml"
+        );
+        assert!(
+            a.warnings
+                .iter()
+                .any(|w| w.contains("docker-compose.override.yaml publishes ports of `app`")),
+            "{:?}",
+            a.warnings
         );
     }
 

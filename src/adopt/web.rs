@@ -22,10 +22,12 @@ pub struct Web {
     /// The roots come from the settings' STATIC_ROOT / MEDIA_ROOT.
     pub roots_from_settings: (bool, bool),
     /// A new entrypoint: countable's, then the team's own (None: the image's own,
-    /// countable's Dockerfile runs entrypoint.sh itself).
+    /// countable's Dockerfile runs entrypoint.sh itself). As compose reads it: a `$`
+    /// taken from the Dockerfile is written `$$`, so compose leaves it to the shell.
     pub entrypoint: Option<Vec<String>>,
     /// The command, set because a new entrypoint drops the image's CMD (None: the
-    /// compose service sets its own, which stays; or the image's is kept).
+    /// compose service sets its own, which stays; or the image's is kept). Escaped
+    /// as `entrypoint`.
     pub command: Option<Vec<String>>,
 }
 
@@ -46,11 +48,12 @@ impl Web {
     /// One line for `init`'s report: what runs, and where.
     pub fn describe(&self, service: &str) -> String {
         let mut what = Vec::new();
+        let shown = |words: &[String]| words.join(" ").replace("$$", "$");
         if let Some(entry) = self.entrypoint.as_ref().filter(|e| e.len() > 2) {
-            what.push(format!("your entrypoint `{}`", entry[2..].join(" ")));
+            what.push(format!("your entrypoint `{}`", shown(&entry[2..])));
         }
         what.push(match &self.command {
-            Some(c) => format!("the Dockerfile's command `{}`", c.join(" ")),
+            Some(c) => format!("the Dockerfile's command `{}`", shown(c)),
             None => "the command your compose file sets".into(),
         });
         let from = |yes: bool, key: &str| {
@@ -72,26 +75,66 @@ impl Web {
     }
 }
 
-/// `STATIC_ROOT = BASE_DIR / "static"` → `static`; `os.path.join(BASE_DIR, "static")`
-/// → `static`; `"/srv/static"` → `/srv/static`. None when it is not set, or comes from
-/// the environment (then the env variable countable sets decides).
+/// `STATIC_ROOT = BASE_DIR / "static"`, `os.path.join(BASE_DIR, "static")` →
+/// `static` (under the project root, the WORKDIR); `"/srv/static"` → `/srv/static`.
+/// Only these plain shapes: anything else (the environment, another base directory,
+/// several parts, an f-string) is None, and the env variable countable sets decides,
+/// with the settings line that reads it printed. `text` is the settings web runs,
+/// base first, so the last assignment wins as in Python.
 pub fn root_in_settings(text: &str, key: &str) -> Option<String> {
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with(key) && l.contains('='))?;
-    let rhs = line.split_once('=')?.1;
-    if rhs.contains("environ") || rhs.contains("env(") || rhs.contains("getenv") {
-        return None;
+    let line = text.lines().rev().find(|l| {
+        l.trim_start()
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    })?;
+    let rhs = line.split_once('=')?.1.split('#').next()?.trim();
+    let quoted = |s: &str| -> Option<String> {
+        let s = s.trim();
+        let q = s.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+        let body = s.strip_prefix(q)?.strip_suffix(q)?.trim_end_matches('/');
+        (!body.is_empty() && !body.contains(['"', '\'', '{', '}'])).then(|| body.to_string())
+    };
+    if let Some(path) = rhs
+        .strip_prefix("BASE_DIR")
+        .and_then(|r| r.trim().strip_prefix('/'))
+    {
+        return quoted(path).filter(|p| !p.starts_with('/'));
     }
-    let literal = rhs
-        .split(['"', '\''])
-        .enumerate()
-        .filter(|(i, _)| i % 2 == 1)
-        .map(|(_, s)| s)
-        .last()?
-        .trim_end_matches('/');
-    (!literal.is_empty()).then(|| literal.to_string())
+    if let Some(args) = rhs
+        .strip_prefix("os.path.join(")
+        .and_then(|r| r.strip_suffix(')'))
+    {
+        let (base, part) = args.split_once(',')?;
+        return (base.trim() == "BASE_DIR")
+            .then(|| quoted(part))
+            .flatten()
+            .filter(|p| !p.starts_with('/') && !part.contains(','));
+    }
+    quoted(rhs).filter(|p| p.starts_with('/'))
+}
+
+/// The port a server command binds: gunicorn's `-b`/`--bind`, uWSGI's `--http`,
+/// uvicorn's `--port`, `runserver [addr:]port`; None when it names none (or `$PORT`).
+pub fn port_in_command(words: &[String]) -> Option<u16> {
+    let tokens: Vec<&str> = words.iter().flat_map(|w| w.split_whitespace()).collect();
+    let port_of = |t: &str| {
+        t.rsplit(':')
+            .next()?
+            .trim_matches(['"', '\''])
+            .parse::<u16>()
+            .ok()
+    };
+    tokens.iter().enumerate().find_map(|(i, t)| {
+        let next = tokens.get(i + 1).copied();
+        let value = match *t {
+            "-b" | "--bind" | "--http" | "--http-socket" | "--port" => next,
+            "runserver" | "runserver_plus" => next.filter(|n| !n.starts_with('-')),
+            _ => ["--bind=", "--port=", "--http="]
+                .iter()
+                .find_map(|p| t.strip_prefix(p)),
+        };
+        value.and_then(port_of)
+    })
 }
 
 /// A settings root (`static`, `/srv/static`) as a path in the container.
@@ -117,20 +160,35 @@ pub fn theirs(
         .unwrap_or_else(|| "/".into())
         .trim_end_matches('/')
         .to_string();
+    // Words from the Dockerfile go into a compose file: `$` becomes `$$`, so compose
+    // leaves `$PORT` to the shell as the engine would have. A compose file's own words
+    // are compose's already.
+    let escape = |words: &Vec<String>| -> Vec<String> {
+        words.iter().map(|w| w.replace('$', "$$")).collect()
+    };
     let theirs = service
         .and_then(|s| s.entrypoint.clone())
-        .or(contract.entrypoint_argv.clone())
+        .or(contract.entrypoint_argv.as_ref().map(escape))
         .unwrap_or_default();
     let mut entrypoint = vec!["/bin/sh".to_string(), ENTRYPOINT_IN_CONTAINER.into()];
     entrypoint.extend(theirs);
-    let port = contract.port.unwrap_or(8000);
-    let command = if service.is_some_and(|s| s.sets_command) {
+    // The port the server really binds: its command's, then the compose service's
+    // `ports:`, then EXPOSE / ENV PORT.
+    let runs = service
+        .and_then(|s| s.command.clone())
+        .or(contract.cmd_argv.clone())
+        .unwrap_or_default();
+    let port = port_in_command(&runs)
+        .or(service.and_then(|s| s.container_port))
+        .or(contract.port)
+        .unwrap_or(8000);
+    let command = if service.is_some_and(|s| s.command.is_some()) {
         None
     } else {
         if contract.cmd_argv.is_none() && contract.entrypoint_argv.is_none() {
             warnings.push(format!("neither the compose file nor the Dockerfile says what web runs (no `command:`, no CMD): give it a `command:` (e.g. gunicorn on port {port}), since the wrapped entrypoint drops the base image's CMD"));
         }
-        contract.cmd_argv.clone()
+        contract.cmd_argv.as_ref().map(escape)
     };
     let (static_set, media_set) = (
         root_in_settings(settings, "STATIC_ROOT"),
@@ -163,27 +221,36 @@ mod tests {
 
     #[test]
     fn roots_from_the_settings() {
-        let text = "BASE_DIR = Path(__file__).parent\nSTATIC_ROOT = BASE_DIR / \"static\"\nMEDIA_ROOT = os.path.join(BASE_DIR, 'uploads/')\n";
+        let text = "BASE_DIR = Path(__file__).parent\nSTATIC_ROOT = BASE_DIR / \"static\"\nMEDIA_ROOT = os.path.join(BASE_DIR, 'uploads/')  # files\nSTATIC_ROOTS = 'x'\n";
+        let root = |t: &str, k: &str| root_in_settings(t, k);
+        assert_eq!(root(text, "STATIC_ROOT").as_deref(), Some("static"));
+        assert_eq!(root(text, "MEDIA_ROOT").as_deref(), Some("uploads"));
         assert_eq!(
-            root_in_settings(text, "STATIC_ROOT").as_deref(),
-            Some("static")
-        );
-        assert_eq!(
-            root_in_settings(text, "MEDIA_ROOT").as_deref(),
-            Some("uploads")
-        );
-        assert_eq!(
-            root_in_settings(
-                "STATIC_ROOT = os.environ.get(\"DJANGO_STATIC_ROOT\", \"x\")\n",
-                "STATIC_ROOT"
-            ),
-            None
-        );
-        assert_eq!(
-            root_in_settings("STATIC_ROOT = '/srv/static'\n", "STATIC_ROOT").as_deref(),
+            root("STATIC_ROOT = '/srv/static'\n", "STATIC_ROOT").as_deref(),
             Some("/srv/static")
         );
-        assert_eq!(root_in_settings("DEBUG = True\n", "STATIC_ROOT"), None);
+        // Shapes it does not guess at: the env variable decides.
+        for other in [
+            "STATIC_ROOT = os.environ.get(\"DJANGO_STATIC_ROOT\", \"x\")",
+            "STATIC_ROOT = os.path.join(BASE_DIR, \"static\", \"root\")",
+            "STATIC_ROOT = Path(\"/var/www\") / \"static\"",
+            "STATIC_ROOT = f\"{BASE_DIR}/static\"",
+            "STATIC_ROOT = APPS_DIR / \"static\"",
+            "STATIC_ROOT = BASE_DIR / \"static\" / \"root\"",
+            "STATIC_ROOT = 'static'",
+            "DEBUG = True",
+        ] {
+            assert_eq!(root(other, "STATIC_ROOT"), None, "{other}");
+        }
+        // The last assignment wins, as in Python.
+        assert_eq!(
+            root(
+                "STATIC_ROOT = BASE_DIR / 'a'\nSTATIC_ROOT = BASE_DIR / 'b'\n",
+                "STATIC_ROOT"
+            )
+            .as_deref(),
+            Some("b")
+        );
         let c = super::super::dockerfile::parse(
             "FROM python\nWORKDIR /code\nUSER app\nCMD [\"gunicorn\"]\n",
         );
@@ -192,6 +259,34 @@ mod tests {
         assert_eq!(web.static_root, "/code/static");
         assert_eq!(web.media_root, "/code/uploads");
         assert_eq!(web.port, 8000);
+        // The port its command binds, else EXPOSE / ENV PORT; `$` kept for the shell.
+        let words = |s: &str| s.split(' ').map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            port_in_command(&words("gunicorn -b 0.0.0.0:5000 x.wsgi")),
+            Some(5000)
+        );
+        assert_eq!(port_in_command(&words("uwsgi --http :8081")), Some(8081));
+        assert_eq!(
+            port_in_command(&words("python manage.py runserver 0.0.0.0:8002")),
+            Some(8002)
+        );
+        assert_eq!(
+            port_in_command(&words("gunicorn --bind=:7000 x")),
+            Some(7000)
+        );
+        assert_eq!(port_in_command(&words("gunicorn -b 0.0.0.0:$PORT x")), None);
+        let c = super::super::dockerfile::parse(
+            "FROM python\nENV PORT=8080\nCMD gunicorn x.wsgi -b 0.0.0.0:$PORT\n",
+        );
+        let by_env = theirs(&c, None, "", &mut Vec::new());
+        assert_eq!(by_env.port, 8080);
+        assert_eq!(
+            by_env.command.as_deref().unwrap()[2],
+            "gunicorn x.wsgi -b 0.0.0.0:$$PORT"
+        );
+        assert!(by_env
+            .describe("web")
+            .contains("`/bin/sh -c gunicorn x.wsgi -b 0.0.0.0:$PORT`"));
         assert_eq!(web.command.as_deref().unwrap(), ["gunicorn"]);
         assert!(warnings[0].contains("USER app"), "{warnings:?}");
         assert!(web

@@ -56,34 +56,48 @@ pub fn run(args: Args, printer: &Printer) -> anyhow::Result<()> {
     };
     let name = names::parse_project_or(&raw, |ok| format!("countable init --name {ok}"))?;
     let mut choices = args.choices.resolve(name.clone(), printer)?;
-    // The team's own Dockerfile and compose file, read before anything is written.
-    let theirs = adopt::dockerfile::read(&root);
+    // The team's own compose file and Dockerfile (the one their web builds from), read
+    // before anything is written.
+    let existing = adopt::compose::read(&root)?.filter(|e| !is_countables(&root, &e.file));
+    if let Some(e) = &existing {
+        printer.note(&format!("   {}: {}", e.file.display(), e.mapping()));
+    }
+    let their_dockerfile = existing
+        .as_ref()
+        .and_then(|e| e.role(adopt::compose::Role::Web))
+        .and_then(|w| w.build.clone())
+        .map(|(context, file)| std::path::Path::new(&context).join(file))
+        .unwrap_or_else(|| "Dockerfile".into());
+    let their_dockerfile = their_dockerfile
+        .strip_prefix("./")
+        .unwrap_or(&their_dockerfile)
+        .to_path_buf();
+    let theirs = adopt::dockerfile::read_file(&root.join(&their_dockerfile));
     let beside = theirs.is_some() && args.dockerfile == DockerfileChoice::Countable;
     if beside {
         choices.dockerfile = "Dockerfile.countable".into();
-    }
-    let existing = adopt::compose::read(&root)?;
-    if let Some(e) = &existing {
-        printer.note(&format!("   {}: {}", e.file.display(), e.mapping()));
     }
     // Their Dockerfile's contract, when web is built from it.
     let dockerfile = if beside { None } else { theirs };
     if let Some(c) = &dockerfile {
         printer.note(&format!(
-            "   Dockerfile (kept, web is built from it): {}",
+            "   {} (kept, web is built from it): {}",
+            their_dockerfile.display(),
             c.describe()
         ));
     } else if beside {
         printer.note(&format!(
-            "   Dockerfile (kept, not used): web is built from countable's {}",
+            "   {} (kept, not used): web is built from countable's {}",
+            their_dockerfile.display(),
             choices.dockerfile
         ));
     }
-    let settings = adopt::settings_text(&root, &layout.settings_module);
+    // The settings web runs locally, base first: where STATIC_ROOT and MEDIA_ROOT point.
+    let settings = adopt::running_settings_text(&root, &layout);
     let mut warnings = Vec::new();
     // A team's compose file is adopted, never shadowed: compose prefers compose.yaml,
     // so a second base file would make a plain `docker compose` ignore theirs.
-    if let Some(e) = existing.as_ref().filter(|e| !is_countables(&root, &e.file)) {
+    if let Some(e) = &existing {
         let adoption = adopt::overlay::plan(
             e,
             dockerfile.as_ref(),
