@@ -25,13 +25,12 @@ fn init_adopts_a_startproject_project_and_it_comes_up() {
     require_images();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("legacy");
-    std::fs::create_dir(&root).unwrap();
     // A real Django project, made by Django's own startproject in the stand-in image.
-    let made = run(Command::new("docker")
-        .args(["run", "--rm", "-v"])
-        .arg(format!("{}:/w", root.display()))
-        .args([PYTHON_IMAGE, "django-admin", "startproject", "mysite", "/w"]));
-    assert_eq!(made.code, 0, "{}", made.stderr);
+    generate(
+        &root,
+        PYTHON_IMAGE,
+        &["django-admin", "startproject", "mysite", "/w"],
+    );
     std::fs::write(root.join("README.md"), "# our legacy site\n").unwrap();
     std::fs::write(root.join(".gitignore"), "*.pyc\n").unwrap();
     std::fs::write(
@@ -177,22 +176,10 @@ fn init_adopts_a_startproject_project_and_it_comes_up() {
 #[test]
 fn init_adopts_a_wagtail_start_project_and_it_comes_up() {
     require_images();
-    let have = Command::new("docker")
-        .args(["image", "inspect", WAGTAIL_IMAGE])
-        .output()
-        .unwrap();
-    assert!(
-        have.status.success(),
-        "stand-in image {WAGTAIL_IMAGE} is missing: run tests/images/build"
-    );
+    require_image(WAGTAIL_IMAGE);
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("site");
-    std::fs::create_dir(&root).unwrap();
-    let made = run(Command::new("docker")
-        .args(["run", "--rm", "-v"])
-        .arg(format!("{}:/w", root.display()))
-        .args([WAGTAIL_IMAGE, "wagtail", "start", "mysite", "/w"]));
-    assert_eq!(made.code, 0, "{}", made.stderr);
+    generate(&root, WAGTAIL_IMAGE, &["wagtail", "start", "mysite", "/w"]);
     let theirs = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
     assert!(theirs.contains("apt-get install"), "{theirs}");
 
@@ -692,4 +679,15 @@ fn compose_config(root: &Path, args: &[&str]) -> serde_json::Value {
         .args(["config", "--format", "json"]))
     .ok();
     serde_json::from_str(&out.stdout).unwrap()
+}
+
+/// Make a project in `root` with a public generator in `image` (`/w` is `root`).
+fn generate(root: &Path, image: &str, command: &[&str]) {
+    std::fs::create_dir(root).unwrap();
+    let made = run(Command::new("docker")
+        .args(["run", "--rm", "-v"])
+        .arg(format!("{}:/w", root.display()))
+        .arg(image)
+        .args(command));
+    assert_eq!(made.code, 0, "{}", made.stderr);
 }

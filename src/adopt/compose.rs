@@ -108,10 +108,9 @@ pub fn read(root: &Path) -> anyhow::Result<Option<Existing>> {
     // compose merges `<stem>.override.yml` or `.yaml` of the file it picked, when it
     // exists (either extension, whichever the file itself has).
     let name = file.to_string_lossy();
-    let stem = name.rsplit_once('.').map(|(s, _)| s).unwrap_or(&name);
     let override_file = ["yaml", "yml"]
         .iter()
-        .map(|ext| PathBuf::from(format!("{stem}.override.{ext}")))
+        .map(|ext| PathBuf::from(override_name(&name, ext)))
         .find(|o| root.join(o).is_file());
     let override_services = match &override_file {
         Some(o) => {
@@ -128,6 +127,12 @@ pub fn read(root: &Path) -> anyhow::Result<Option<Existing>> {
         override_services,
         file,
     }))
+}
+
+/// `<stem>.override.<ext>` beside compose file `file`.
+pub fn override_name(file: &str, ext: &str) -> String {
+    let stem = file.rsplit_once('.').map(|(s, _)| s).unwrap_or(file);
+    format!("{stem}.override.{ext}")
 }
 
 /// `["a", "b"]`, or a string split the way compose splits it (no shell).
@@ -214,35 +219,19 @@ fn project_mount(v: Option<&serde_yaml_ng::Value>) -> Option<String> {
     v.and_then(|v| v.as_sequence())
         .into_iter()
         .flatten()
-        .find_map(|m| {
-            let (source, target) = match m.as_str() {
-                Some(short) => {
-                    let mut parts = short.split(':');
-                    (parts.next()?.to_string(), parts.next()?.to_string())
-                }
-                None => (
-                    m.get("source")?.as_str()?.to_string(),
-                    m.get("target")?.as_str()?.to_string(),
-                ),
-            };
-            matches!(source.as_str(), "." | "./").then_some(target)
-        })
+        .filter_map(crate::deploy::model::mount_parts)
+        .find_map(|(source, target)| matches!(source.as_str(), "." | "./").then_some(target))
 }
 
-/// The container side of each `volumes:` entry (short `src:/target[:ro]` or long form).
+/// The container side of each `volumes:` entry (an anonymous volume is its target).
 fn mount_targets(v: Option<&serde_yaml_ng::Value>) -> Vec<String> {
     v.and_then(|v| v.as_sequence())
         .into_iter()
         .flatten()
-        .filter_map(|m| match m.as_str() {
-            Some(short) => {
-                let parts: Vec<&str> = short.split(':').collect();
-                match parts.len() {
-                    1 => Some(parts[0].to_string()),
-                    _ => Some(parts[1].to_string()),
-                }
-            }
-            None => m.get("target")?.as_str().map(str::to_string),
+        .filter_map(|m| {
+            crate::deploy::model::mount_parts(m)
+                .map(|(_, target)| target)
+                .or_else(|| m.as_str().map(str::to_string))
         })
         .collect()
 }

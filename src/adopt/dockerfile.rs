@@ -73,11 +73,6 @@ fn argv(arg: &str) -> Vec<String> {
         .unwrap_or_else(|_| vec!["/bin/sh".into(), "-c".into(), arg.to_string()])
 }
 
-/// Read `Dockerfile` under `root`; None when there is none.
-pub fn read(root: &Path) -> Option<Contract> {
-    read_file(&root.join("Dockerfile"))
-}
-
 /// Read the Dockerfile at `path`; None when there is none.
 pub fn read_file(path: &Path) -> Option<Contract> {
     let text = std::fs::read_to_string(path).ok()?;

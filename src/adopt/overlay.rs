@@ -204,7 +204,10 @@ pub fn plan(
         .override_file
         .as_ref()
         .map(|f| f.display().to_string())
-        .unwrap_or_else(|| override_name(&file));
+        .unwrap_or_else(|| {
+            let ext = file.rsplit_once('.').map(|(_, e)| e).unwrap_or("yml");
+            super::compose::override_name(&file, ext)
+        });
     if let Some(at) = &web.mounts_project_at {
         warnings.push(format!(
             "{file} mounts the project directory into `{}` (`.:{at}`): live code is for development, and `countable deploy` runs {file} too; move that mount into {dev_file} (countable.yml's dev_compose_files: merged locally only{}), or keep it knowing deploys mount the release's files there",
@@ -260,14 +263,6 @@ pub fn plan(
         web_sets_database_url: web.environment.contains_key("DATABASE_URL"),
         warnings,
     })
-}
-
-/// The override file compose merges by itself beside `file`.
-fn override_name(file: &str) -> String {
-    match file.rsplit_once('.') {
-        Some((stem, ext)) => format!("{stem}.override.{ext}"),
-        None => format!("{file}.override"),
-    }
 }
 
 /// A list as YAML flow (JSON is YAML): `["a", "b"]`.

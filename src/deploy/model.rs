@@ -80,19 +80,25 @@ pub fn shape(files: &[(String, String)]) -> anyhow::Result<Shape> {
 
 /// The engine's name of top-level volume `key` declared as `v`, when the files say it:
 /// its `name:` (unless it interpolates a variable), or the key of an `external` one.
+/// One `volumes:` entry of a service as (source, target): `src:/target[:ro]`, or the
+/// long syntax (`source:`/`target:`); None for an anonymous volume (`/target`).
+pub(crate) fn mount_parts(m: &serde_yaml_ng::Value) -> Option<(String, String)> {
+    match m.as_str() {
+        Some(short) => {
+            let mut parts = short.split(':');
+            Some((parts.next()?.to_string(), parts.next()?.to_string()))
+        }
+        None => Some((
+            m.get("source")?.as_str()?.to_string(),
+            m.get("target")?.as_str()?.to_string(),
+        )),
+    }
+}
+
 /// A service's mount of a named volume: `media:/app/media[:ro]`, or the long syntax
 /// (`source:`/`target:`); binds (`./x:/y`, `/x:/y`) are none.
 fn volume_mount(m: &serde_yaml_ng::Value) -> Option<(String, String)> {
-    let (source, target) = match m.as_str() {
-        Some(short) => {
-            let mut parts = short.split(':');
-            (parts.next()?.to_string(), parts.next()?.to_string())
-        }
-        None => (
-            m.get("source")?.as_str()?.to_string(),
-            m.get("target")?.as_str()?.to_string(),
-        ),
-    };
+    let (source, target) = mount_parts(m)?;
     let named = source
         .chars()
         .next()

@@ -79,18 +79,23 @@ impl Run {
 /// Fail early with the fix when the stand-in images are missing.
 pub fn require_images() {
     for image in [DB_IMAGE, PYTHON_IMAGE, NGINX_IMAGE] {
-        let ok = Command::new("docker")
-            .args(["image", "inspect", image])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(
-            ok,
-            "stand-in image {image} is missing: run tests/images/build"
-        );
+        require_image(image);
     }
+}
+
+/// Fail early with the fix when stand-in `image` is missing.
+pub fn require_image(image: &str) {
+    let ok = Command::new("docker")
+        .args(["image", "inspect", image])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "stand-in image {image} is missing: run tests/images/build"
+    );
 }
 
 /// The flags `new` and `init` take to use the stand-in images (as a user would) and
