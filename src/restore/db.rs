@@ -158,6 +158,8 @@ pub struct Db {
     pub user: String,
     /// The application's database (POSTGRES_DB).
     pub name: String,
+    /// The psql kept open for `sql` (shared by clones; opened on first use).
+    session: std::sync::Arc<tokio::sync::Mutex<Option<super::session::Session>>>,
     /// e.g. 150018
     pub server_version: u32,
     /// (major, minor) of the container's pg_restore/psql.
@@ -197,6 +199,7 @@ impl Db {
             container,
             user,
             name,
+            session: Default::default(),
             server_version: 0,
             tools_version,
         };
@@ -276,8 +279,43 @@ impl Db {
     }
 
     /// Run `sql` (statements on psql's stdin, stopping at the first error) in `database`
-    /// and return what it printed (unaligned, tuples only).
+    /// and return what it printed (unaligned, tuples only). It goes through the session
+    /// kept open for this (see `session`), or, while another request holds that, a psql
+    /// of its own.
     pub async fn sql(&self, database: &str, sql: &str) -> anyhow::Result<String> {
+        use super::session::{Failed, Session};
+        let Ok(mut slot) = self.session.try_lock() else {
+            return self.sql_apart(database, sql).await;
+        };
+        if slot.as_ref().is_some_and(Session::spoiled) {
+            *slot = None;
+        }
+        if slot.is_none() {
+            *slot = Some(
+                Session::open(&self.engine, &self.container, &self.psql_args("postgres")).await?,
+            );
+        }
+        let session = slot.as_mut().expect("opened above");
+        match session.run(database, sql, SQL_OUTPUT_MAX).await {
+            Ok(out) => Ok(out),
+            Err(failed) => {
+                *slot = None;
+                match failed {
+                    Failed::Stopped(stderr) => {
+                        anyhow::bail!("psql in the db container failed: {}", stderr.trim())
+                    }
+                    Failed::TooLong => {
+                        anyhow::bail!("the answer of psql was larger than countable reads (16 MiB)")
+                    }
+                    Failed::Transport(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// `sql` in a psql of its own: for a long statement (ANALYZE) while other requests
+    /// go on beside it.
+    pub async fn sql_apart(&self, database: &str, sql: &str) -> anyhow::Result<String> {
         let input: Reader = Box::pin(Cursor::new(sql.as_bytes().to_vec()));
         let r = self
             .exec_capped(&self.psql_args(database), Some(input), SQL_OUTPUT_MAX)

@@ -19,6 +19,7 @@ mod durability;
 mod load;
 pub mod plain;
 mod playbook;
+mod session;
 mod swap;
 
 use crate::archive::{DumpKind, Reader};

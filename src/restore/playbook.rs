@@ -140,7 +140,7 @@ where
     let t = Instant::now();
     let analyze = async {
         let t = Instant::now();
-        db.sql(&db.name, "ANALYZE").await?;
+        db.sql_apart(&db.name, "ANALYZE").await?;
         Ok::<_, anyhow::Error>(t.elapsed().as_secs_f64())
     };
     let tail = async {

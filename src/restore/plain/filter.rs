@@ -178,7 +178,15 @@ impl Filter {
     /// stops (a refused meta-command): feed no more, `finish`.
     pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> bool {
         while !input.is_empty() && !self.stopped {
-            let end = input.iter().position(|b| *b == b'\n');
+            if matches!(self.line, Line::CopyStart) && self.held.is_empty() {
+                let n = self.copy_rows(input);
+                out.extend_from_slice(&input[..n]);
+                input = &input[n..];
+                if input.is_empty() {
+                    break;
+                }
+            }
+            let end = memchr::memchr(b'\n', input);
             match &mut self.line {
                 Line::Start => {
                     let room = self.hold - self.held.len();
@@ -336,6 +344,25 @@ impl Filter {
         }
     }
 
+    /// COPY rows that cannot be the `\.` end marker (they do not start with a
+    /// backslash), counted and passed in bulk: how many bytes of `input` they take. A
+    /// row the input cuts short leaves the filter in `CopyRow`; a row that starts with a
+    /// backslash is left to `copy_byte`.
+    fn copy_rows(&mut self, input: &[u8]) -> usize {
+        let mut at = 0;
+        while at < input.len() && input[at] != b'\\' {
+            self.stats.rows += 1;
+            match memchr::memchr(b'\n', &input[at..]) {
+                Some(k) => at += k + 1,
+                None => {
+                    self.line = Line::CopyRow;
+                    return input.len();
+                }
+            }
+        }
+        at
+    }
+
     /// The next byte at the start of a COPY row: the end marker, or a row.
     fn copy_byte(&mut self, b: u8, out: &mut Vec<u8>) {
         self.held.push(b);
@@ -438,6 +465,31 @@ mod tests {
         for size in [1, 2, 3, 7, 4096, HOLD - 1, HOLD, HOLD + 1, 1 << 20] {
             let (out, stats, _) = in_pieces(dump.as_bytes(), size);
             assert_eq!(stats, want_stats, "pieces of {size}");
+            assert!(out == want, "pieces of {size}: output differs");
+        }
+    }
+
+    #[test]
+    fn copy_rows_in_bulk_count_and_pass_as_byte_by_byte() {
+        let mut rows = String::new();
+        for i in 0..1000 {
+            match i % 4 {
+                0 => rows.push_str("\\N\tx\n"),
+                1 => rows.push('\n'),
+                2 => rows.push_str("\\.x\n"),
+                _ => rows.push_str(&format!("{i}\tv\n")),
+            }
+        }
+        let dump = format!(
+            "CREATE TABLE t (a int, b text);\nCOPY t (a, b) FROM stdin;\n{rows}\\.\nGRANT ALL ON t TO u;\n{TRAILER}\n"
+        );
+        let (want, stats) = filter_bytes(dump.as_bytes(), OPTS);
+        assert_eq!(stats.rows, 1000);
+        assert_eq!(stats.dropped_lines, 1, "the GRANT after the data is a statement again");
+        assert!(want.ends_with(format!("{rows}\\.\n{TRAILER}\n").as_bytes()));
+        for size in [1, 2, 5, 64, 4096] {
+            let (out, s, _) = in_pieces(dump.as_bytes(), size);
+            assert_eq!(s, stats, "pieces of {size}");
             assert!(out == want, "pieces of {size}: output differs");
         }
     }
