@@ -3,11 +3,13 @@
 //! extracted directory dumps, the durability marker, free space and `sync`.
 //!
 //! Every file countable leaves in a container is named `countable-*` under `/tmp` or
-//! `$PGDATA`, so one cleanup removes them all. Nothing here runs SQL.
+//! `$PGDATA`, so one cleanup removes them all. The one SQL here reads a file of the
+//! data directory (`pg_read_file`, in the session `sql` keeps open).
 
+use anyhow::Context;
 use tokio::io::AsyncRead;
 
-use super::db::Db;
+use super::db::{literal, Db};
 use super::RestoreError;
 use crate::engine::StreamedExec;
 use crate::ui;
@@ -77,20 +79,21 @@ pub async fn write_file(db: &Db, path: &str, contents: Vec<u8>) -> anyhow::Resul
     Ok(())
 }
 
-/// The contents of `$PGDATA/<name>`, if it exists.
+/// The contents of `$PGDATA/<name>`, if it exists: read by the server (a relative
+/// path is its data directory's), through the SQL session, where a `cat` would cost a
+/// `docker exec`.
 pub async fn read_data_file(db: &Db, name: &str) -> anyhow::Result<Option<String>> {
-    let out = run(
-        db,
-        "f=\"$PGDATA/$1\"; [ -e \"$f\" ] || exit 3; cat \"$f\"",
-        &[name],
-        None::<tokio::io::Empty>,
-    )
-    .await?;
-    match out.code {
-        0 => Ok(Some(out.stdout)),
-        3 => Ok(None),
-        _ => Err(failed("reading a file", &out)),
-    }
+    let out = db
+        .sql(
+            "postgres",
+            &format!(
+                "SELECT coalesce('+' || pg_read_file({}, 0, 1048576, true), '-')",
+                literal(name)
+            ),
+        )
+        .await
+        .context("reading a file in the db container")?;
+    Ok(out.strip_prefix('+').map(|text| text.trim_end_matches('\n').to_string()))
 }
 
 /// Remove `$PGDATA/<name>` (missing is fine).
