@@ -41,9 +41,34 @@ fn server_settings(s: &Scratch) -> String {
 }
 
 impl Fixture {
+    /// A db at PostgreSQL's default `wal_level=replica` (a team's own compose file, a
+    /// server of its own): there every restore relaxes the server's durability, and
+    /// these tests prove it is always put back.
     fn new(prefix: &str, rows: u32) -> Self {
+        Self::build(prefix, rows, false)
+    }
+
+    /// A db as `countable new` writes it, at `wal_level=minimal`: a restore in one
+    /// transaction relaxes nothing there.
+    fn minimal(prefix: &str, rows: u32) -> Self {
+        Self::build(prefix, rows, true)
+    }
+
+    fn build(prefix: &str, rows: u32, minimal: bool) -> Self {
         let s = Scratch::new(prefix);
+        if !minimal {
+            let file = s.root().join("compose.override.yaml");
+            let text = std::fs::read_to_string(&file).unwrap();
+            let replica = text.replace(
+                r#"command: ["postgres", "-c", "wal_level=minimal", "-c", "max_wal_senders=0"]"#,
+                r#"command: ["postgres"]"#,
+            );
+            assert_ne!(replica, text, "the dev override sets wal_level no more?");
+            std::fs::write(&file, replica).unwrap();
+        }
         s.db_up();
+        let wal = s.sql_in("postgres", "SHOW wal_level");
+        assert_eq!(wal == "minimal", minimal, "wal_level={wal}");
         s.seed("seed", rows);
         let fx = tempfile::tempdir().unwrap();
         s.dump("seed", &[], &fx.path().join("plain.sql"));
@@ -437,6 +462,38 @@ fn kill_9_mid_restore_is_put_right_by_the_next_command() {
     // And it is said once: the next command finds nothing to put right.
     let again = run(f.s.countable().arg("status")).ok();
     assert!(!again.stderr.contains("interrupted"), "{}", again.stderr);
+}
+
+#[test]
+fn on_a_minimal_wal_server_a_restore_relaxes_nothing_and_a_kill_leaves_only_its_database() {
+    let f = Fixture::minimal("minwal", 40000);
+    let plain = std::fs::read(f.path("plain.sql")).unwrap();
+    let (mut child, stdin) = f.import_part_of(&plain, plain.len() * 2 / 3);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        server_settings(&f.s),
+        f.settings,
+        "mid-restore, the server's settings are the user's (its COMMIT syncs the data)"
+    );
+    assert_eq!(f.s.sql_in("postgres", "SHOW fsync"), "on");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stdin);
+    let status = run(f.s.countable().arg("status")).ok();
+    assert!(
+        status
+            .stderr
+            .contains("an earlier countable restore was interrupted; dropped the half-made"),
+        "{}",
+        status.stderr
+    );
+    assert!(!status.stderr.contains("fsync"), "{}", status.stderr);
+    f.assert_untouched("minimal wal: kill -9, then status");
+    // A whole restore there: durable when it ends, with nothing to put back.
+    let r = run(f.s.countable().arg("import-db").arg(f.path("plain.sql"))).ok();
+    assert!(r.stderr.contains("flush 0.0 s"), "{}", r.stderr);
+    assert_eq!(server_settings(&f.s), f.settings);
+    assert_eq!(f.s.fingerprint(&f.s.name), f.s.fingerprint("seed"));
 }
 
 #[test]

@@ -87,7 +87,7 @@ impl RestoreArgs {
         ];
         if !self.durable {
             v.push(
-                "ALTER SYSTEM SET fsync/synchronous_commit/full_page_writes/autovacuum = off"
+                "unless the server runs wal_level=minimal and the restore is one transaction (there its COMMIT syncs the new tables): ALTER SYSTEM SET fsync/synchronous_commit/full_page_writes/autovacuum = off"
                     .into(),
             );
         }
@@ -99,7 +99,7 @@ impl RestoreArgs {
         v.push("plain SQL: psql -X -q -v ON_ERROR_STOP=1 --single-transaction (streamed, owner/grant lines filtered, trailer checked)".into());
         v.push("verify: table count of the new database = table count of the dump".into());
         if !self.durable {
-            v.push("put the settings back, CHECKPOINT, sync (the container's file systems)".into());
+            v.push("if relaxed: put the settings back, CHECKPOINT, sync (the container's file systems)".into());
         }
         v.push("ANALYZE the new database".into());
         v.push("stop the app services; terminate connections; BEGIN; ALTER DATABASE <db>__countable_prev RENAME TO <db>__countable_old; ALTER DATABASE <db> RENAME TO <db>__countable_prev; ALTER DATABASE <db>__countable_new RENAME TO <db>; COMMIT; start the app services; DROP DATABASE <db>__countable_old".into());

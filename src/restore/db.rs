@@ -162,6 +162,9 @@ pub struct Db {
     session: std::sync::Arc<tokio::sync::Mutex<Option<super::session::Session>>>,
     /// e.g. 150018
     pub server_version: u32,
+    /// `wal_level=minimal` (the dev override's db): a table created in a restore's
+    /// one transaction is written without WAL and synced by its COMMIT.
+    pub wal_minimal: bool,
     /// (major, minor) of the container's pg_restore/psql.
     pub tools_version: (u32, u32),
 }
@@ -201,14 +204,18 @@ impl Db {
             name,
             session: Default::default(),
             server_version: 0,
+            wal_minimal: false,
             tools_version,
         };
-        db.server_version = db
-            .sql("postgres", "SHOW server_version_num")
-            .await?
-            .trim()
-            .parse()
-            .context("reading the server version")?;
+        let shown = db
+            .sql(
+                "postgres",
+                "SELECT current_setting('server_version_num') || ' ' || current_setting('wal_level')",
+            )
+            .await?;
+        let (version, wal_level) = shown.trim().split_once(' ').unwrap_or((shown.trim(), ""));
+        db.server_version = version.parse().context("reading the server version")?;
+        db.wal_minimal = wal_level == "minimal";
         Ok(db)
     }
 
