@@ -268,9 +268,15 @@ impl Local {
             .await
             .ok()
             .map(|c| (engine.clone(), c));
+        // No app service stops (`app_services` is empty): the engine is enough, and the
+        // compose program is not even looked for (`docker compose version` costs 0.1 to
+        // 0.5 s).
         Ok(crate::restore::Target {
             db,
-            apps: crate::restore::Apps::Compose(self.compose()?.clone()),
+            apps: crate::restore::Apps::Engine {
+                engine: engine.clone(),
+                project,
+            },
             app_services: Vec::new(),
             keep_stopped: Vec::new(),
             migrate_in,

@@ -111,13 +111,27 @@ pub async fn remove_data_file(db: &Db, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Write the first bytes of an archive (`head`, already limited) to `path`.
-pub async fn spool_head<R>(db: &Db, path: &str, head: R) -> anyhow::Result<StreamedExec>
+/// Write the first bytes of an archive (`head`, already limited) to `path` and list
+/// its table of contents there (`pg_restore -l`, on stdout, at most `cap` bytes kept):
+/// one exec for both. A failing write is an error here; a failing listing is the
+/// caller's to judge (its code and stderr).
+pub async fn spool_head_and_list<R>(
+    db: &Db,
+    path: &str,
+    head: R,
+    cap: usize,
+) -> anyhow::Result<StreamedExec>
 where
     R: AsyncRead + Unpin + Send,
 {
-    let spooled = run(db, "cat > \"$1\"", &[path], Some(head)).await?;
-    if spooled.code != 0 {
+    let spooled = db
+        .exec_capped(
+            &sh("cat > \"$1\" || exit 90; pg_restore -l \"$1\"", &[path]),
+            Some(head),
+            cap,
+        )
+        .await?;
+    if spooled.code == 90 {
         return Err(failed("writing the archive's start", &spooled));
     }
     Ok(spooled)
@@ -165,21 +179,23 @@ pub async fn pg_restore_spooled(
     .await
 }
 
-/// `pg_restore ARGS…` reading the file `head` and then stdin (the rest of the archive).
+/// `pg_restore ARGS…` reading the file `head` and then stdin (the rest of the archive);
+/// `head` and `list` (the `-L` file in ARGS) are removed when it ends.
 pub async fn pg_restore_streamed<R>(
     db: &Db,
     head: &str,
+    list: &str,
     args: &[&str],
     rest: R,
 ) -> anyhow::Result<StreamedExec>
 where
     R: AsyncRead + Unpin + Send,
 {
-    let mut a = vec![head];
+    let mut a = vec![head, list];
     a.extend_from_slice(args);
     run(
         db,
-        "h=\"$1\"; shift; cat \"$h\" - | pg_restore \"$@\"",
+        "h=\"$1\"; l=\"$2\"; shift 2; cat \"$h\" - | pg_restore \"$@\"; rc=$?; rm -f \"$h\" \"$l\"; exit $rc",
         &a,
         Some(rest),
     )

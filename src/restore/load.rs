@@ -169,8 +169,7 @@ fn check_version(db: &Db, version: (u8, u8, u8)) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// The TOC of the archive at `path` in the container: parsed, extensions checked, and
-/// the filtered list written to `list_path` for `pg_restore -L`.
+/// The TOC of the archive at `path` in the container (see `read_toc`).
 async fn list_toc(db: &Db, path: &str, list_path: &str) -> anyhow::Result<custom::Toc> {
     let listed = db
         .exec_capped(
@@ -179,6 +178,12 @@ async fn list_toc(db: &Db, path: &str, list_path: &str) -> anyhow::Result<custom
             TOC_LIST_MAX,
         )
         .await?;
+    read_toc(db, &listed, list_path).await
+}
+
+/// A TOC as `pg_restore -l` printed it (`listed`): parsed, extensions checked, and the
+/// filtered list written to `list_path` for `pg_restore -L`.
+async fn read_toc(db: &Db, listed: &StreamedExec, list_path: &str) -> anyhow::Result<custom::Toc> {
     if listed.truncated {
         anyhow::bail!(
             "the archive's table of contents is larger than countable reads ({} MiB)",
@@ -257,14 +262,21 @@ async fn restore_custom(
         .context("not a pg_dump archive")?;
     check_version(db, version)?;
     let scratch = Scratch::new();
-    let spooled = container::spool_head(db, &scratch.head, (&mut reader).take(TOC_HEAD)).await?;
-    spooled.fed.map_err(archive::damaged)?;
     let result = async {
-        let toc = list_toc(db, &scratch.head, &scratch.list).await?;
+        let mut listed = container::spool_head_and_list(
+            db,
+            &scratch.head,
+            (&mut reader).take(TOC_HEAD),
+            TOC_LIST_MAX,
+        )
+        .await?;
+        std::mem::replace(&mut listed.fed, Ok(0)).map_err(archive::damaged)?;
+        let toc = read_toc(db, &listed, &scratch.list).await?;
         create_database(db, new, opts.template.as_deref()).await?;
         let base = pg_restore_args(db, new, &scratch.list);
         // pg_restore runs tar-format archives with one job only.
-        let run = if opts.jobs > 1 && kind == DumpKind::Custom {
+        let streamed = !(opts.jobs > 1 && kind == DumpKind::Custom);
+        let run = if !streamed {
             let free = container::free_bytes(db).await?;
             if let Some(size) = known_size {
                 container::check_space(size, free)?;
@@ -280,17 +292,26 @@ async fn restore_custom(
             // (the dev override's db), the data of tables it created, and their
             // indexes, skip the WAL.
             let args = [&["--single-transaction"][..], &base].concat();
-            let mut run =
-                container::pg_restore_streamed(db, &scratch.head, &args, &mut reader).await?;
+            let mut run = container::pg_restore_streamed(
+                db,
+                &scratch.head,
+                &scratch.list,
+                &args,
+                &mut reader,
+            )
+            .await?;
             std::mem::replace(&mut run.fed, Ok(0)).map_err(archive::damaged)?;
             finish(finisher).await?;
             run
         };
-        restored_by_pg_restore(&run, &toc)
+        restored_by_pg_restore(&run, &toc).map(|r| (r, streamed))
     }
     .await;
-    container::remove(db, &[&scratch.head, &scratch.list, &scratch.spool]).await;
-    result
+    // The streamed pg_restore removed its scratch files as it ended.
+    if !matches!(result, Ok((_, true))) {
+        container::remove(db, &[&scratch.head, &scratch.list, &scratch.spool]).await;
+    }
+    result.map(|(r, _)| r)
 }
 
 /// How feeding a spool ended: out of room is a space error, the rest a damaged backup.
