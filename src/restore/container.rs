@@ -79,21 +79,23 @@ pub async fn write_file(db: &Db, path: &str, contents: Vec<u8>) -> anyhow::Resul
     Ok(())
 }
 
-/// The contents of `$PGDATA/<name>`, if it exists: read by the server (a relative
-/// path is its data directory's), through the SQL session, where a `cat` would cost a
-/// `docker exec`.
+/// The contents of `$PGDATA/<name>`, if it exists: read by the server, through the
+/// SQL session, where a `cat` would cost a `docker exec`.
 pub async fn read_data_file(db: &Db, name: &str) -> anyhow::Result<Option<String>> {
+    let path = format!("{}/{name}", db.pgdata);
     let out = db
         .sql(
             "postgres",
             &format!(
                 "SELECT coalesce('+' || pg_read_file({}, 0, 1048576, true), '-')",
-                literal(name)
+                literal(&path)
             ),
         )
         .await
         .context("reading a file in the db container")?;
-    Ok(out.strip_prefix('+').map(|text| text.trim_end_matches('\n').to_string()))
+    Ok(out
+        .strip_prefix('+')
+        .map(|text| text.trim_end_matches('\n').to_string()))
 }
 
 /// Remove `$PGDATA/<name>` (missing is fine).

@@ -158,12 +158,14 @@ pub struct Db {
     pub user: String,
     /// The application's database (POSTGRES_DB).
     pub name: String,
+    /// The container's `$PGDATA`, where countable's files in the data directory go.
+    pub pgdata: String,
     /// The psql kept open for `sql` (shared by clones; opened on first use).
     session: std::sync::Arc<tokio::sync::Mutex<Option<super::session::Session>>>,
     /// e.g. 150018
     pub server_version: u32,
-    /// `wal_level=minimal` (the dev override's db): a table created in a restore's
-    /// one transaction is written without WAL and synced by its COMMIT.
+    /// `wal_level=minimal` (the dev override's db): a table created (or truncated) in a
+    /// transaction is loaded without WAL and synced by its COMMIT.
     pub wal_minimal: bool,
     /// (major, minor) of the container's pg_restore/psql.
     pub tools_version: (u32, u32),
@@ -186,13 +188,14 @@ impl Db {
         let who = engine
             .exec_capture(
                 &container,
-                &["sh", "-c", "printf '%s\\n%s\\n' \"${POSTGRES_USER:-postgres}\" \"${POSTGRES_DB:-${POSTGRES_USER:-postgres}}\"; pg_restore --version"],
+                &["sh", "-c", "printf '%s\\n%s\\n%s\\n' \"${POSTGRES_USER:-postgres}\" \"${POSTGRES_DB:-${POSTGRES_USER:-postgres}}\" \"$PGDATA\"; pg_restore --version"],
                 &[],
             )
             .await?;
         let mut lines = who.stdout.lines();
         let user = lines.next().unwrap_or("postgres").to_string();
         let name = lines.next().unwrap_or("postgres").to_string();
+        let pgdata = lines.next().unwrap_or_default().to_string();
         let tools_version = lines
             .next()
             .and_then(parse_tool_version)
@@ -202,6 +205,7 @@ impl Db {
             container,
             user,
             name,
+            pgdata,
             session: Default::default(),
             server_version: 0,
             wal_minimal: false,

@@ -74,7 +74,11 @@ impl Session {
         self.serial += 1;
         let end = format!("__countable_end_{}_{}__", std::process::id(), self.serial);
         self.exec.clear_stderr();
-        if let Err(e) = self.exec.send(request(database, sql, &end).as_bytes()).await {
+        if let Err(e) = self
+            .exec
+            .send(request(database, sql, &end).as_bytes())
+            .await
+        {
             return Err(Failed::Transport(e.into()));
         }
         let mut out = String::new();

@@ -485,7 +485,10 @@ mod tests {
         );
         let (want, stats) = filter_bytes(dump.as_bytes(), OPTS);
         assert_eq!(stats.rows, 1000);
-        assert_eq!(stats.dropped_lines, 1, "the GRANT after the data is a statement again");
+        assert_eq!(
+            stats.dropped_lines, 1,
+            "the GRANT after the data is a statement again"
+        );
         assert!(want.ends_with(format!("{rows}\\.\n{TRAILER}\n").as_bytes()));
         for size in [1, 2, 5, 64, 4096] {
             let (out, s, _) = in_pieces(dump.as_bytes(), size);
