@@ -494,16 +494,6 @@ fn on_a_minimal_wal_server_a_restore_relaxes_nothing_and_a_kill_leaves_only_its_
     assert!(r.stderr.contains("flush 0.0 s"), "{}", r.stderr);
     assert_eq!(server_settings(&f.s), f.settings);
     assert_eq!(f.s.fingerprint(&f.s.name), f.s.fingerprint("seed"));
-    // And `pg_restore -j` (it truncates each table where it loads it): nothing relaxed.
-    let r = run(f
-        .s
-        .countable()
-        .args(["import-db", "--jobs", "2"])
-        .arg(f.path("custom.backup")))
-    .ok();
-    assert!(r.stderr.contains("flush 0.0 s"), "{}", r.stderr);
-    assert_eq!(server_settings(&f.s), f.settings);
-    assert_eq!(f.s.fingerprint(&f.s.name), f.s.fingerprint("seed"));
 }
 
 #[test]

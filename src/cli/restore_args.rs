@@ -87,7 +87,7 @@ impl RestoreArgs {
         ];
         if !self.durable {
             v.push(
-                "unless the server runs wal_level=minimal (there each COMMIT syncs the tables it loaded): ALTER SYSTEM SET fsync/synchronous_commit/full_page_writes/autovacuum = off"
+                "unless the server runs wal_level=minimal and the restore is one transaction (there its COMMIT syncs the new tables): ALTER SYSTEM SET fsync/synchronous_commit/full_page_writes/autovacuum = off"
                     .into(),
             );
         }

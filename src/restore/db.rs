@@ -164,8 +164,8 @@ pub struct Db {
     session: std::sync::Arc<tokio::sync::Mutex<Option<super::session::Session>>>,
     /// e.g. 150018
     pub server_version: u32,
-    /// `wal_level=minimal` (the dev override's db): a table created (or truncated) in a
-    /// transaction is loaded without WAL and synced by its COMMIT.
+    /// `wal_level=minimal` (the dev override's db): a table created in a restore's
+    /// one transaction is written without WAL and synced by its COMMIT.
     pub wal_minimal: bool,
     /// (major, minor) of the container's pg_restore/psql.
     pub tools_version: (u32, u32),

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::container;
 use super::db::Db;
 use super::durability::Claim;
-use super::load::restore_into;
+use super::load::{one_transaction, restore_into};
 use super::swap::swap;
 use super::{new_name, previous_name, Options, RestoreError, Source, Summary, Target};
 use crate::archive;
@@ -64,12 +64,8 @@ where
     // Listening from before the claim: a Ctrl-C (or SIGTERM) from here on is never lost,
     // and never ends the process before what was made is undone.
     let interrupt = crate::interrupt::Interrupt::get()?;
-    // Relaxed settings pay only where the server writes the WAL of the new tables. At
-    // `wal_level=minimal` a one-transaction restore writes none and its COMMIT syncs
-    // the tables; `pg_restore -j` loads each table after a TRUNCATE in the same
-    // transaction, to the same effect. Measured at 1.1 GB, relaxing there cost more (the
-    // CHECKPOINT and `sync` after it) than it saved.
-    let relax = opts.fast && !db.wal_minimal;
+    // Relaxed settings pay only where no COMMIT syncs the data itself.
+    let relax = opts.fast && !(db.wal_minimal && one_transaction(kind, opts));
     let mut claim = Claim::claim(db, &new, relax).await?;
     // A leftover from a crash: never the user's database, always ours to drop.
     if let Err(e) = db.drop_database(&new).await {
@@ -146,7 +142,14 @@ where
     let t = Instant::now();
     let analyze = async {
         let t = Instant::now();
-        db.sql_apart(&db.name, "ANALYZE").await?;
+        // A table autovacuum is already at is left to it (it analyzes a table just
+        // loaded too) rather than waited for.
+        let analyze = if db.server_major() >= 12 {
+            "ANALYZE (SKIP_LOCKED)"
+        } else {
+            "ANALYZE"
+        };
+        db.sql_apart(&db.name, analyze).await?;
         Ok::<_, anyhow::Error>(t.elapsed().as_secs_f64())
     };
     let tail = async {
