@@ -279,7 +279,7 @@ async fn restore_custom(
         create_database(db, new, opts.template.as_deref()).await?;
         let base = pg_restore_args(db, new, &scratch.list);
         // pg_restore runs tar-format archives with one job only.
-        let streamed = !(opts.jobs > 1 && kind == DumpKind::Custom);
+        let streamed = one_transaction(kind, opts);
         let run = if !streamed {
             let free = container::free_bytes(db).await?;
             if let Some(size) = known_size {
