@@ -142,18 +142,7 @@ impl Fixture {
         dump: &[u8],
         len: usize,
     ) -> (std::process::Child, std::process::ChildStdin) {
-        let mut child = self
-            .s
-            .countable()
-            .args(["import-db", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(&dump[..len]).unwrap();
-        stdin.flush().unwrap();
+        let (child, stdin) = self.start_import(&[], dump, len);
         let new = format!("{}__countable_new", self.s.name);
         let t = Instant::now();
         while !self.s.databases().contains(&new) {
@@ -163,6 +152,29 @@ impl Fixture {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        (child, stdin)
+    }
+
+    /// `import-db - EXTRA…` fed the first `len` bytes of `dump`, stdin kept open.
+    fn start_import(
+        &self,
+        extra: &[&str],
+        dump: &[u8],
+        len: usize,
+    ) -> (std::process::Child, std::process::ChildStdin) {
+        let mut child = self
+            .s
+            .countable()
+            .args(["import-db", "-"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&dump[..len]).unwrap();
+        stdin.flush().unwrap();
         (child, stdin)
     }
 
@@ -492,6 +504,32 @@ fn on_a_minimal_wal_server_a_restore_relaxes_nothing_and_a_kill_leaves_only_its_
     // A whole restore there: durable when it ends, with nothing to put back.
     let r = run(f.s.countable().arg("import-db").arg(f.path("plain.sql"))).ok();
     assert!(r.stderr.contains("flush 0.0 s"), "{}", r.stderr);
+    assert_eq!(server_settings(&f.s), f.settings);
+    assert_eq!(f.s.fingerprint(&f.s.name), f.s.fingerprint("seed"));
+    // `pg_restore -j` too: each table's load, after its TRUNCATE, syncs at its commit.
+    let custom = std::fs::read(f.path("custom.backup")).unwrap();
+    let (child, mut stdin) = f.start_import(&["--jobs", "2"], &custom, custom.len() / 2);
+    // The claim is made (its marker written) before the archive is read further.
+    let claimed = "SELECT (pg_stat_file('countable-durability', true)).size IS NOT NULL";
+    let t = Instant::now();
+    while f.s.sql_in("postgres", claimed) != "t" {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the restore never claimed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        server_settings(&f.s),
+        f.settings,
+        "mid-restore with --jobs 2"
+    );
+    stdin.write_all(&custom[custom.len() / 2..]).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("flush 0.0 s"), "{err}");
     assert_eq!(server_settings(&f.s), f.settings);
     assert_eq!(f.s.fingerprint(&f.s.name), f.s.fingerprint("seed"));
 }

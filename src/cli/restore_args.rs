@@ -87,7 +87,7 @@ impl RestoreArgs {
         ];
         if !self.durable {
             v.push(
-                "unless the server runs wal_level=minimal and the restore is one transaction (there its COMMIT syncs the new tables): ALTER SYSTEM SET fsync/synchronous_commit/full_page_writes/autovacuum = off"
+                "unless the server runs wal_level=minimal (there each COMMIT syncs the tables it loaded): ALTER SYSTEM SET fsync/synchronous_commit/full_page_writes/autovacuum = off"
                     .into(),
             );
         }
@@ -97,12 +97,12 @@ impl RestoreArgs {
             v.push("custom format: pg_restore --single-transaction --no-owner --no-acl --exit-on-error -L <filtered list> (streamed on stdin)".into());
         }
         v.push("plain SQL: psql -X -q -v ON_ERROR_STOP=1 --single-transaction (streamed, owner/grant lines filtered, trailer checked)".into());
-        v.push("verify: table count of the new database = table count of the dump".into());
+        v.push("verify: the new database's tables = the tables the dump creates; rows as the stream counted them (plain COPY data), else from the server's statistics".into());
         if !self.durable {
             v.push("if relaxed: put the settings back, CHECKPOINT, sync (the container's file systems)".into());
         }
-        v.push("ANALYZE the new database".into());
-        v.push("stop the app services; terminate connections; BEGIN; ALTER DATABASE <db>__countable_prev RENAME TO <db>__countable_old; ALTER DATABASE <db> RENAME TO <db>__countable_prev; ALTER DATABASE <db>__countable_new RENAME TO <db>; COMMIT; start the app services; DROP DATABASE <db>__countable_old".into());
+        v.push("swap, the app running: ALTER DATABASE … ALLOW_CONNECTIONS false on the databases renamed; end their sessions; BEGIN; ALTER DATABASE <db>__countable_prev RENAME TO <db>__countable_old; ALTER DATABASE <db> RENAME TO <db>__countable_prev; ALTER DATABASE <db>__countable_new RENAME TO <db>; ALLOW_CONNECTIONS true; COMMIT (the app reconnects on its next request); DROP DATABASE <db>__countable_old".into());
+        v.push("with the app on the new data: ANALYZE (SKIP_LOCKED); manage.py migrate in the running web unless the restored data has every migration the current database had".into());
         if self.no_keep {
             v.push("DROP DATABASE <db>__countable_prev".into());
         }

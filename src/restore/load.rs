@@ -55,18 +55,13 @@ fn check_extensions(needed: &[String], available: &[String]) -> Result<(), Resto
 }
 
 /// Does the restore of `kind` run in one transaction (plain SQL; custom and tar
-/// archives streamed)? On a `wal_level=minimal` server the tables it creates are then
-/// written without WAL and synced by its COMMIT: durable with no relaxed setting, and
-/// no CHECKPOINT or `sync` after it (about half a second less at 1 GB, measured).
-/// `pg_restore -j` also loads each table without WAL (after a TRUNCATE in the same
-/// transaction), but relaxed it runs without autovacuum, which otherwise starts on the
-/// tables it has committed and holds up the ANALYZE after the swap (2.8 s against
-/// 0.5 s at 1.1 GB, measured).
+/// archives streamed; a directory dump with one job)? On a `wal_level=minimal` server
+/// the tables it creates, and their indexes, are then written without WAL and synced by
+/// its COMMIT.
 pub(super) fn one_transaction(kind: DumpKind, opts: &Options) -> bool {
     match kind {
         DumpKind::Plain | DumpKind::Tar => true,
-        DumpKind::Custom => opts.jobs <= 1,
-        DumpKind::Directory => false,
+        DumpKind::Custom | DumpKind::Directory => opts.jobs <= 1,
     }
 }
 
@@ -327,7 +322,8 @@ fn fed(r: std::io::Result<u64>) -> anyhow::Result<u64> {
 }
 
 /// A directory-format dump in a tar: extracted into the db container's volume (after
-/// the same space checks as a spool), then restored from there (in parallel with --jobs).
+/// the same space checks as a spool), then restored from there (in one transaction, or
+/// in parallel with --jobs).
 async fn restore_directory(
     db: &Db,
     reader: Reader,
@@ -361,10 +357,17 @@ async fn restore_directory(
         let toc = list_toc(db, &path, &scratch.list).await?;
         create_database(db, new, opts.template.as_deref()).await?;
         let jobs = opts.jobs.to_string();
+        // One job: one transaction, as every one-job restore (see `one_transaction`).
+        let parallel: [&str; 2] = if one_transaction(DumpKind::Directory, opts) {
+            ["--single-transaction", "-j1"]
+        } else {
+            ["-j", &jobs]
+        };
         let run = db
             .exec(
                 &[
-                    &["pg_restore", "-j", &jobs][..],
+                    &["pg_restore"][..],
+                    &parallel,
                     &pg_restore_args(db, new, &scratch.list),
                     &[&path],
                 ]
