@@ -524,6 +524,10 @@ fn on_a_minimal_wal_server_a_restore_relaxes_nothing_and_a_kill_leaves_only_its_
         f.settings,
         "mid-restore with --jobs 2"
     );
+    // The claim itself says it relaxed nothing (its marker precedes any ALTER SYSTEM).
+    let marker =
+        f.s.sql_in("postgres", "SELECT pg_read_file('countable-durability')");
+    assert!(marker.contains("\"relaxed\": false"), "{marker}");
     stdin.write_all(&custom[custom.len() / 2..]).unwrap();
     drop(stdin);
     let out = child.wait_with_output().unwrap();

@@ -81,9 +81,7 @@ impl RestoreArgs {
     pub fn plan(&self, source: &str, db_service: &str) -> Vec<String> {
         let mut v = vec![
             format!("read {source}, decode by content (gzip, zstd, xz, bzip2, lrzip, tar)"),
-            format!("inspect the dump against the `{db_service}` container: pg_restore version, extensions"),
             "claim the server: write $PGDATA/countable-durability (this process, the settings as they were); refused while another restore's owner lives".into(),
-            "CREATE DATABASE \"<db>__countable_new\" TEMPLATE template0 (or countable.yml's db_template)".into(),
         ];
         if !self.durable {
             v.push(
@@ -91,22 +89,39 @@ impl RestoreArgs {
                     .into(),
             );
         }
+        v.push("DROP DATABASE a leftover <db>__countable_new".into());
+        v.push(format!(
+            "inspect the dump against the `{db_service}` container: pg_restore version, extensions"
+        ));
+        v.push("CREATE DATABASE \"<db>__countable_new\" TEMPLATE template0 (or countable.yml's db_template)".into());
         if self.jobs > 1 {
             v.push(format!("custom format: spool into $PGDATA, pg_restore -j {} --no-owner --no-acl --exit-on-error -L <filtered list>", self.jobs));
         } else {
             v.push("custom format: pg_restore --single-transaction --no-owner --no-acl --exit-on-error -L <filtered list> (streamed on stdin)".into());
         }
+        v.push("tar format: as custom, streamed, one job (pg_restore restores tar archives with one job only)".into());
+        if self.jobs > 1 {
+            v.push(format!(
+                "directory dump: extracted into the volume, pg_restore -j {}",
+                self.jobs
+            ));
+        } else {
+            v.push(
+                "directory dump: extracted into the volume, pg_restore --single-transaction".into(),
+            );
+        }
         v.push("plain SQL: psql -X -q -v ON_ERROR_STOP=1 --single-transaction (streamed, owner/grant lines filtered, trailer checked)".into());
-        v.push("verify: the new database's tables = the tables the dump creates; rows as the stream counted them (plain COPY data), else from the server's statistics".into());
+        v.push("verify: the new database's tables = the tables the dump creates; rows as the stream counted them (plain COPY data), else from the server's statistics, else count(*)".into());
         if !self.durable {
             v.push("if relaxed: put the settings back, CHECKPOINT, sync (the container's file systems)".into());
         }
         v.push("swap, the app running: ALTER DATABASE … ALLOW_CONNECTIONS false on the databases renamed; end their sessions; BEGIN; ALTER DATABASE <db>__countable_prev RENAME TO <db>__countable_old; ALTER DATABASE <db> RENAME TO <db>__countable_prev; ALTER DATABASE <db>__countable_new RENAME TO <db>; ALLOW_CONNECTIONS true; COMMIT (the app reconnects on its next request); DROP DATABASE <db>__countable_old".into());
-        v.push("with the app on the new data: ANALYZE (SKIP_LOCKED); manage.py migrate in the running web unless the restored data has every migration the current database had".into());
+        let mut after = vec!["ANALYZE (SKIP_LOCKED), and beside it:"];
         if self.no_keep {
-            v.push("DROP DATABASE <db>__countable_prev".into());
+            after.push("DROP DATABASE <db>__countable_prev,");
         }
-        v.push("remove $PGDATA/countable-durability".into());
+        after.push("remove $PGDATA/countable-durability, then manage.py migrate in the running web unless the restored data has every migration the current database had");
+        v.push(format!("with the app on the new data: {}", after.join(" ")));
         v
     }
 }

@@ -429,12 +429,14 @@ impl Db {
     /// session that wrote it has ended. Since PostgreSQL 15 a backend adds its counts
     /// to the shared statistics before it leaves `pg_stat_activity`; older servers send
     /// them over a lossy socket, and `track_counts` may be off: then None (count rows).
+    /// An autovacuum worker (it may start on a table `pg_restore -j` has committed)
+    /// inserts nothing and is not waited for.
     pub async fn rows_inserted(&self, database: &str) -> anyhow::Result<Option<u64>> {
         if self.server_major() < 15 {
             return Ok(None);
         }
         let query = format!(
-            "SELECT CASE WHEN current_setting('track_counts')::bool AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()) THEN (SELECT coalesce(sum(pg_catalog.pg_stat_get_tuples_inserted(format('%I.%I', schemaname, tablename)::regclass)), 0) FROM pg_catalog.pg_tables t WHERE {USER_TABLES}) END"
+            "SELECT CASE WHEN current_setting('track_counts')::bool AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type <> 'autovacuum worker') THEN (SELECT coalesce(sum(pg_catalog.pg_stat_get_tuples_inserted(format('%I.%I', schemaname, tablename)::regclass)), 0) FROM pg_catalog.pg_tables t WHERE {USER_TABLES}) END"
         );
         for _ in 0..5 {
             let out = self.sql(database, &query).await?;
