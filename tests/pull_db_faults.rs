@@ -24,6 +24,15 @@ struct Fixture {
 }
 
 /// Every server setting a restore touches, and the file `ALTER SYSTEM` writes.
+/// Poll `done` every 100 ms; fail with `never` after 60 s.
+fn wait_until(never: &str, mut done: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !done() {
+        assert!(t.elapsed() < Duration::from_secs(60), "{never}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn server_settings(s: &Scratch) -> String {
     let shown = s.sql_in(
         "postgres",
@@ -144,14 +153,9 @@ impl Fixture {
     ) -> (std::process::Child, std::process::ChildStdin) {
         let (child, stdin) = self.start_import(&[], dump, len);
         let new = format!("{}__countable_new", self.s.name);
-        let t = Instant::now();
-        while !self.s.databases().contains(&new) {
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "the restore never started"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until("the restore never started", || {
+            self.s.databases().contains(&new)
+        });
         (child, stdin)
     }
 
@@ -511,14 +515,9 @@ fn on_a_minimal_wal_server_a_restore_relaxes_nothing_and_a_kill_leaves_only_its_
     let (child, mut stdin) = f.start_import(&["--jobs", "2"], &custom, custom.len() / 2);
     // The claim is made (its marker written) before the archive is read further.
     let claimed = "SELECT (pg_stat_file('countable-durability', true)).size IS NOT NULL";
-    let t = Instant::now();
-    while f.s.sql_in("postgres", claimed) != "t" {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the restore never claimed"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the restore never claimed", || {
+        f.s.sql_in("postgres", claimed) == "t"
+    });
     assert_eq!(
         server_settings(&f.s),
         f.settings,
