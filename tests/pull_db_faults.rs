@@ -182,7 +182,7 @@ impl Fixture {
         (child, stdin)
     }
 
-    fn import_fails(&self, file: &str, want: &str) {
+    fn import_fails(&self, file: &str, want: &str) -> Run {
         let r = run(self.s.countable().arg("import-db").arg(self.path(file))).fails();
         assert!(
             r.stderr.contains(want),
@@ -190,6 +190,7 @@ impl Fixture {
             r.stderr
         );
         self.assert_untouched(file);
+        r
     }
 }
 
@@ -535,6 +536,58 @@ fn on_a_minimal_wal_server_a_restore_relaxes_nothing_and_a_kill_leaves_only_its_
     assert!(err.contains("flush 0.0 s"), "{err}");
     assert_eq!(server_settings(&f.s), f.settings);
     assert_eq!(f.s.fingerprint(&f.s.name), f.s.fingerprint("seed"));
+}
+
+/// A dump that creates more relations than the server's lock table holds cannot be
+/// restored in one transaction ("out of shared memory" part-way): a custom archive is
+/// restored with a commit per object instead, and a plain dump fails with what to do.
+#[test]
+fn a_dump_larger_than_the_lock_table_restores_per_object_or_says_what_to_do() {
+    let mut f = Fixture::minimal("locks", 2000);
+    f.s.sql_in("postgres", "CREATE DATABASE many");
+    let script: String = (1..=150)
+        .map(|i| format!("CREATE TABLE t{i} (id bigserial PRIMARY KEY, name varchar(100), body text);\nINSERT INTO t{i} (name, body) SELECT 'n' || g, repeat('b', {i}) FROM generate_series(1, {i}) g;\n"))
+        .collect();
+    let made = run_with_stdin(
+        &mut f.s.db_command(&[
+            "sh",
+            "-c",
+            "psql -X -q -v ON_ERROR_STOP=1 -U \"$POSTGRES_USER\" -d many",
+        ]),
+        script.as_bytes(),
+    );
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    f.s.dump("many", &[], &f.path("many.sql"));
+    f.s.dump("many", &["-Fc"], &f.path("many.backup"));
+    // Then the server gets a small lock table: 10 locks × 20 connections, 200 slots.
+    // The dump creates 5 relations per table (the table, its TOAST table and index, a
+    // sequence, a key): 750 in one transaction.
+    let file = f.s.root().join("compose.override.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let small = text.replace(
+        r#""max_wal_senders=0"]"#,
+        r#""max_wal_senders=0", "-c", "max_locks_per_transaction=10", "-c", "max_connections=20"]"#,
+    );
+    assert_ne!(small, text);
+    std::fs::write(&file, small).unwrap();
+    f.s.db_up();
+    assert_eq!(
+        f.s.sql_in("postgres", "SHOW max_locks_per_transaction"),
+        "10"
+    );
+    f.dbs = f.s.databases();
+    // Plain: streamed, so its size is known only when it fails; nothing is lost.
+    let r = f.import_fails("many.sql", "max_locks_per_transaction=1024");
+    assert!(r.stderr.contains("ran out of lock slots"), "{}", r.stderr);
+    // Custom: its TOC says so up front; restored whole, with a commit per object.
+    let r = run(f.s.countable().arg("import-db").arg(f.path("many.backup"))).ok();
+    assert!(
+        r.stderr.contains("restored with a commit per object: the archive creates up to 750 relations, more than one transaction can lock on this server (200:"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(f.s.fingerprint(&f.s.name), f.s.fingerprint("many"));
+    assert_eq!(server_settings(&f.s), f.settings);
 }
 
 #[test]

@@ -97,7 +97,7 @@ impl RestoreArgs {
         if self.jobs > 1 {
             v.push(format!("custom format: spool into $PGDATA, pg_restore -j {} --no-owner --no-acl --exit-on-error -L <filtered list>", self.jobs));
         } else {
-            v.push("custom format: pg_restore --single-transaction --no-owner --no-acl --exit-on-error -L <filtered list> (streamed on stdin)".into());
+            v.push("custom format: pg_restore --single-transaction --no-owner --no-acl --exit-on-error -L <filtered list> (streamed on stdin; a commit per object instead when the TOC's relations outnumber the server's lock slots)".into());
         }
         v.push("tar format: as custom, streamed, one job (pg_restore restores tar archives with one job only)".into());
         if self.jobs > 1 {
@@ -107,7 +107,7 @@ impl RestoreArgs {
             ));
         } else {
             v.push(
-                "directory dump: extracted into the volume, pg_restore --single-transaction".into(),
+                "directory dump: extracted into the volume, pg_restore --single-transaction (a commit per object when its relations outnumber the lock slots)".into(),
             );
         }
         v.push("plain SQL: psql -X -q -v ON_ERROR_STOP=1 --single-transaction (streamed, owner/grant lines filtered, trailer checked)".into());

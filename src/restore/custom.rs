@@ -1,6 +1,7 @@
 //! Custom-format archives (`pg_dump -Fc`): the header's archive version against the
 //! local pg_restore, and the table of contents (`pg_restore -l`) for the extensions it
-//! needs, the tables it holds, and the entries a local restore must skip.
+//! needs, the tables it holds, the locks one transaction restoring it would hold, and
+//! the entries a local restore must skip.
 
 /// (major, minor, rev) of the archive format, from the first bytes (`PGDMP` + 3 bytes).
 pub fn archive_version(head: &[u8]) -> Option<(u8, u8, u8)> {
@@ -36,6 +37,11 @@ pub fn release_for(v: (u8, u8, u8)) -> &'static str {
 #[derive(Debug, Default, PartialEq)]
 pub struct Toc {
     pub tables: u64,
+    /// The relation locks a restore in one transaction holds until its COMMIT, at most:
+    /// each table or materialized view with its TOAST table and index (3), each index,
+    /// constraint (a key's index), sequence and view (1). They must fit the server's
+    /// shared lock table (see `Db::lock_slots`).
+    pub locks: u64,
     pub extensions: Vec<String>,
     pub dumped_by: Option<String>,
 }
@@ -59,7 +65,13 @@ pub fn parse_list(list: &str) -> Toc {
             continue;
         }
         match (words[2], words.get(3).copied()) {
-            ("TABLE", Some(next)) if next != "DATA" && next != "ATTACH" => toc.tables += 1,
+            ("TABLE", Some(next)) if next != "DATA" && next != "ATTACH" => {
+                toc.tables += 1;
+                toc.locks += 3;
+            }
+            ("MATERIALIZED", Some("VIEW")) if words.get(4) != Some(&"DATA") => toc.locks += 3,
+            ("INDEX" | "CONSTRAINT" | "VIEW", Some(next)) if next != "ATTACH" => toc.locks += 1,
+            ("SEQUENCE", Some(next)) if next != "SET" && next != "OWNED" => toc.locks += 1,
             ("EXTENSION", Some("-")) => {
                 if let Some(name) = words.get(4) {
                     toc.extensions.push(name.to_string());
@@ -107,11 +119,38 @@ mod tests {
     fn toc() {
         let toc = parse_list(LIST);
         assert_eq!(toc.tables, 2);
+        assert_eq!(toc.locks, 6);
         assert_eq!(toc.extensions, vec!["pgcrypto", "plpgsql"]);
         assert_eq!(toc.dumped_by.as_deref(), Some("15.18"));
         let filtered = filter_list(LIST);
         assert!(filtered.contains(";4; 3079 13000 EXTENSION - plpgsql"));
         assert!(filtered.contains(";5; 0 0 COMMENT - EXTENSION plpgsql"));
         assert!(filtered.contains("\n2; 3079 16384 EXTENSION - pgcrypto"));
+    }
+
+    #[test]
+    fn locks_count_what_a_restore_creates_not_what_it_fills() {
+        let list = "\
+215; 1259 16386 TABLE public t1 postgres
+214; 1259 16385 SEQUENCE public t1_id_seq postgres
+4001; 0 0 SEQUENCE OWNED BY public t1_id_seq postgres
+3365; 0 16386 TABLE DATA public t1 postgres
+4002; 0 0 SEQUENCE SET public t1_id_seq postgres
+3200; 2606 16393 CONSTRAINT public t1 t1_pkey postgres
+3201; 1259 16394 INDEX public t1_name postgres
+3202; 2606 16395 FK CONSTRAINT public t1 t1_fk postgres
+230; 1259 16400 VIEW public v postgres
+231; 1259 16401 MATERIALIZED VIEW public mv postgres
+3366; 0 16401 MATERIALIZED VIEW DATA public mv postgres
+232; 1259 16402 TABLE public part postgres
+233; 1259 16403 TABLE public part_1 postgres
+3203; 0 0 TABLE ATTACH public part_1 postgres
+3204; 0 0 INDEX ATTACH public part_1_pkey postgres
+3205; 0 0 DEFAULT public t1 id postgres
+";
+        let toc = parse_list(list);
+        assert_eq!(toc.tables, 3);
+        // 3 tables × 3, a materialized view 3, sequence, key, index and view 1 each.
+        assert_eq!(toc.locks, 9 + 3 + 4);
     }
 }

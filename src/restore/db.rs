@@ -167,6 +167,11 @@ pub struct Db {
     /// `wal_level=minimal` (the dev override's db): a table created in a restore's
     /// one transaction is written without WAL and synced by its COMMIT.
     pub wal_minimal: bool,
+    /// The relation locks the server's shared lock table is sized for, as its docs
+    /// promise them: `max_locks_per_transaction × (max_connections +
+    /// max_prepared_transactions)`. A restore in one transaction that would hold more
+    /// commits as it goes instead (see `load::fits_one_transaction`).
+    pub lock_slots: u64,
     /// (major, minor) of the container's pg_restore/psql.
     pub tools_version: (u32, u32),
 }
@@ -209,17 +214,27 @@ impl Db {
             session: Default::default(),
             server_version: 0,
             wal_minimal: false,
+            lock_slots: 0,
             tools_version,
         };
         let shown = db
             .sql(
                 "postgres",
-                "SELECT current_setting('server_version_num') || ' ' || current_setting('wal_level')",
+                "SELECT concat_ws(' ', current_setting('server_version_num'), current_setting('wal_level'), current_setting('max_locks_per_transaction')::bigint * (current_setting('max_connections')::bigint + current_setting('max_prepared_transactions')::bigint))",
             )
             .await?;
-        let (version, wal_level) = shown.trim().split_once(' ').unwrap_or((shown.trim(), ""));
-        db.server_version = version.parse().context("reading the server version")?;
-        db.wal_minimal = wal_level == "minimal";
+        let mut words = shown.split_whitespace();
+        db.server_version = words
+            .next()
+            .unwrap_or_default()
+            .parse()
+            .context("reading the server version")?;
+        db.wal_minimal = words.next() == Some("minimal");
+        db.lock_slots = words
+            .next()
+            .unwrap_or_default()
+            .parse()
+            .context("reading the server's lock table size")?;
         Ok(db)
     }
 

@@ -65,6 +65,35 @@ pub(super) fn one_transaction(kind: DumpKind, opts: &Options) -> bool {
     }
 }
 
+/// Can one transaction restore the archive `toc` lists? The locks it holds until its
+/// COMMIT must fit the server's lock table, or it fails part-way with "out of shared
+/// memory" (about 1,500 tables with a key and a sequence each, at the defaults): past
+/// that, the archive is restored with a commit per object, as `pg_restore` does by
+/// default. A plain dump's size is not known before it streams; its failure says what
+/// to do (`RestoreError::TooManyLocks`).
+pub(super) fn fits_one_transaction(toc: &custom::Toc, db: &Db) -> bool {
+    toc.locks <= db.lock_slots
+}
+
+/// What the summary says when an archive did not fit one transaction.
+fn per_object_note(toc: &custom::Toc, db: &Db) -> String {
+    format!(
+        "restored with a commit per object: the archive creates up to {} relations, more than one transaction can lock on this server ({}: max_locks_per_transaction × connections); the new database still became current only once whole",
+        crate::ui::count(toc.locks),
+        crate::ui::count(db.lock_slots)
+    )
+}
+
+/// psql or pg_restore failed with `stderr`: out of lock slots has its own hint.
+fn failed(tool: &'static str, stderr: &str) -> RestoreError {
+    let stderr = tail(stderr);
+    if stderr.contains("max_locks_per_transaction") {
+        RestoreError::TooManyLocks { tool, stderr }
+    } else {
+        RestoreError::Failed { tool, stderr }
+    }
+}
+
 /// Restore the decoded dump into the new database `new`; `stored_size` is the size of
 /// the bytes as stored, the dump's own size when nothing was peeled off (for the
 /// `--jobs` space check).
@@ -136,11 +165,7 @@ async fn restore_plain(
         return Err(RestoreError::Unsafe(line).into());
     }
     if run.code != 0 {
-        return Err(RestoreError::Failed {
-            tool: "psql",
-            stderr: tail(&run.stderr),
-        }
-        .into());
+        return Err(failed("psql", &run.stderr).into());
     }
     finish(finisher).await?;
     let stats = stats.context("psql stopped reading the dump")?;
@@ -152,6 +177,7 @@ async fn restore_plain(
     Ok(Restored {
         expected_tables: stats.tables,
         rows: (!stats.inserts).then_some(stats.rows),
+        note: None,
     })
 }
 
@@ -207,18 +233,19 @@ async fn read_toc(db: &Db, listed: &StreamedExec, list_path: &str) -> anyhow::Re
     Ok(toc)
 }
 
-/// pg_restore's exit, as the playbook's outcome.
-fn restored_by_pg_restore(run: &StreamedExec, toc: &custom::Toc) -> anyhow::Result<Restored> {
+/// pg_restore's exit, as the playbook's outcome (with `note` for the summary).
+fn restored_by_pg_restore(
+    run: &StreamedExec,
+    toc: &custom::Toc,
+    note: Option<String>,
+) -> anyhow::Result<Restored> {
     if run.code != 0 {
-        return Err(RestoreError::Failed {
-            tool: "pg_restore",
-            stderr: tail(&run.stderr),
-        }
-        .into());
+        return Err(failed("pg_restore", &run.stderr).into());
     }
     Ok(Restored {
         expected_tables: toc.tables,
         rows: None,
+        note,
     })
 }
 
@@ -275,6 +302,7 @@ async fn restore_custom(
         let base = pg_restore_args(db, new, &scratch.list);
         // pg_restore runs tar-format archives with one job only.
         let streamed = one_transaction(kind, opts);
+        let per_object = streamed && !fits_one_transaction(&toc, db);
         let run = if !streamed {
             let free = container::free_bytes(db).await?;
             if let Some(size) = known_size {
@@ -289,8 +317,13 @@ async fn restore_custom(
         } else {
             // One transaction, as the plain path: on a server with `wal_level=minimal`
             // (the dev override's db), the data of tables it created, and their
-            // indexes, skip the WAL.
-            let args = [&["--single-transaction"][..], &base].concat();
+            // indexes, skip the WAL. Unless its locks would not fit.
+            let single: &[&str] = if per_object {
+                &[]
+            } else {
+                &["--single-transaction"]
+            };
+            let args = [single, &base].concat();
             let mut run = container::pg_restore_streamed(
                 db,
                 &scratch.head,
@@ -303,7 +336,8 @@ async fn restore_custom(
             finish(finisher).await?;
             run
         };
-        restored_by_pg_restore(&run, &toc).map(|r| (r, streamed))
+        let note = per_object.then(|| per_object_note(&toc, db));
+        restored_by_pg_restore(&run, &toc, note).map(|r| (r, streamed))
     }
     .await;
     // The streamed pg_restore removed its scratch files as it ended.
@@ -357,8 +391,13 @@ async fn restore_directory(
         let toc = list_toc(db, &path, &scratch.list).await?;
         create_database(db, new, opts.template.as_deref()).await?;
         let jobs = opts.jobs.to_string();
-        // One job: one transaction, as every one-job restore (see `one_transaction`).
-        let parallel: [&str; 2] = if one_transaction(DumpKind::Directory, opts) {
+        // One job: one transaction, as every one-job restore (see `one_transaction`),
+        // when its locks fit.
+        let one = one_transaction(DumpKind::Directory, opts);
+        let per_object = one && !fits_one_transaction(&toc, db);
+        let parallel: [&str; 2] = if per_object {
+            ["-j", "1"]
+        } else if one {
             ["--single-transaction", "-j1"]
         } else {
             ["-j", &jobs]
@@ -375,7 +414,8 @@ async fn restore_directory(
                 None::<tokio::io::Empty>,
             )
             .await?;
-        restored_by_pg_restore(&run, &toc)
+        let note = per_object.then(|| per_object_note(&toc, db));
+        restored_by_pg_restore(&run, &toc, note)
     }
     .await;
     container::remove(db, &[&scratch.dir, &scratch.list]).await;

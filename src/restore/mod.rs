@@ -45,6 +45,8 @@ pub enum RestoreError {
     Truncated(String),
     #[error("{tool} failed while restoring: {stderr}")]
     Failed { tool: &'static str, stderr: String },
+    #[error("{tool} ran out of lock slots while restoring (the dump creates more tables than one transaction can lock on this server): {stderr}")]
+    TooManyLocks { tool: &'static str, stderr: String },
     #[error("the restored database has {got} tables, the dump has {expected}")]
     Verify { expected: u64, got: u64 },
     #[error("interrupted")]
@@ -72,6 +74,7 @@ impl Hint for RestoreError {
             }
             RestoreError::Truncated(_) => "the backup is incomplete: pick an older one with `--backup KEY` (see `countable backups <env>`)".into(),
             RestoreError::Failed { .. } => "your database is unchanged; read the error above, or try an older backup with `--backup KEY`".into(),
+            RestoreError::TooManyLocks { .. } => "your database is unchanged; raise the db's lock table (in the compose file: `command: [\"postgres\", \"-c\", \"max_locks_per_transaction=1024\"]`, then `countable up`), or restore a custom-format dump (`pg_dump -Fc`), which countable restores with a commit per object when it is this large".into(),
             RestoreError::Verify { .. } => "your database is unchanged; the backup may be damaged: try another with `--backup KEY`".into(),
             RestoreError::Interrupted => "your database is unchanged; run the command again to restore".into(),
             RestoreError::Unsafe(_) => "restore a single database's dump (`pg_dump`), not `pg_dumpall` output or a script".into(),
@@ -179,4 +182,6 @@ pub(crate) struct Restored {
     /// Every row the dump loaded, when the stream could count them (plain COPY data):
     /// the summary then needs no `count(*)` of every table afterwards.
     pub(crate) rows: Option<u64>,
+    /// How the restore went where it is not the usual way, for the summary.
+    pub(crate) note: Option<String>,
 }

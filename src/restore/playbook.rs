@@ -81,6 +81,9 @@ where
     let work = async {
         let restored = restore_into(db, decoded, &new, opts, source.size).await?;
         let restore_seconds = started.elapsed().as_secs_f64();
+        if let Some(note) = &restored.note {
+            printer.note(&format!("   {note}"));
+        }
         let t = Instant::now();
         let got = db.table_count(&new).await?;
         let expected = restored.expected_tables + baseline;
