@@ -167,10 +167,12 @@ pub struct Db {
     /// `wal_level=minimal` (the dev override's db): a table created in a restore's
     /// one transaction is written without WAL and synced by its COMMIT.
     pub wal_minimal: bool,
-    /// The relation locks the server's shared lock table is sized for, as its docs
-    /// promise them: `max_locks_per_transaction × (max_connections +
-    /// max_prepared_transactions)`. A restore in one transaction that would hold more
-    /// commits as it goes instead (see `load::fits_one_transaction`).
+    /// The locks the server's shared lock table is sized for: `max_locks_per_transaction`
+    /// × every backend it may run (`max_connections`, autovacuum's workers and launcher,
+    /// `max_worker_processes`, `max_wal_senders`) and `max_prepared_transactions`, as
+    /// PostgreSQL sizes it (`NLOCKENTS`; it has some spare room beyond). A restore in one
+    /// transaction that would hold more commits as it goes instead (see
+    /// `load::fits_one_transaction`).
     pub lock_slots: u64,
     /// (major, minor) of the container's pg_restore/psql.
     pub tools_version: (u32, u32),
@@ -220,7 +222,7 @@ impl Db {
         let shown = db
             .sql(
                 "postgres",
-                "SELECT concat_ws(' ', current_setting('server_version_num'), current_setting('wal_level'), current_setting('max_locks_per_transaction')::bigint * (current_setting('max_connections')::bigint + current_setting('max_prepared_transactions')::bigint))",
+                "SELECT concat_ws(' ', current_setting('server_version_num'), current_setting('wal_level'), current_setting('max_locks_per_transaction')::bigint * (current_setting('max_connections')::bigint + current_setting('autovacuum_max_workers')::bigint + 1 + current_setting('max_worker_processes')::bigint + current_setting('max_wal_senders')::bigint + current_setting('max_prepared_transactions')::bigint))",
             )
             .await?;
         let mut words = shown.split_whitespace();

@@ -67,10 +67,10 @@ pub(super) fn one_transaction(kind: DumpKind, opts: &Options) -> bool {
 
 /// Can one transaction restore the archive `toc` lists? The locks it holds until its
 /// COMMIT must fit the server's lock table, or it fails part-way with "out of shared
-/// memory" (about 1,500 tables with a key and a sequence each, at the defaults): past
-/// that, the archive is restored with a commit per object, as `pg_restore` does by
-/// default. A plain dump's size is not known before it streams; its failure says what
-/// to do (`RestoreError::TooManyLocks`).
+/// memory" (past about 1,500 tables with a key and a sequence each, at the defaults):
+/// past that, the archive is restored with a commit per object, as `pg_restore` does
+/// by default, its data through the WAL. A plain dump's size is not known before it
+/// streams; its failure says what to do (`RestoreError::TooManyLocks`).
 pub(super) fn fits_one_transaction(toc: &custom::Toc, db: &Db) -> bool {
     toc.locks <= db.lock_slots
 }
@@ -78,7 +78,7 @@ pub(super) fn fits_one_transaction(toc: &custom::Toc, db: &Db) -> bool {
 /// What the summary says when an archive did not fit one transaction.
 fn per_object_note(toc: &custom::Toc, db: &Db) -> String {
     format!(
-        "restored with a commit per object: the archive creates up to {} relations, more than one transaction can lock on this server ({}: max_locks_per_transaction × connections); the new database still became current only once whole",
+        "restored with a commit per object: the archive takes up to {} locks, more than one transaction can hold on this server (its lock table: {}, max_locks_per_transaction × backends); the new database becomes current only once verified",
         crate::ui::count(toc.locks),
         crate::ui::count(db.lock_slots)
     )

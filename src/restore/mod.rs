@@ -74,7 +74,8 @@ impl Hint for RestoreError {
             }
             RestoreError::Truncated(_) => "the backup is incomplete: pick an older one with `--backup KEY` (see `countable backups <env>`)".into(),
             RestoreError::Failed { .. } => "your database is unchanged; read the error above, or try an older backup with `--backup KEY`".into(),
-            RestoreError::TooManyLocks { .. } => "your database is unchanged; raise the db's lock table (in the compose file: `command: [\"postgres\", \"-c\", \"max_locks_per_transaction=1024\"]`, then `countable up`), or restore a custom-format dump (`pg_dump -Fc`), which countable restores with a commit per object when it is this large".into(),
+            RestoreError::TooManyLocks { tool: "psql", .. } => "your database is unchanged; raise the db's lock table (add `\"-c\", \"max_locks_per_transaction=1024\"` to the db's `command` in the compose file, then `countable up`), or restore a custom-format dump (`pg_dump -Fc`), which countable restores with a commit per object when it is this large".into(),
+            RestoreError::TooManyLocks { .. } => "your database is unchanged; other sessions may hold locks too: raise the db's lock table (add `\"-c\", \"max_locks_per_transaction=1024\"` to the db's `command` in the compose file, then `countable up`), or restore a custom archive with `--jobs 2`, which commits as it goes".into(),
             RestoreError::Verify { .. } => "your database is unchanged; the backup may be damaged: try another with `--backup KEY`".into(),
             RestoreError::Interrupted => "your database is unchanged; run the command again to restore".into(),
             RestoreError::Unsafe(_) => "restore a single database's dump (`pg_dump`), not `pg_dumpall` output or a script".into(),
