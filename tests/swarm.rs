@@ -47,6 +47,21 @@ impl Story {
         &self.nodes[0]
     }
 
+    /// Panic with what a failed `what` said and what web's tasks said (`service ps`,
+    /// their last log lines), read before the hosts go.
+    fn failed(&self, what: &str, r: &Run) -> ! {
+        let ps = self
+            .manager()
+            .docker(&["service", "ps", "--no-trunc", "shop-prod_web"]);
+        let logs = self
+            .manager()
+            .docker(&["service", "logs", "--tail", "40", "shop-prod_web"]);
+        panic!(
+            "{what} failed:\n{}\nservice ps:\n{}\nservice logs:\n{}{}",
+            r.stderr, ps.stdout, logs.stdout, logs.stderr
+        );
+    }
+
     fn countable(&self, args: &[&str]) -> Command {
         let mut c = countable(&self.root);
         c.args(args)
@@ -470,17 +485,7 @@ fn a_rolling_update_drops_no_request(s: &mut Story) {
     let r = s.run(&["deploy", "prod"]);
     let (ok, bad, gap, failures) = looper.finish();
     if r.code != 0 {
-        // What the failed tasks said, before the hosts go.
-        let ps = s
-            .manager()
-            .docker(&["service", "ps", "--no-trunc", "shop-prod_web"]);
-        let logs = s
-            .manager()
-            .docker(&["service", "logs", "--tail", "40", "shop-prod_web"]);
-        panic!(
-            "deploy failed:\n{}\nservice ps:\n{}\nservice logs:\n{}{}",
-            r.stderr, ps.stdout, logs.stdout, logs.stderr
-        );
+        s.failed("deploy", &r);
     }
     eprintln!("    rolling update: {:.1} s; requests through every node: {ok} answered, {bad} failed, longest gap {:.2} s", t.elapsed().as_secs_f64(), gap.as_secs_f64());
     assert!(ok > 50, "the loop ran ({ok})");
@@ -602,7 +607,9 @@ fn rollback_after_two_releases(s: &mut Story) {
         dry.stdout
     );
     let r = s.run(&["rollback", "prod", "2"]);
-    assert_eq!(r.code, 0, "rollback:\n{}", r.stderr);
+    if r.code != 0 {
+        s.failed("rollback", &r);
+    }
     assert_eq!(
         s.sql("SELECT count(*) FROM django_migrations WHERE app = 'catalog'"),
         "0"
