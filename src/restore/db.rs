@@ -172,7 +172,7 @@ pub struct Db {
     /// `max_worker_processes`, `max_wal_senders`) and `max_prepared_transactions`, as
     /// PostgreSQL sizes it (`NLOCKENTS`; it has some spare room beyond). A restore in one
     /// transaction that would hold more commits as it goes instead (see
-    /// `load::fits_one_transaction`).
+    /// `load::per_object`).
     pub lock_slots: u64,
     /// (major, minor) of the container's pg_restore/psql.
     pub tools_version: (u32, u32),

@@ -65,29 +65,29 @@ pub(super) fn one_transaction(kind: DumpKind, opts: &Options) -> bool {
     }
 }
 
-/// Can one transaction restore the archive `toc` lists? The locks it holds until its
-/// COMMIT must fit the server's lock table, or it fails part-way with "out of shared
-/// memory" (past about 1,500 tables with a key and a sequence each, at the defaults):
-/// past that, the archive is restored with a commit per object, as `pg_restore` does
-/// by default, its data through the WAL. A plain dump's size is not known before it
-/// streams; its failure says what to do (`RestoreError::TooManyLocks`).
-pub(super) fn fits_one_transaction(toc: &custom::Toc, db: &Db) -> bool {
-    toc.locks <= db.lock_slots
+/// Must an archive meant for one transaction (`one`) be restored with a commit per
+/// object instead? The locks one transaction holds until its COMMIT must fit the
+/// server's lock table, or it fails part-way with "out of shared memory" (past about
+/// 1,500 tables with a key and a sequence each, at the defaults); past that, it is
+/// restored as `pg_restore` does by default, its data through the WAL. Returns the
+/// note that says so. A plain dump's size is not known before it streams; its failure
+/// says what to do (`RestoreError::TooManyLocks`).
+pub(super) fn per_object(one: bool, toc: &custom::Toc, db: &Db) -> Option<String> {
+    (one && toc.locks > db.lock_slots).then(|| {
+        format!(
+            "restored with a commit per object: the archive takes up to {} locks, more than one transaction can hold on this server (its lock table: {}, max_locks_per_transaction × backends); the new database becomes current only once verified",
+            crate::ui::count(toc.locks),
+            crate::ui::count(db.lock_slots)
+        )
+    })
 }
 
-/// What the summary says when an archive did not fit one transaction.
-fn per_object_note(toc: &custom::Toc, db: &Db) -> String {
-    format!(
-        "restored with a commit per object: the archive takes up to {} locks, more than one transaction can hold on this server (its lock table: {}, max_locks_per_transaction × backends); the new database becomes current only once verified",
-        crate::ui::count(toc.locks),
-        crate::ui::count(db.lock_slots)
-    )
-}
-
-/// psql or pg_restore failed with `stderr`: out of lock slots has its own hint.
+/// psql or pg_restore failed with `stderr`: out of lock slots has its own hint (read
+/// in the whole text: the statement pg_restore quotes after it can be long).
 fn failed(tool: &'static str, stderr: &str) -> RestoreError {
+    let out_of_locks = stderr.contains("max_locks_per_transaction");
     let stderr = tail(stderr);
-    if stderr.contains("max_locks_per_transaction") {
+    if out_of_locks {
         RestoreError::TooManyLocks { tool, stderr }
     } else {
         RestoreError::Failed { tool, stderr }
@@ -302,7 +302,7 @@ async fn restore_custom(
         let base = pg_restore_args(db, new, &scratch.list);
         // pg_restore runs tar-format archives with one job only.
         let streamed = one_transaction(kind, opts);
-        let per_object = streamed && !fits_one_transaction(&toc, db);
+        let note = per_object(streamed, &toc, db);
         let run = if !streamed {
             let free = container::free_bytes(db).await?;
             if let Some(size) = known_size {
@@ -318,7 +318,7 @@ async fn restore_custom(
             // One transaction, as the plain path: on a server with `wal_level=minimal`
             // (the dev override's db), the data of tables it created, and their
             // indexes, skip the WAL. Unless its locks would not fit.
-            let single: &[&str] = if per_object {
+            let single: &[&str] = if note.is_some() {
                 &[]
             } else {
                 &["--single-transaction"]
@@ -336,7 +336,6 @@ async fn restore_custom(
             finish(finisher).await?;
             run
         };
-        let note = per_object.then(|| per_object_note(&toc, db));
         restored_by_pg_restore(&run, &toc, note).map(|r| (r, streamed))
     }
     .await;
@@ -394,8 +393,8 @@ async fn restore_directory(
         // One job: one transaction, as every one-job restore (see `one_transaction`),
         // when its locks fit.
         let one = one_transaction(DumpKind::Directory, opts);
-        let per_object = one && !fits_one_transaction(&toc, db);
-        let parallel: [&str; 2] = if per_object {
+        let note = per_object(one, &toc, db);
+        let parallel: [&str; 2] = if note.is_some() {
             ["-j", "1"]
         } else if one {
             ["--single-transaction", "-j1"]
@@ -414,7 +413,6 @@ async fn restore_directory(
                 None::<tokio::io::Empty>,
             )
             .await?;
-        let note = per_object.then(|| per_object_note(&toc, db));
         restored_by_pg_restore(&run, &toc, note)
     }
     .await;

@@ -69,8 +69,8 @@ where
     // the tables it created (see `load::one_transaction`), and `pg_restore -j` loads each
     // table it created in a transaction that TRUNCATEs it first, so the same holds per
     // table; an archive too large for one transaction's locks (a commit per object)
-    // writes its data through the WAL, synced at each commit. Relaxing there would only add a CHECKPOINT and `sync` (0.6-1.0 s at 1 GB,
-    // measured). Autovacuum, which relaxing also stops, may then start on a table `-j`
+    // writes its data through the WAL, synced at each commit. Relaxing there would only
+    // add a CHECKPOINT and `sync` (0.6-1.0 s at 1 GB, measured). Autovacuum, which relaxing also stops, may then start on a table `-j`
     // has committed: the ANALYZE after the swap skips a table it holds.
     let relax = opts.fast && !db.wal_minimal;
     let mut claim = Claim::claim(db, &new, relax).await?;
